@@ -1,0 +1,6 @@
+"""Benchmark `.tflite` models in the LiteRT interpreter."""
+
+from tfcompress.bench._benchmark import BenchmarkReport, benchmark, compare, to_json
+from tfcompress.bench._inspect import inspect_model
+
+__all__ = ["BenchmarkReport", "benchmark", "compare", "inspect_model", "to_json"]

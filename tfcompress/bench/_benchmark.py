@@ -1,0 +1,205 @@
+"""Run `.tflite` models in the LiteRT interpreter: size, gzip size, latency, accuracy, dtypes."""
+
+import gzip
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfcompress import _tflite
+from tfcompress.data import as_arrays
+
+
+@dataclass(frozen=True)
+class BenchmarkReport:
+    """Measurements of one `.tflite` model in the LiteRT interpreter."""
+
+    path: str
+    size_bytes: int
+    gzip_bytes: int
+    latency_ms_p50: float
+    latency_ms_p90: float
+    latency_ms_mean: float
+    threads: int
+    runs: int
+    accuracy: float | None
+    num_samples: int
+    fully_int8: bool
+    input_dtype: str
+    op_dtypes: dict[str, list[str]] = field(default_factory=dict)
+    op_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "size_bytes": self.size_bytes,
+            "gzip_bytes": self.gzip_bytes,
+            "latency_ms_p50": self.latency_ms_p50,
+            "latency_ms_p90": self.latency_ms_p90,
+            "latency_ms_mean": self.latency_ms_mean,
+            "threads": self.threads,
+            "runs": self.runs,
+            "accuracy": self.accuracy,
+            "num_samples": self.num_samples,
+            "fully_int8": self.fully_int8,
+            "input_dtype": self.input_dtype,
+            "op_dtypes": dict(self.op_dtypes),
+            "op_counts": dict(self.op_counts),
+        }
+
+
+def benchmark(
+    path: "str | os.PathLike",
+    data: Any = None,
+    threads: int = 1,
+    runs: int = 50,
+    warmup: int = 5,
+    *,
+    max_samples: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> BenchmarkReport:
+    """Measures a `.tflite` model in the LiteRT interpreter.
+
+    Latency is the wall time of single-image `invoke()` calls (batch 1, as on a device) after
+    `warmup` untimed calls. Accuracy is top-1 over every labelled sample, one image at a time,
+    with float inputs quantized to the model's input type where it is integer.
+
+    Args:
+        path: The `.tflite` file.
+        data: Images to time and, with labels, to score: a `Dataset`, a loader name or path
+            (its test split), an `(x, y)` tuple or an image array. Defaults to `None`: latency
+            on random input, no accuracy.
+        threads: Interpreter threads. Defaults to `1`.
+        runs: Timed invocations. Defaults to `50`.
+        warmup: Untimed invocations before timing. Defaults to `5`.
+        max_samples: Score at most this many samples. Defaults to `None` (all).
+        progress: Called with a short message at each phase. Defaults to `None`.
+
+    Returns:
+        A `BenchmarkReport`.
+
+    Raises:
+        ValueError: If the file is not a valid model, the data does not fit its input, or a
+            count is not positive.
+
+    Example:
+        >>> import tempfile, tfcompress as tfc
+        >>> out = tempfile.mkdtemp() + "/m.tflite"
+        >>> _ = tfc.export.to_tflite(tfc.reference.reference_cnn(), out, "float32")
+        >>> report = benchmark(out, runs=5)
+        >>> report.fully_int8, report.accuracy
+        (False, None)
+    """
+    for name, value, low in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}.")
+    say = progress or (lambda _msg: None)
+    interp = _tflite.interpreter(path, num_threads=threads)
+    content = Path(os.fspath(path)).read_bytes()
+    summary = _tflite.summarize(interp)
+    inp = interp.get_input_details()[0]
+
+    x = y = None
+    if data is not None:
+        x, y = as_arrays(data, split_name="test")
+        if max_samples is not None:
+            x = x[:max_samples]
+            y = None if y is None else y[:max_samples]
+    sample = x[:1] if x is not None else _random_input(inp)
+
+    say(f"timing {Path(path).name}: {warmup} warm-up + {runs} runs, {threads} thread(s)")
+    times = _time_invocations(interp, sample, runs, warmup)
+    accuracy = None
+    if y is not None:
+        say(f"scoring {len(x)} samples")
+        logits = _tflite.run(interp, x)
+        accuracy = float(np.mean(np.argmax(logits, axis=-1) == y))
+    return BenchmarkReport(
+        path=os.fspath(path),
+        size_bytes=len(content),
+        gzip_bytes=len(gzip.compress(content, compresslevel=9)),
+        latency_ms_p50=float(np.percentile(times, 50)),
+        latency_ms_p90=float(np.percentile(times, 90)),
+        latency_ms_mean=float(np.mean(times)),
+        threads=threads,
+        runs=runs,
+        accuracy=accuracy,
+        num_samples=0 if y is None else len(y),
+        fully_int8=summary.is_integer_only("int8"),
+        input_dtype=summary.inputs[0].dtype,
+        op_dtypes=summary.op_dtypes(),
+        op_counts=summary.op_counts(),
+    )
+
+
+def _random_input(detail: dict) -> np.ndarray:
+    shape = [1 if s < 0 else int(s) for s in detail["shape_signature"]]
+    return np.random.default_rng(0).uniform(0, 1, size=shape).astype(np.float32)
+
+
+def _time_invocations(interp: Any, sample: np.ndarray, runs: int, warmup: int) -> np.ndarray:
+    inp = interp.get_input_details()[0]
+    expected = tuple(int(s) for s in inp["shape"][1:])
+    if tuple(sample.shape[1:]) != expected:
+        raise ValueError(
+            f"The model expects inputs of shape (N, {', '.join(map(str, expected))}), got data "
+            f"of shape (N, {', '.join(map(str, sample.shape[1:]))}). Pass matching data."
+        )
+    interp.set_tensor(inp["index"], _tflite.quantize_input(sample, inp))
+    for _ in range(warmup):
+        interp.invoke()
+    times = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        interp.invoke()
+        times[i] = (time.perf_counter() - t0) * 1e3
+    return times
+
+
+def compare(reports: Sequence[BenchmarkReport], baseline: int = 0) -> str:
+    """Formats reports as a side-by-side table, with ratios against `reports[baseline]`.
+
+    Args:
+        reports: Benchmark reports, one per model.
+        baseline: Index of the report the ratios are taken against. Defaults to `0`.
+
+    Returns:
+        A plain-text table.
+    """
+    if not reports:
+        raise ValueError("compare needs at least one report.")
+    base = reports[baseline]
+    header = ("model", "size KB", "gzip KB", "x smaller", "p50 ms", "p90 ms", "x faster",
+              "accuracy", "int8")
+    rows = [header]
+    for r in reports:
+        rows.append((
+            r.name,
+            f"{r.size_bytes / 1024:.1f}",
+            f"{r.gzip_bytes / 1024:.1f}",
+            f"{base.size_bytes / r.size_bytes:.2f}",
+            f"{r.latency_ms_p50:.3f}",
+            f"{r.latency_ms_p90:.3f}",
+            f"{base.latency_ms_p50 / r.latency_ms_p50:.2f}",
+            "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%",
+            "yes" if r.fully_int8 else "no",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                       enumerate(zip(row, widths, strict=True))) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def to_json(reports: Sequence[BenchmarkReport]) -> str:
+    """The reports as a JSON list."""
+    return json.dumps([r.to_dict() for r in reports], indent=2)

@@ -1,0 +1,28 @@
+"""The `tfcompress` command line: one group, one module per command.
+
+Command modules import TensorFlow only inside the command body, so `tfcompress --help` is
+instant.
+"""
+
+import click
+
+from tfcompress._version import __version__
+from tfcompress.cli.bench import bench_command
+from tfcompress.cli.demo import demo_command
+from tfcompress.cli.export import export_command
+from tfcompress.cli.inspect import inspect_command
+from tfcompress.cli.prune import prune_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tfcompress")
+def main():
+    """Make Keras 3 image models small and fast for edge devices, and prove it.
+
+    Start with `tfcompress demo`: it trains, prunes, exports and benchmarks a model on built-in
+    data with no network.
+    """
+
+
+for _command in (demo_command, export_command, bench_command, inspect_command, prune_command):
+    main.add_command(_command)

@@ -1,0 +1,29 @@
+"""`tfcompress bench`: time and score `.tflite` models side by side in LiteRT."""
+
+import click
+
+from tfcompress.cli._common import data_help, say, user_errors
+
+
+@click.command("bench")
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", help=f"Labelled data to score (its test split). {data_help}")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
+              help="Interpreter threads.")
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(1),
+              help="Timed invocations per model.")
+@click.option("--warmup", default=5, show_default=True, type=click.IntRange(0),
+              help="Untimed invocations before timing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+@user_errors
+def bench_command(models, data, threads, runs, warmup, as_json):
+    """Benchmark one or more .tflite MODELS in the LiteRT interpreter (ratios vs the first)."""
+    from tfcompress.bench import benchmark, compare, to_json
+    from tfcompress.data import load
+
+    dataset = load(data) if data else None
+    reports = [
+        benchmark(m, dataset, threads=threads, runs=runs, warmup=warmup, progress=say)
+        for m in models
+    ]
+    click.echo(to_json(reports) if as_json else compare(reports))

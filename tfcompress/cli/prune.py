@@ -1,0 +1,51 @@
+"""`tfcompress prune`: fine-tune a saved model while pruning it."""
+
+import json
+
+import click
+
+from tfcompress.cli._common import data_help, say, user_errors
+
+
+@click.command("prune")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", required=True, help=f"Training data. {data_help}")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the pruned .keras model.")
+@click.option("--sparsity", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Final sparsity. Default: 0.8, or 1 - N/M for N:M.")
+@click.option("--granularity", default="unstructured", show_default=True,
+              help="'unstructured' or N:M such as '2:4'.")
+@click.option("--scope", type=click.Choice(["layer", "global"]), default="layer",
+              show_default=True, help="Per-layer targets or one global threshold.")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(1),
+              help="Fine-tuning epochs.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--unsafe", is_flag=True,
+              help="Allow the model file's Lambda layers to run their code (trusted files only).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@user_errors
+def prune_command(model, data, output, sparsity, granularity, scope, epochs, batch_size, unsafe,
+                  as_json):
+    """Prune MODEL (.keras) by magnitude while fine-tuning it; report accuracy and sparsity."""
+    from tfcompress import _io
+    from tfcompress.pruning import prune
+
+    _io.check_not_input(output, model)
+    if not output.endswith(".keras"):
+        raise click.BadParameter(f"expected a .keras file name, got {output!r}.",
+                                 param_hint="--output")
+    keras_model = _io.load_keras_model(model, safe_mode=not unsafe)
+    say(f"pruning {model} to {granularity} sparsity for {epochs} epoch(s) ...")
+    pruned, result = prune(keras_model, data, sparsity=sparsity, granularity=granularity,
+                           scope=scope, epochs=epochs, batch_size=batch_size, verbose=2)
+    _io.save_model_atomic(pruned, output)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(str(result.report))
+    click.echo(
+        f"accuracy {100 * result.accuracy_before:.2f}% -> {100 * result.accuracy_after:.2f}%, "
+        f"sparsity {result.sparsity_before:.3f} -> {result.sparsity_after:.3f} "
+        f"({result.granularity}; trained with {result.compile_settings}); saved {output}"
+    )

@@ -1,0 +1,250 @@
+"""Keras 3 model -> verified `.tflite`, in every quantization mode the converter offers."""
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tfcompress import _io, _tflite
+from tfcompress.data import Dataset, as_arrays
+
+QUANTIZATION_MODES: tuple[str, ...] = ("float32", "float16", "dynamic", "int8", "int16x8")
+_NEEDS_CALIBRATION = ("int8", "int16x8")
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What `to_tflite` wrote and what the LiteRT interpreter found in it."""
+
+    path: str
+    quantization: str
+    size_bytes: int
+    inputs: tuple[_tflite.TensorInfo, ...]
+    outputs: tuple[_tflite.TensorInfo, ...]
+    op_counts: dict[str, int] = field(default_factory=dict)
+    float_ops: tuple[_tflite.OpInfo, ...] = ()
+    integer_only: bool = False
+    calibration_samples: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "quantization": self.quantization,
+            "size_bytes": self.size_bytes,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "op_counts": dict(self.op_counts),
+            "float_ops": [o.to_dict() for o in self.float_ops],
+            "integer_only": self.integer_only,
+            "calibration_samples": self.calibration_samples,
+        }
+
+    def __str__(self) -> str:
+        ops = ", ".join(f"{k} x{v}" for k, v in self.op_counts.items())
+        kind = "integer-only" if self.integer_only else "has float compute"
+        return (
+            f"{self.path}: {self.quantization}, {self.size_bytes:,} bytes, {kind}; "
+            f"input {self.inputs[0].dtype}, output {self.outputs[0].dtype}; ops: {ops}"
+        )
+
+
+def _calibration_arrays(data: Any, num_samples: int) -> np.ndarray:
+    """Turns any accepted representative data into an array of at most `num_samples` images."""
+    if isinstance(data, (np.ndarray, tuple, str, os.PathLike, Dataset)):
+        x, _ = as_arrays(data, split_name="train")
+    else:  # an iterable of batches, e.g. a tf.data.Dataset of images or (images, labels)
+        batches, count = [], 0
+        for batch in data:
+            if isinstance(batch, (tuple, list)):
+                batch = batch[0]
+            batch = np.asarray(batch, dtype=np.float32)
+            batches.append(batch)
+            count += len(batch)
+            if count >= num_samples:
+                break
+        if not batches:
+            raise ValueError("representative_data yielded no batches.")
+        x = np.concatenate(batches)
+    return np.asarray(x[:num_samples], dtype=np.float32)
+
+
+def _configure(converter: Any, mode: str, calib: np.ndarray | None, integer_io: bool) -> None:
+    import tensorflow as tf
+
+    if mode == "float32":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == "dynamic":
+        pass
+    else:
+
+        def representative():
+            for i in range(len(calib)):
+                yield [calib[i : i + 1]]
+
+        converter.representative_dataset = representative
+        if mode == "int8":
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            io_type = tf.int8
+        else:
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            ]
+            io_type = tf.int16
+        if integer_io:
+            converter.inference_input_type = io_type
+            converter.inference_output_type = io_type
+
+
+def _convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool) -> bytes:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="tfcompress-export-") as tmp:
+        if isinstance(model, str):  # a SavedModel directory
+            saved = model
+        else:
+            saved = os.path.join(tmp, "saved_model")
+            model.export(saved, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        _configure(converter, mode, calib, integer_io)
+        try:
+            return converter.convert()
+        except Exception as e:  # the converter raises ConverterError and RuntimeError
+            text = str(e).strip().splitlines()
+            detail = next((ln for ln in text if "op" in ln.lower()), text[0] if text else "")
+            raise ValueError(
+                f"The TFLite converter could not build a {mode} model: {detail.strip()}. "
+                + (
+                    "Some op has no integer kernel; export as 'dynamic' or 'float16', or "
+                    "replace that layer."
+                    if mode in _NEEDS_CALIBRATION
+                    else "Check that the model runs in inference mode."
+                )
+            ) from e
+
+
+def to_tflite(
+    model: Any,
+    path: "str | os.PathLike",
+    quantization: str = "int8",
+    representative_data: Any = None,
+    *,
+    integer_io: bool = False,
+    num_calibration_samples: int = 200,
+    safe_mode: bool = True,
+) -> ExportReport:
+    """Converts a Keras 3 model to a `.tflite` file and verifies it in the LiteRT interpreter.
+
+    `int8` is full-integer quantization with builtin int8 ops only; `int16x8` keeps activations
+    in int16 and weights in int8; `dynamic` stores int8 weights but computes in float;
+    `float16` stores float16 weights. After writing, the file is opened in LiteRT and, for
+    `int8`/`int16x8`, any op still computing in float is an error naming the op and the layer
+    it came from. The file is written atomically and the input is never overwritten.
+
+    Args:
+        model: A `keras.Model`, a path to a `.keras` file, or a SavedModel directory.
+        path: Where to write the `.tflite` file.
+        quantization: One of `"float32"`, `"float16"`, `"dynamic"`, `"int8"`, `"int16x8"`.
+            Defaults to `"int8"`.
+        representative_data: Calibration images for `int8`/`int16x8`: an array, an `(x, y)`
+            tuple, a `Dataset`, a loader name or path, or an iterable of batches. Defaults to
+            `None` (an error for the modes that need it).
+        integer_io: For `int8`/`int16x8`, make the model's input and output integer too (no
+            QUANTIZE/DEQUANTIZE at the edges). Defaults to `False`.
+        num_calibration_samples: How many images calibrate the activation ranges. Defaults to
+            `200`.
+        safe_mode: Keras' safe mode when `model` is a `.keras` path. Defaults to `True`.
+
+    Returns:
+        An `ExportReport`.
+
+    Raises:
+        ValueError: For an unknown mode, missing calibration data, a model that cannot be
+            loaded or converted, an output that would overwrite the input, or an integer model
+            that still computes in float.
+
+    Example:
+        >>> import tempfile, tfcompress as tfc
+        >>> ds = tfc.data.load("mnist")
+        >>> model = tfc.reference.reference_cnn()
+        >>> out = tempfile.mkdtemp() + "/model.tflite"
+        >>> report = to_tflite(model, out, "int8", representative_data=ds)
+        >>> report.integer_only
+        True
+    """
+    if quantization not in QUANTIZATION_MODES:
+        raise ValueError(
+            f"Unknown quantization {quantization!r}; expected one of {QUANTIZATION_MODES}."
+        )
+    if integer_io and quantization not in _NEEDS_CALIBRATION:
+        raise ValueError(
+            f"integer_io applies to 'int8' and 'int16x8' exports, not {quantization!r}."
+        )
+    if num_calibration_samples < 1:
+        raise ValueError(f"num_calibration_samples must be >= 1, got {num_calibration_samples}.")
+    source = model if isinstance(model, (str, os.PathLike)) else None
+    _io.check_not_input(path, source)
+    if source is not None:
+        if _io.is_saved_model_dir(source):
+            model = os.fspath(source)
+        else:
+            model = _io.load_keras_model(source, safe_mode=safe_mode, compile=False)
+    elif not hasattr(model, "export"):
+        raise TypeError(
+            "model must be a keras.Model, a .keras path or a SavedModel directory, got "
+            f"{type(model).__name__}."
+        )
+
+    calib = None
+    if quantization in _NEEDS_CALIBRATION:
+        if representative_data is None:
+            raise ValueError(
+                f"{quantization} export needs representative_data to calibrate activation "
+                "ranges: pass a few hundred training images (an array, a Dataset or a data "
+                "path; on the command line --data)."
+            )
+        calib = _calibration_arrays(representative_data, num_calibration_samples)
+        expected = _expected_input_shape(model)
+        if expected is not None and tuple(calib.shape[1:]) != expected:
+            raise ValueError(
+                f"The model expects images of shape {expected}, but the representative data "
+                f"has shape {tuple(calib.shape[1:])}. Pass data the model was trained on."
+            )
+
+    content = _convert(model, quantization, calib, integer_io)
+    summary = _tflite.summarize(_tflite.interpreter(content))
+    float_ops = summary.float_compute_ops()
+    if quantization in _NEEDS_CALIBRATION and float_ops:
+        listed = "; ".join(
+            f"{o.op} ({'/'.join(o.output_dtypes)}) from layer {o.layer!r}" for o in float_ops
+        )
+        raise ValueError(
+            f"The {quantization} model would still compute in float: {listed}. Nothing was "
+            "written. Replace or remove those layers, or export as 'dynamic' or 'float16'."
+        )
+    _io.write_bytes_atomic(path, content)
+    return ExportReport(
+        path=os.fspath(path),
+        quantization=quantization,
+        size_bytes=len(content),
+        inputs=summary.inputs,
+        outputs=summary.outputs,
+        op_counts=summary.op_counts(),
+        float_ops=tuple(float_ops),
+        integer_only=summary.is_integer_only(quantization)
+        if quantization in _NEEDS_CALIBRATION
+        else False,
+        calibration_samples=0 if calib is None else len(calib),
+    )
+
+
+def _expected_input_shape(model: Any) -> tuple[int, ...] | None:
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        return None
+    shape = tuple(inputs[0].shape[1:])
+    return shape if all(isinstance(d, int) for d in shape) else None

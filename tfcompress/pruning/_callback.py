@@ -1,0 +1,231 @@
+"""The `Pruning` callback: advances the schedule and applies the mask math to the model."""
+
+import contextlib
+import math
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from tfcompress.pruning import _masks
+from tfcompress.pruning._selection import Target, prunable_targets
+from tfcompress.pruning.schedules import PruningSchedule
+
+SCOPES = ("layer", "global")
+
+
+class _MaskConstraint(keras.constraints.Constraint):
+    """Multiplies a weight by its mask after every optimizer step, inside the compiled step.
+
+    Keras' optimizers apply `variable.constraint` right after the gradient update, so pruned
+    weights stay exactly zero at no per-batch Python cost. A constraint the layer already had is
+    applied first.
+    """
+
+    def __init__(self, mask: keras.Variable, inner: Any = None):
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        return w * ops.cast(self.mask, w.dtype)
+
+
+class Pruning(keras.callbacks.Callback):
+    """Magnitude pruning on a schedule, as one callback in an ordinary `model.fit`.
+
+    At every update step of the schedule the callback recomputes each selected weight's mask
+    (removing the smallest magnitudes) and zeroes the pruned weights; between updates the mask
+    is applied inside the compiled train step, so pruned weights stay exactly zero. The step is
+    read from `model.optimizer.iterations`, so a fit resumed from a checkpoint continues the
+    schedule, and one instance can be used for several `fit` calls. When training ends the
+    model is a plain Keras model again: nothing to strip before saving or export.
+
+    Args:
+        schedule: A `PruningSchedule` (e.g. `PolynomialDecay`, `ConstantSparsity`).
+        granularity: `"unstructured"`, or `"N:M"` such as `"2:4"`: at most N non-zeros in every
+            group of M consecutive weights along the input-channel axis. Depthwise kernels have
+            no such axis and are left dense under N:M. Defaults to `"unstructured"`.
+        scope: `"layer"` (each weight reaches the target) or `"global"` (one magnitude
+            threshold across all selected weights). Defaults to `"layer"`.
+        layers: Prune only layers matching any of these: classes, `fnmatch` name patterns, or
+            predicates `layer -> bool`. Defaults to `None` (every supported layer).
+        exclude: Leave out layers matching any of these. Defaults to `None`.
+        verbose: `1` prints one line per epoch with the target and achieved sparsity.
+            Defaults to `0`.
+        log_dir: If set, per-layer sparsity is written there as TensorBoard scalars each
+            epoch. Defaults to `None`.
+
+    Raises:
+        TypeError: If `schedule` is not a `PruningSchedule`.
+        ValueError: For an unknown granularity or scope, or an N:M pattern the schedule cannot
+            reach; at the start of `fit`, if nothing prunable is selected.
+
+    Example:
+        >>> import numpy as np, keras
+        >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16),
+        ...                           keras.layers.Dense(2)])
+        >>> model.compile("adam", "mse")
+        >>> cb = Pruning(ConstantSparsity(0.5, frequency=1))
+        >>> _ = model.fit(np.ones((32, 8)), np.ones((32, 2)), epochs=1, verbose=0, callbacks=[cb])
+        >>> float(np.mean(model.layers[0].kernel.numpy() == 0))
+        0.5
+    """
+
+    def __init__(
+        self,
+        schedule: PruningSchedule,
+        granularity: str = "unstructured",
+        scope: str = "layer",
+        layers: Any = None,
+        exclude: Any = None,
+        verbose: int = 0,
+        log_dir: str | None = None,
+    ):
+        super().__init__()
+        if not isinstance(schedule, PruningSchedule):
+            raise TypeError(
+                "schedule must be a tfcompress.pruning.PruningSchedule (e.g. "
+                f"PolynomialDecay(...)), got {type(schedule).__name__}."
+            )
+        if scope not in SCOPES:
+            raise ValueError(f"Unknown scope {scope!r}; expected one of {SCOPES}.")
+        self.schedule = schedule
+        self.granularity = _masks.parse_granularity(granularity)
+        if self.granularity.kind == "n:m":
+            if scope == "global":
+                raise ValueError(
+                    f"granularity {granularity!r} fixes the sparsity inside every group, so "
+                    "scope='global' has no meaning for it; use scope='layer'."
+                )
+            target = self.granularity.pattern_sparsity
+            final = schedule.final_sparsity_value
+            if final is not None and not math.isclose(final, target, abs_tol=1e-6):
+                raise ValueError(
+                    f"granularity {granularity!r} means a sparsity of exactly {target:g}, but "
+                    f"the schedule ends at {final:g}. Set the schedule's final sparsity to "
+                    f"{target:g}."
+                )
+        self.scope = scope
+        self.layers = layers
+        self.exclude = exclude
+        self.verbose = verbose
+        self.log_dir = log_dir
+        self._targets: list[Target] = []
+        self._masks: list[keras.Variable] = []
+        self._inner_constraints: list[Any] = []
+        self._last_step = -1
+        self._pending_init = False
+        self._writer = None
+
+    # -- keras hooks -------------------------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        self._targets = prunable_targets(
+            self.model, self.layers, self.exclude, need_n_m_axis=self.granularity.kind == "n:m"
+        )
+        scope = getattr(self.model, "distribute_strategy", None)
+        with scope.scope() if scope is not None else contextlib.nullcontext():
+            self._masks = [
+                keras.Variable(np.ones(t.variable.shape, dtype="float32"), trainable=False,
+                               dtype="float32", name=f"prune_mask_{i}")
+                for i, t in enumerate(self._targets)
+            ]
+        self._inner_constraints = [t.variable.constraint for t in self._targets]
+        for target, mask, inner in zip(self._targets, self._masks, self._inner_constraints,
+                                       strict=True):
+            target.variable.constraint = _MaskConstraint(mask, inner)
+        # A train function traced before the constraints existed would not apply them.
+        self.model.make_train_function(force=True)
+        self._last_step = self._step() - 1
+        # Masks are first computed at the first batch, after every on_train_begin (a
+        # BackupAndRestore callback restores weights there).
+        self._pending_init = True
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._pending_init:
+            self._pending_init = False
+            sparsity = self.schedule.sparsity(self._step())
+            if sparsity > 0:  # resumed mid-schedule: restore the masks the weights imply
+                self._update_masks(sparsity)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._step()
+        if step == self._last_step:
+            return
+        due = any(self.schedule.should_update(s) for s in range(self._last_step + 1, step + 1))
+        self._last_step = step
+        if due:
+            self._update_masks(self.schedule.sparsity(step))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not (self.verbose or self.log_dir):
+            return
+        per_weight = self._achieved()
+        total = sum(z for z, _ in per_weight.values()) / max(
+            1, sum(n for _, n in per_weight.values())
+        )
+        step = self._step()
+        if self.verbose:
+            print(
+                f"Pruning: epoch {epoch + 1}, step {step}, target "
+                f"{self.schedule.sparsity(step):.3f}, achieved {total:.3f} over "
+                f"{len(per_weight)} weights ({self.granularity})"
+            )
+        if self.log_dir:
+            self._write_summaries(per_weight, total, step)
+
+    def on_train_end(self, logs=None):
+        for target, mask, inner in zip(self._targets, self._masks, self._inner_constraints,
+                                       strict=True):
+            target.variable.assign(target.variable * ops.cast(mask, target.variable.dtype))
+            target.variable.constraint = inner
+        # Later fits must not keep multiplying by the masks.
+        self.model.train_function = None
+        self._masks = []
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _step(self) -> int:
+        return int(ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def _update_masks(self, sparsity: float) -> None:
+        weights = [ops.convert_to_numpy(t.variable) for t in self._targets]
+        if self.granularity.kind == "n:m":
+            zeros = _masks.n_m_zeros(sparsity, self.granularity.n, self.granularity.m)
+            masks = [
+                _masks.n_m_mask(w, self.granularity.n, self.granularity.m, t.n_m_axis, zeros)
+                for w, t in zip(weights, self._targets, strict=True)
+            ]
+        elif self.scope == "global":
+            masks = _masks.global_magnitude_masks(weights, sparsity)
+        else:
+            masks = [_masks.magnitude_mask(w, sparsity) for w in weights]
+        for target, mask_var, w, mask in zip(self._targets, self._masks, weights, masks,
+                                             strict=True):
+            mask_var.assign(mask.astype("float32"))
+            target.variable.assign((w * mask).astype(w.dtype))
+
+    def _achieved(self) -> dict[str, tuple[int, int]]:
+        out = {}
+        for t in self._targets:
+            w = ops.convert_to_numpy(t.variable)
+            out[t.name] = (int(np.count_nonzero(w == 0)), int(w.size))
+        return out
+
+    def _write_summaries(self, per_weight: dict, total: float, step: int) -> None:
+        import tensorflow as tf  # TensorBoard files are written with TensorFlow's summary API
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default(step=step):
+            tf.summary.scalar("pruning/target_sparsity", self.schedule.sparsity(step))
+            tf.summary.scalar("pruning/sparsity", total)
+            for name, (zeros, size) in per_weight.items():
+                tf.summary.scalar(f"pruning/{name}", zeros / size)
+        self._writer.flush()

@@ -1,0 +1,121 @@
+"""Prune a trained model by fine-tuning it with the `Pruning` callback."""
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+from keras import ops
+
+from tfcompress import _training
+from tfcompress.data import load
+from tfcompress.pruning._callback import Pruning
+from tfcompress.pruning._masks import parse_granularity
+from tfcompress.pruning._report import SparsityReport, sparsity_report
+from tfcompress.pruning.schedules import PolynomialDecay
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What `prune` did: accuracy and sparsity before and after, and how it trained."""
+
+    accuracy_before: float
+    accuracy_after: float
+    sparsity_before: float
+    report: SparsityReport
+    granularity: str
+    epochs: int
+    compile_settings: str
+
+    @property
+    def sparsity_after(self) -> float:
+        return self.report.sparsity
+
+    def to_dict(self) -> dict:
+        return {
+            "accuracy_before": self.accuracy_before,
+            "accuracy_after": self.accuracy_after,
+            "sparsity_before": self.sparsity_before,
+            "sparsity_after": self.sparsity_after,
+            "granularity": self.granularity,
+            "epochs": self.epochs,
+            "compile_settings": self.compile_settings,
+            "layers": self.report.to_dict()["layers"],
+        }
+
+
+def prune(
+    model: keras.Model,
+    data: Any,
+    sparsity: float | None = None,
+    granularity: str = "unstructured",
+    scope: str = "layer",
+    epochs: int = 3,
+    batch_size: int = 64,
+    ramp_fraction: float = 0.6,
+    layers: Any = None,
+    exclude: Any = None,
+    verbose: int = 0,
+) -> tuple[keras.Model, PruneResult]:
+    """Fine-tunes a copy of `model` while pruning it to `sparsity`; the input is untouched.
+
+    The sparsity rises along the cubic `PolynomialDecay` over the first `ramp_fraction` of the
+    training steps, and the rest of the epochs recover accuracy at the final sparsity. The copy
+    keeps the model's compile settings; a model saved without them is compiled with Adam and
+    sparse categorical cross-entropy (logits detected from the last layer).
+
+    Args:
+        model: A trained Keras model.
+        data: Training and test data: a `Dataset` or a loader source (`"mnist"`, a path).
+        sparsity: Final sparsity. Defaults to `None`: 0.8 for unstructured, `1 - N/M` for N:M.
+        granularity: `"unstructured"` or `"N:M"`. Defaults to `"unstructured"`.
+        scope: `"layer"` or `"global"`. Defaults to `"layer"`.
+        epochs: Fine-tuning epochs. Defaults to `3`.
+        batch_size: Batch size. Defaults to `64`.
+        ramp_fraction: Share of the steps over which sparsity rises. Defaults to `0.6`.
+        layers: Layer selection, as for `Pruning`. Defaults to `None`.
+        exclude: Layers to leave out, as for `Pruning`. Defaults to `None`.
+        verbose: Keras `fit` verbosity. Defaults to `0`.
+
+    Returns:
+        `(pruned_model, PruneResult)`.
+
+    Raises:
+        ValueError: For a bad sparsity, granularity, epoch count or data that does not fit.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}.")
+    if not 0.0 < ramp_fraction <= 1.0:
+        raise ValueError(f"ramp_fraction must be in (0, 1], got {ramp_fraction}.")
+    gran = parse_granularity(granularity)
+    if sparsity is None:
+        sparsity = gran.pattern_sparsity if gran.kind == "n:m" else 0.8
+    ds = load(data)
+    expected = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+    if expected is not None and expected != ds.input_shape:
+        raise ValueError(
+            f"The model expects images of shape {expected}, but the data has {ds.input_shape}. "
+            "Pass the data the model was trained on."
+        )
+    pruned = _training.copy_model(model)
+    settings = "the model's saved compile settings"
+    if not _training.has_compile_settings(pruned):
+        settings = _training.default_compile(pruned)
+    before = _training.accuracy(pruned, ds.x_test, ds.y_test)
+    sparsity_before = sparsity_report(pruned, layers, exclude).sparsity
+
+    steps = epochs * math.ceil(len(ds.x_train) / batch_size)
+    start = int(ops.convert_to_numpy(pruned.optimizer.iterations))
+    ramp = max(1, int(ramp_fraction * steps))
+    schedule = PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=start, end_step=start + ramp,
+        frequency=max(1, ramp // 20),
+    )
+    callback = Pruning(schedule, granularity=granularity, scope=scope, layers=layers,
+                       exclude=exclude)
+    pruned.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size, verbose=verbose,
+               callbacks=[callback])
+    after = _training.accuracy(pruned, ds.x_test, ds.y_test)
+    return pruned, PruneResult(before, after, sparsity_before,
+                               sparsity_report(pruned, layers, exclude), str(gran), epochs,
+                               settings)

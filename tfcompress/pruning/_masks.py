@@ -1,0 +1,120 @@
+"""Mask math on NumPy arrays: which weights to zero for a target sparsity. No Keras state here.
+
+A mask is a float array of the weight's shape holding 1 where the weight is kept and 0 where it
+is pruned. Every criterion removes the weights of smallest magnitude and keeps the largest.
+"""
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Granularity:
+    """A parsed `granularity` argument: `"unstructured"` or `"N:M"`."""
+
+    kind: str
+    n: int = 0
+    m: int = 0
+
+    def __str__(self) -> str:
+        return self.kind if self.kind != "n:m" else f"{self.n}:{self.m}"
+
+    @property
+    def pattern_sparsity(self) -> float:
+        """For N:M, the sparsity the pattern fixes: `1 - N/M`."""
+        return 1.0 - self.n / self.m if self.kind == "n:m" else 0.0
+
+
+GRANULARITIES = ("unstructured", "N:M (e.g. '2:4')")
+
+
+def parse_granularity(text: str) -> Granularity:
+    """Parses `"unstructured"` or `"N:M"` (0 < N < M)."""
+    if not isinstance(text, str):
+        raise TypeError(f"granularity must be a string, got {type(text).__name__}.")
+    if text == "unstructured":
+        return Granularity("unstructured")
+    match = re.fullmatch(r"(\d+):(\d+)", text.strip())
+    if match:
+        n, m = int(match.group(1)), int(match.group(2))
+        if 0 < n < m:
+            return Granularity("n:m", n, m)
+        raise ValueError(f"granularity {text!r}: N:M needs 0 < N < M, e.g. '2:4'.")
+    raise ValueError(f"Unknown granularity {text!r}; expected one of {GRANULARITIES}.")
+
+
+def _num_to_prune(size: int, sparsity: float) -> int:
+    return int(min(size, max(0, round(sparsity * size))))
+
+
+def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
+    """Zeroes exactly `round(sparsity * size)` weights, those of smallest magnitude.
+
+    Example:
+        >>> magnitude_mask(np.array([0.1, -3.0, 0.5, 2.0]), 0.5).tolist()
+        [0.0, 1.0, 0.0, 1.0]
+    """
+    k = _num_to_prune(weights.size, sparsity)
+    mask = np.ones(weights.size, dtype=weights.dtype)
+    if k > 0:
+        mask[np.argpartition(np.abs(weights).ravel(), k - 1)[:k]] = 0.0
+    return mask.reshape(weights.shape)
+
+
+def global_magnitude_masks(
+    weights: Sequence[np.ndarray], sparsity: float
+) -> list[np.ndarray]:
+    """One magnitude ranking across all arrays: the smallest weights overall are zeroed.
+
+    Arrays whose weights are larger keep more of them, so sensitive layers are spared.
+    """
+    flat = np.concatenate([np.abs(w).ravel() for w in weights])
+    k = _num_to_prune(flat.size, sparsity)
+    keep = np.ones(flat.size, dtype=np.float32)
+    if k > 0:
+        keep[np.argpartition(flat, k - 1)[:k]] = 0.0
+    masks, start = [], 0
+    for w in weights:
+        masks.append(keep[start : start + w.size].reshape(w.shape).astype(w.dtype))
+        start += w.size
+    return masks
+
+
+def n_m_mask(weights: np.ndarray, n: int, m: int, axis: int, zeros_per_group: int) -> np.ndarray:
+    """Zeroes the `zeros_per_group` smallest weights in each group of `m` along `axis`.
+
+    With `zeros_per_group = m - n`, every group of `m` consecutive weights along `axis` keeps at
+    most `n` non-zeros (the N:M pattern of sparse tensor cores). A trailing group shorter than
+    `m` keeps at most `n` as well.
+    """
+    if not 0 <= zeros_per_group <= m - n:
+        raise ValueError(f"zeros_per_group must be in [0, {m - n}], got {zeros_per_group}.")
+    moved = np.moveaxis(np.abs(weights), axis, -1)
+    length = moved.shape[-1]
+    pad = (-length) % m
+    # Padding sorts before every real weight, so a short group spends its zeros on padding first
+    # and still ends with at most `n` real non-zeros.
+    padded = np.concatenate([moved, np.full(moved.shape[:-1] + (pad,), -1.0)], axis=-1)
+    groups = padded.reshape(moved.shape[:-1] + (-1, m))
+    keep = np.ones_like(groups, dtype=weights.dtype)
+    if zeros_per_group:
+        order = np.argsort(groups, axis=-1, kind="stable")[..., :zeros_per_group]
+        np.put_along_axis(keep, order, 0.0, axis=-1)
+    keep = keep.reshape(moved.shape[:-1] + (length + pad,))[..., :length]
+    return np.moveaxis(keep, -1, axis)
+
+
+def n_m_zeros(sparsity: float, n: int, m: int) -> int:
+    """How many of each group's `m` weights to zero for a target `sparsity`, capped at `m - n`."""
+    return int(min(m - n, np.floor(sparsity * m + 1e-6)))
+
+
+def satisfies_n_m(weights: np.ndarray, n: int, m: int, axis: int) -> bool:
+    """True when every group of `m` consecutive weights along `axis` has at most `n` non-zeros."""
+    moved = np.moveaxis(weights != 0, axis, -1)
+    pad = (-moved.shape[-1]) % m
+    padded = np.concatenate([moved, np.zeros(moved.shape[:-1] + (pad,), dtype=bool)], axis=-1)
+    return bool((padded.reshape(moved.shape[:-1] + (-1, m)).sum(axis=-1) <= n).all())

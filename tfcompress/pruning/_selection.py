@@ -1,0 +1,143 @@
+"""Which weights of a Keras model can be pruned, and how users pick among them."""
+
+import fnmatch
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+# (layer class, [(weight attribute, N:M reduction axis or None), ...]). The reduction axis is the
+# input-channel axis the N:M groups run along; depthwise kernels have none.
+_PRUNABLE: tuple[tuple[type, tuple[tuple[str, int | None], ...]], ...] = (
+    (keras.layers.Dense, (("kernel", 0),)),
+    (keras.layers.Conv1DTranspose, (("kernel", -1),)),
+    (keras.layers.Conv2DTranspose, (("kernel", -1),)),
+    (keras.layers.Conv3DTranspose, (("kernel", -1),)),
+    (keras.layers.Conv1D, (("kernel", -2),)),
+    (keras.layers.Conv2D, (("kernel", -2),)),
+    (keras.layers.Conv3D, (("kernel", -2),)),
+    (keras.layers.DepthwiseConv1D, (("kernel", None),)),
+    (keras.layers.DepthwiseConv2D, (("kernel", None),)),
+    (keras.layers.SeparableConv1D, (("depthwise_kernel", None), ("pointwise_kernel", -2))),
+    (keras.layers.SeparableConv2D, (("depthwise_kernel", None), ("pointwise_kernel", -2))),
+)
+
+SUPPORTED_LAYERS: tuple[str, ...] = tuple(cls.__name__ for cls, _ in _PRUNABLE)
+
+LayerSpec = type | str | Callable[[keras.layers.Layer], bool]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One prunable weight: the layer it belongs to, the variable, and its N:M axis."""
+
+    layer: keras.layers.Layer
+    attribute: str
+    variable: Any
+    n_m_axis: int | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.layer.name}/{self.attribute}"
+
+
+def all_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Every layer inside `model`, nested models and sub-layers included, each once."""
+    return model._flatten_layers(include_self=False, recursive=True)
+
+
+def _weight(layer: keras.layers.Layer, attribute: str) -> Any:
+    for name in (attribute, f"_{attribute}"):
+        value = getattr(layer, name, None)
+        if isinstance(value, keras.Variable):
+            return value
+    return None
+
+
+def _matches(layer: keras.layers.Layer, specs: Iterable[LayerSpec]) -> bool:
+    for spec in specs:
+        if isinstance(spec, type):
+            if isinstance(layer, spec):
+                return True
+        elif isinstance(spec, str):
+            if fnmatch.fnmatchcase(layer.name, spec):
+                return True
+        elif callable(spec):
+            if spec(layer):
+                return True
+        else:
+            raise TypeError(
+                "layers/exclude items must be layer classes, name patterns (str) or "
+                f"predicates, got {type(spec).__name__}."
+            )
+    return False
+
+
+def _as_list(specs: Any) -> list:
+    if specs is None:
+        return []
+    if isinstance(specs, (str, type)) or callable(specs):
+        return [specs]
+    return list(specs)
+
+
+def prunable_targets(
+    model: keras.Model,
+    layers: Any = None,
+    exclude: Any = None,
+    need_n_m_axis: bool = False,
+) -> list[Target]:
+    """The weights to prune in `model`, by default every kernel of a supported layer.
+
+    Args:
+        model: A built Keras model (nested models are searched too).
+        layers: Restrict to layers matching any of these: classes, `fnmatch` name patterns or
+            predicates. Defaults to `None` (all supported layers).
+        exclude: Leave out layers matching any of these. Defaults to `None`.
+        need_n_m_axis: Keep only weights with an input-channel axis (N:M pruning); a layer the
+            user named explicitly that has none is an error. Defaults to `False`.
+
+    Returns:
+        The selected `Target`s, in model order.
+
+    Raises:
+        ValueError: If the model is not built, or nothing prunable is selected.
+    """
+    include, leave_out = _as_list(layers), _as_list(exclude)
+    if not model.built:
+        raise ValueError(
+            f"Model {model.name!r} is not built yet, so it has no weights to prune. Call it on a "
+            "batch or build it with model.build(input_shape) first."
+        )
+    targets = []
+    for layer in all_layers(model):
+        if include and not _matches(layer, include):
+            continue
+        if leave_out and _matches(layer, leave_out):
+            continue
+        for cls, weights in _PRUNABLE:
+            if isinstance(layer, cls):
+                for attribute, axis in weights:
+                    variable = _weight(layer, attribute)
+                    if variable is None:
+                        continue
+                    if need_n_m_axis and axis is None:
+                        if include:
+                            raise ValueError(
+                                f"Layer {layer.name!r} ({type(layer).__name__}) has no "
+                                f"input-channel axis in its {attribute}, so N:M sparsity does "
+                                "not apply to it. Remove it from layers= or use "
+                                "granularity='unstructured'."
+                            )
+                        continue
+                    targets.append(Target(layer, attribute, variable, axis))
+                break
+    if not targets:
+        names = ", ".join(f"{l.name} ({type(l).__name__})" for l in all_layers(model)) or "none"
+        raise ValueError(
+            f"Nothing to prune in model {model.name!r}: no selected layer is of a supported "
+            f"kind. Supported: {', '.join(SUPPORTED_LAYERS)}. Layers in the model: {names}. "
+            "Check the layers=/exclude= arguments."
+        )
+    return targets

@@ -1,0 +1,70 @@
+"""Reference models used by the demo, the model cards and the tests."""
+
+import keras
+
+
+def reference_cnn(
+    input_shape: tuple[int, int, int] = (28, 28, 1),
+    num_classes: int = 10,
+    width: int = 1,
+    name: str = "reference_cnn",
+) -> keras.Model:
+    """Builds the reference CNN: conv, BatchNorm, a depthwise-separable block, two dense layers.
+
+    Small enough to train on 2 CPU cores in a minute, and it has every layer kind the exporter
+    must fuse (Conv2D + BatchNorm + ReLU, DepthwiseConv2D, pooling, Dense). It outputs logits.
+
+    Args:
+        input_shape: Shape of one image, `(H, W, C)`. Defaults to `(28, 28, 1)`.
+        num_classes: Number of classes. Defaults to `10`.
+        width: Multiplier on every layer's channel count. Defaults to `1`.
+        name: Model name. Defaults to `"reference_cnn"`.
+
+    Returns:
+        An uncompiled functional `keras.Model`.
+
+    Example:
+        >>> model = reference_cnn()
+        >>> model.output_shape
+        (None, 10)
+    """
+    if width < 1:
+        raise ValueError(f"width must be a positive integer, got {width}.")
+    c = 16 * width
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Conv2D(c, 3, padding="same", use_bias=False, name="conv1")(inputs)
+    x = keras.layers.BatchNormalization(momentum=0.9, name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.MaxPooling2D(name="pool1")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw2")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name="bn2")(x)
+    x = keras.layers.ReLU(name="relu2")(x)
+    x = keras.layers.Conv2D(2 * c, 1, use_bias=False, name="pw2")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name="bn3")(x)
+    x = keras.layers.ReLU(name="relu3")(x)
+    x = keras.layers.MaxPooling2D(name="pool2")(x)
+    x = keras.layers.Conv2D(4 * c, 3, padding="same", activation="relu", name="conv4")(x)
+    x = keras.layers.MaxPooling2D(name="pool3")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(8 * c, activation="relu", name="fc1")(x)
+    x = keras.layers.Dropout(0.2, name="drop")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def compile_for_classification(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
+    """Compiles `model` with Adam, sparse categorical cross-entropy on logits, and accuracy.
+
+    Args:
+        model: A model that outputs logits.
+        learning_rate: Adam's learning rate. Defaults to `1e-3`.
+
+    Returns:
+        The same model, compiled.
+    """
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
