@@ -47,6 +47,11 @@ def load_keras_model(path: "str | os.PathLike", safe_mode: bool = True, compile:
             f"{text} is not a Keras model file; expected a name ending in "
             f"{', '.join(KERAS_SUFFIXES)} (save one with model.save('model.keras'))."
         )
+    if text.lower().endswith(".keras") and not zipfile.is_zipfile(text):
+        raise ValueError(
+            f"Could not load {text} as a Keras model: the file is corrupt or not a Keras model "
+            "(a .keras file is a zip archive, this one is not). Re-save it with model.save()."
+        )
     try:
         return keras.saving.load_model(text, safe_mode=safe_mode, compile=compile)
     except ValueError as e:

@@ -1,6 +1,7 @@
 """The `Pruning` callback: advances the schedule and applies the mask math to the model."""
 
 import contextlib
+import importlib.util
 import math
 from typing import Any
 
@@ -65,12 +66,13 @@ class Pruning(keras.callbacks.Callback):
 
     Example:
         >>> import numpy as np, keras
+        >>> from tfcompress.pruning import ConstantSparsity, Pruning
         >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16),
         ...                           keras.layers.Dense(2)])
         >>> model.compile("adam", "mse")
         >>> cb = Pruning(ConstantSparsity(0.5, frequency=1))
         >>> _ = model.fit(np.ones((32, 8)), np.ones((32, 2)), epochs=1, verbose=0, callbacks=[cb])
-        >>> float(np.mean(model.layers[0].kernel.numpy() == 0))
+        >>> float(np.mean(keras.ops.convert_to_numpy(model.layers[0].kernel) == 0))
         0.5
     """
 
@@ -118,40 +120,31 @@ class Pruning(keras.callbacks.Callback):
         self._inner_constraints: list[Any] = []
         self._last_step = -1
         self._pending_init = False
+        self._installed = False
         self._writer = None
+        if log_dir is not None and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError(
+                "log_dir writes TensorBoard summaries, which needs the tensorboard package: "
+                "pip install tensorboard (or pip install 'tfcompress[tensorboard]')."
+            )
 
     # -- keras hooks -------------------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
-        self._targets = prunable_targets(
-            self.model, self.layers, self.exclude, need_n_m_axis=self.granularity.kind == "n:m"
-        )
-        scope = getattr(self.model, "distribute_strategy", None)
-        with scope.scope() if scope is not None else contextlib.nullcontext():
-            self._masks = [
-                keras.Variable(np.ones(t.variable.shape, dtype="float32"), trainable=False,
-                               dtype="float32", name=f"prune_mask_{i}")
-                for i, t in enumerate(self._targets)
-            ]
-        self._inner_constraints = [t.variable.constraint for t in self._targets]
-        for target, mask, inner in zip(self._targets, self._masks, self._inner_constraints,
-                                       strict=True):
-            target.variable.constraint = _MaskConstraint(mask, inner)
-        # A train function traced before the constraints existed would not apply them.
-        self.model.make_train_function(force=True)
+        self._installed = False
         self._last_step = self._step() - 1
-        # Masks are first computed at the first batch, after every on_train_begin (a
-        # BackupAndRestore callback restores weights there).
-        self._pending_init = True
+        if self.model.built:
+            self._install()
+        # else: a subclassed model is built by its first batch; install after it.
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._pending_init:
-            self._pending_init = False
-            sparsity = self.schedule.sparsity(self._step())
-            if sparsity > 0:  # resumed mid-schedule: restore the masks the weights imply
-                self._update_masks(sparsity)
+            self._restore_masks()
 
     def on_train_batch_end(self, batch, logs=None):
+        if not self._installed:
+            self._install()
+            self._restore_masks()
         step = self._step()
         if step == self._last_step:
             return
@@ -178,6 +171,9 @@ class Pruning(keras.callbacks.Callback):
             self._write_summaries(per_weight, total, step)
 
     def on_train_end(self, logs=None):
+        if not self._installed:
+            return
+        self._installed = False
         for target, mask, inner in zip(self._targets, self._masks, self._inner_constraints,
                                        strict=True):
             target.variable.assign(target.variable * ops.cast(mask, target.variable.dtype))
@@ -190,6 +186,36 @@ class Pruning(keras.callbacks.Callback):
             self._writer = None
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _install(self) -> None:
+        """Finds the weights, creates their masks and hooks them into the optimizer step."""
+        self._targets = prunable_targets(
+            self.model, self.layers, self.exclude, need_n_m_axis=self.granularity.kind == "n:m"
+        )
+        strategy = getattr(self.model, "distribute_strategy", None)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            self._masks = [
+                keras.Variable(np.ones(t.variable.shape, dtype="float32"), trainable=False,
+                               dtype="float32", name=f"prune_mask_{i}")
+                for i, t in enumerate(self._targets)
+            ]
+        self._inner_constraints = [t.variable.constraint for t in self._targets]
+        for target, mask, inner in zip(self._targets, self._masks, self._inner_constraints,
+                                       strict=True):
+            target.variable.constraint = _MaskConstraint(mask, inner)
+        # A train function traced before the constraints existed would not apply them.
+        self.model.make_train_function(force=True)
+        self._installed = True
+        # Masks are first computed at the first batch, after every on_train_begin has run (a
+        # BackupAndRestore callback restores the weights there).
+        self._pending_init = True
+
+    def _restore_masks(self) -> None:
+        """Resumed mid-schedule: recompute the masks the current step calls for."""
+        self._pending_init = False
+        sparsity = self.schedule.sparsity(self._step())
+        if sparsity > 0:
+            self._update_masks(sparsity)
 
     def _step(self) -> int:
         return int(ops.convert_to_numpy(self.model.optimizer.iterations))

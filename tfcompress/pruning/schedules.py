@@ -51,7 +51,9 @@ class PruningSchedule(abc.ABC):
         return cls(**config)
 
 
-def _check_steps(begin_step: int, end_step: int, frequency: int, allow_open_end: bool) -> None:
+def _check_steps(
+    begin_step: int, end_step: int, frequency: int, allow_open_end: bool, allow_single: bool = False
+) -> None:
     if not isinstance(begin_step, int) or begin_step < 0:
         raise ValueError(f"begin_step must be an integer >= 0, got {begin_step!r}.")
     if not isinstance(frequency, int) or frequency < 1:
@@ -60,9 +62,10 @@ def _check_steps(begin_step: int, end_step: int, frequency: int, allow_open_end:
         raise ValueError(f"end_step must be an integer, got {end_step!r}.")
     if allow_open_end and end_step == -1:
         return
-    if end_step <= begin_step:
+    if end_step < begin_step or (end_step == begin_step and not allow_single):
+        relation = "at least" if allow_single else "greater than"
         raise ValueError(
-            f"end_step ({end_step}) must be greater than begin_step ({begin_step})"
+            f"end_step ({end_step}) must be {relation} begin_step ({begin_step})"
             + (", or -1 to prune until training stops." if allow_open_end else ".")
         )
 
@@ -87,8 +90,8 @@ class ConstantSparsity(PruningSchedule):
     Args:
         sparsity: The target fraction of zero weights, in `(0, 1)`.
         begin_step: First step at which weights are pruned. Defaults to `0`.
-        end_step: Last step at which masks are recomputed; `-1` means until training stops.
-            Defaults to `-1`.
+        end_step: Last step at which masks are recomputed; `-1` means until training stops,
+            and `end_step == begin_step` prunes once (one-shot). Defaults to `-1`.
         frequency: Steps between mask updates. Defaults to `100`.
 
     Example:
@@ -108,7 +111,7 @@ class ConstantSparsity(PruningSchedule):
         object.__setattr__(self, "end_step", end_step)
         object.__setattr__(self, "frequency", frequency)
         _check_sparsity("sparsity", sparsity, allow_zero=False)
-        _check_steps(begin_step, end_step, frequency, allow_open_end=True)
+        _check_steps(begin_step, end_step, frequency, allow_open_end=True, allow_single=True)
 
     def sparsity(self, step: int) -> float:
         return self.sparsity_value if step >= self.begin_step else 0.0

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from tfcompress import data
+
+
+def test_mnist_is_real_and_split(mnist):
+    assert mnist.input_shape == (28, 28, 1)
+    assert mnist.num_classes == 10
+    assert (len(mnist.x_train), len(mnist.x_test)) == (4000, 1000)
+    assert mnist.x_train.dtype == np.float32
+    assert 0.0 <= mnist.x_train.min() and mnist.x_train.max() <= 1.0
+    # Stratified: every digit has 100 test images.
+    assert np.bincount(mnist.y_test).tolist() == [100] * 10
+    # Real digits are mostly background: about 80 % of the pixels are exactly zero.
+    assert 0.7 < np.mean(mnist.x_train == 0) < 0.9
+
+
+def test_shapes_is_seeded_balanced_and_in_range():
+    a = data.load("shapes", num_samples=120, seed=3)
+    b = data.load("shapes", num_samples=120, seed=3)
+    c = data.load("shapes", num_samples=120, seed=4)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert not np.array_equal(a.x_train, c.x_train)
+    assert a.input_shape == (32, 32, 3)
+    assert a.class_names == data.SHAPE_CLASSES
+    labels = np.concatenate([a.y_train, a.y_test])
+    assert np.bincount(labels).tolist() == [20] * len(data.SHAPE_CLASSES)
+    assert a.x_train.min() >= 0.0 and a.x_train.max() <= 1.0
+
+
+def test_shapes_image_size():
+    ds = data.load("shapes", num_samples=12, image_size=48)
+    assert ds.input_shape == (48, 48, 3)
+
+
+def test_npz_with_x_y_is_split_and_scaled(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, size=(50, 8, 8), dtype=np.uint8)
+    y = np.arange(50) % 5
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    ds = data.load(tmp_path / "d.npz")
+    assert ds.input_shape == (8, 8, 1)
+    assert len(ds.x_train) + len(ds.x_test) == 50
+    assert ds.x_train.max() <= 1.0 and ds.x_train.dtype == np.float32
+
+
+def test_npz_with_own_split_and_one_hot_labels(tmp_path):
+    x = np.zeros((6, 4, 4, 3), np.float32)
+    y = np.eye(3)[[0, 1, 2, 0, 1, 2]]
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:3], y_test=y[:3],
+             class_names=np.array(["a", "b", "c"]))
+    ds = data.load(tmp_path / "d.npz")
+    assert ds.y_train.tolist() == [0, 1, 2, 0, 1, 2]
+    assert ds.class_names == ("a", "b", "c")
+
+
+def test_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            pixels = rng.integers(0, 256, size=(12, 10, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / cls / f"{i}.png")
+    ds = data.load(tmp_path)
+    assert ds.class_names == ("cat", "dog")
+    assert ds.input_shape == (12, 10, 3)
+    assert len(ds.x_train) + len(ds.x_test) == 10
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda p: p / "missing.npz", "neither a built-in name"),
+        (lambda p: (p / "x.txt").write_text("hi") and p / "x.txt", "expected an .npz"),
+        (lambda p: np.savez(p / "w.npz", a=np.zeros(3)) or p / "w.npz", "expected 'x' and 'y'"),
+        (lambda p: np.savez(p / "s.npz", x=np.zeros((4, 3)), y=np.zeros(4)) or p / "s.npz",
+         r"shape \(N, H, W\)"),
+        (lambda p: np.savez(p / "n.npz", x=np.zeros((4, 3, 3)), y=np.zeros(5)) or p / "n.npz",
+         "4 images but y has 5 labels"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "no class sub-folders"),
+    ],
+    ids=["missing", "wrong-suffix", "wrong-keys", "wrong-shape", "length-mismatch", "no-classes"],
+)
+def test_bad_sources_say_what_to_do(tmp_path, make, match):
+    with pytest.raises(ValueError, match=match):
+        data.load(make(tmp_path))
+
+
+def test_load_rejects_wrong_type():
+    with pytest.raises(TypeError, match="built-in name"):
+        data.load(42)
+
+
+def test_as_arrays_accepts_every_form(mnist):
+    x, y = data.as_arrays(mnist)
+    assert len(x) == len(y) == 1000
+    x2, y2 = data.as_arrays((mnist.x_test[:5], mnist.y_test[:5]))
+    assert y2.tolist() == mnist.y_test[:5].tolist()
+    x3, y3 = data.as_arrays(mnist.x_test[:5])
+    assert y3 is None and x3.shape == (5, 28, 28, 1)
+    with pytest.raises(TypeError, match="Dataset"):
+        data.as_arrays(3.0)
+
+
+def test_dataset_validates_shapes():
+    with pytest.raises(ValueError, match="one integer label per image"):
+        data.Dataset(np.zeros((3, 2, 2, 1)), np.zeros(2, np.int32), np.zeros((1, 2, 2, 1)),
+                     np.zeros(1, np.int32))

@@ -1,0 +1,25 @@
+"""Every `Example:` in a public docstring runs, so the documentation cannot go stale."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "tfcompress.data._loaders",
+    "tfcompress.export._convert",
+    "tfcompress.bench._benchmark",
+    "tfcompress.pruning.schedules",
+    "tfcompress.pruning._masks",
+    "tfcompress.pruning._callback",
+    "tfcompress.pruning._report",
+    "tfcompress.reference",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0
