@@ -181,16 +181,21 @@ def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
     return (y.astype(np.float32) - zero_point) * scale
 
 
-def run(interp: Any, x: np.ndarray) -> np.ndarray:
-    """Runs a batch-1 interpreter on every sample of `x`; returns float outputs stacked."""
-    inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
-    expected = tuple(int(s) for s in inp["shape"][1:])
+def check_input_shape(detail: dict, x: np.ndarray) -> None:
+    """Raises a clear error when images `x` do not fit the model input `detail`."""
+    expected = tuple(int(s) for s in detail["shape"][1:])
     if tuple(x.shape[1:]) != expected:
         raise ValueError(
             f"The model expects inputs of shape (N, {', '.join(map(str, expected))}), "
             f"got data of shape {x.shape}. Pass data of the size the model was trained on."
         )
+
+
+def run(interp: Any, x: np.ndarray) -> np.ndarray:
+    """Runs a batch-1 interpreter on every sample of `x`; returns float outputs stacked."""
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    check_input_shape(inp, x)
     results = []
     for i in range(len(x)):
         interp.set_tensor(inp["index"], quantize_input(x[i : i + 1], inp))

@@ -148,12 +148,7 @@ def _random_input(detail: dict) -> np.ndarray:
 
 def _time_invocations(interp: Any, sample: np.ndarray, runs: int, warmup: int) -> np.ndarray:
     inp = interp.get_input_details()[0]
-    expected = tuple(int(s) for s in inp["shape"][1:])
-    if tuple(sample.shape[1:]) != expected:
-        raise ValueError(
-            f"The model expects inputs of shape (N, {', '.join(map(str, expected))}), got data "
-            f"of shape (N, {', '.join(map(str, sample.shape[1:]))}). Pass matching data."
-        )
+    _tflite.check_input_shape(inp, sample)
     interp.set_tensor(inp["index"], _tflite.quantize_input(sample, inp))
     for _ in range(warmup):
         interp.invoke()

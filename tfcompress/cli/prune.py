@@ -38,7 +38,8 @@ def prune_command(model, data, output, sparsity, granularity, scope, epochs, bat
     keras_model = _io.load_keras_model(model, safe_mode=not unsafe)
     say(f"pruning {model} to {granularity} sparsity for {epochs} epoch(s) ...")
     pruned, result = prune(keras_model, data, sparsity=sparsity, granularity=granularity,
-                           scope=scope, epochs=epochs, batch_size=batch_size, verbose=2)
+                           scope=scope, epochs=epochs, batch_size=batch_size,
+                           verbose=0 if as_json else 2)
     _io.save_model_atomic(pruned, output)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

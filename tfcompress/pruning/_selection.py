@@ -134,7 +134,7 @@ def prunable_targets(
                     targets.append(Target(layer, attribute, variable, axis))
                 break
     if not targets:
-        names = ", ".join(f"{l.name} ({type(l).__name__})" for l in all_layers(model)) or "none"
+        names = ", ".join(f"{x.name} ({type(x).__name__})" for x in all_layers(model)) or "none"
         raise ValueError(
             f"Nothing to prune in model {model.name!r}: no selected layer is of a supported "
             f"kind. Supported: {', '.join(SUPPORTED_LAYERS)}. Layers in the model: {names}. "

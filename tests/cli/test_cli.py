@@ -1,0 +1,168 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tfcompress.cli import main
+
+COMMANDS = ["demo", "export", "bench", "inspect", "prune"]
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_everywhere(runner, command):
+    result = runner.invoke(main, ([command] if command else []) + ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    if command is None:
+        for c in COMMANDS:
+            assert c in result.output
+
+
+def test_help_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tfcompress.cli; "
+        "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def int8_path(trained_cnn_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "m_int8.tflite"
+    result = CliRunner().invoke(main, ["export", str(trained_cnn_path), "-o", str(out),
+                                       "--quantize", "int8", "--data", "mnist", "--json"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_export_int8(int8_path):
+    assert int8_path.is_file() and int8_path.stat().st_size > 0
+
+
+def test_export_float16_text_report(runner, trained_cnn_path, tmp_path):
+    out = tmp_path / "f16.tflite"
+    result = runner.invoke(main, ["export", str(trained_cnn_path), "-o", str(out),
+                                  "--quantize", "float16"])
+    assert result.exit_code == 0, result.output
+    assert "float16" in result.output and out.is_file()
+
+
+def test_bench_two_models_json_and_table(runner, trained_cnn_path, int8_path, tmp_path):
+    f32 = tmp_path / "f32.tflite"
+    assert runner.invoke(main, ["export", str(trained_cnn_path), "-o", str(f32),
+                                "--quantize", "float32"]).exit_code == 0
+    result = runner.invoke(main, ["bench", str(f32), str(int8_path), "--data", "mnist",
+                                  "--runs", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["fully_int8"] for r in rows] == [False, True]
+    assert all(r["accuracy"] > 0.9 for r in rows)
+    table = runner.invoke(main, ["bench", str(f32), str(int8_path), "--runs", "3"])
+    assert table.exit_code == 0 and "m_int8.tflite" in table.stdout
+
+
+def test_inspect(runner, int8_path):
+    result = runner.invoke(main, ["inspect", str(int8_path)])
+    assert result.exit_code == 0, result.output
+    assert "CONV_2D" in result.output and "fully int8: yes" in result.output
+    as_json = json.loads(runner.invoke(main, ["inspect", str(int8_path), "--json"]).stdout)
+    assert as_json["fully_int8"] is True
+
+
+def test_prune_command(runner, trained_cnn_path, tmp_path):
+    out = tmp_path / "pruned.keras"
+    result = runner.invoke(main, ["prune", str(trained_cnn_path), "--data", "mnist",
+                                  "--sparsity", "0.5", "--epochs", "1", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["sparsity_after"] == pytest.approx(0.5, abs=0.01)
+    assert info["accuracy_after"] > 0.85
+    assert out.is_file()
+
+
+def _one_line_error(result, *needles):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+
+
+def test_missing_model(runner, tmp_path):
+    result = runner.invoke(main, ["export", str(tmp_path / "nope.keras"), "-o", "x.tflite"])
+    _one_line_error(result, "does not exist")
+
+
+def test_corrupt_model(runner, tmp_path):
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"garbage")
+    result = runner.invoke(main, ["export", str(bad), "-o", str(tmp_path / "o.tflite"),
+                                  "--quantize", "float32"])
+    _one_line_error(result, "corrupt")
+    assert not (tmp_path / "o.tflite").exists()
+
+
+def test_int8_needs_data(runner, trained_cnn_path, tmp_path):
+    result = runner.invoke(main, ["export", str(trained_cnn_path), "-o",
+                                  str(tmp_path / "o.tflite")])
+    _one_line_error(result, "--data")
+
+
+def test_never_overwrites_input(runner, trained_cnn_path):
+    before = trained_cnn_path.read_bytes()
+    result = runner.invoke(main, ["export", str(trained_cnn_path), "-o", str(trained_cnn_path),
+                                  "--quantize", "float32"])
+    _one_line_error(result, "never overwrites")
+    result = runner.invoke(main, ["prune", str(trained_cnn_path), "--data", "mnist", "-o",
+                                  str(trained_cnn_path)])
+    _one_line_error(result, "never overwrites")
+    assert trained_cnn_path.read_bytes() == before
+
+
+def test_wrong_data_shape(runner, trained_cnn_path, tmp_path):
+    data = tmp_path / "rgb.npz"
+    np.savez(data, x=np.zeros((20, 32, 32, 3), np.float32), y=np.zeros(20, np.int64))
+    result = runner.invoke(main, ["export", str(trained_cnn_path), "-o", str(tmp_path / "o.tflite"),
+                                  "--data", str(data)])
+    _one_line_error(result, "expects images of shape (28, 28, 1)")
+
+
+def test_bench_bad_data_and_bad_file(runner, int8_path, tmp_path):
+    _one_line_error(runner.invoke(main, ["bench", str(int8_path), "--data", "nosuchset"]),
+                    "neither a built-in name")
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"\0" * 32)
+    _one_line_error(runner.invoke(main, ["bench", str(junk)]), "not a valid .tflite")
+
+
+def test_prune_bad_granularity(runner, trained_cnn_path, tmp_path):
+    result = runner.invoke(main, ["prune", str(trained_cnn_path), "--data", "mnist",
+                                  "--granularity", "3:2", "-o", str(tmp_path / "p.keras")])
+    _one_line_error(result, "0 < N < M")
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(runner, tmp_path):
+    out = tmp_path / "demo"
+    result = runner.invoke(main, ["demo", "--out", str(out), "--epochs", "2", "--prune-epochs",
+                                  "2", "--runs", "10"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    dense_f32, dense_int8, pruned_int8 = report["benchmarks"]
+    assert dense_int8["fully_int8"] and pruned_int8["fully_int8"]
+    assert dense_int8["size_bytes"] <= 0.3 * dense_f32["size_bytes"]
+    assert pruned_int8["gzip_bytes"] <= 0.5 * dense_int8["gzip_bytes"]
+    assert abs(dense_int8["accuracy"] - dense_f32["accuracy"]) <= 0.01
+    assert report["pruning"]["sparsity_after"] == pytest.approx(0.8, abs=0.01)
+    for name in ("dense.keras", "pruned.keras", "dense_int8.tflite", "report.txt"):
+        assert (out / name).is_file()
+    assert "pruned_int8.tflite" in result.stdout
