@@ -9,7 +9,7 @@ import importlib
 
 from tfcompress._version import __version__
 
-_SUBMODULES = ("bench", "data", "export", "pruning", "reference")
+_SUBMODULES = ("bench", "data", "export", "pruning", "quantization", "reference")
 
 __all__ = ["__version__", *_SUBMODULES]
 

@@ -34,6 +34,8 @@ def load_keras_model(path: "str | os.PathLike", safe_mode: bool = True, compile:
     """
     import keras
 
+    import tfcompress.quantization  # noqa: F401  (registers the fake-quant layers for loading)
+
     text = os.fspath(path)
     if not os.path.exists(text):
         raise ValueError(f"No model at {text}. Check the path.")

@@ -9,6 +9,7 @@ import numpy as np
 
 from tfcompress import _io, _tflite
 from tfcompress.data import Dataset, as_arrays
+from tfcompress.quantization import check_ranges_learned, is_quantize_aware
 
 QUANTIZATION_MODES: tuple[str, ...] = ("float32", "float16", "dynamic", "int8", "int16x8")
 _NEEDS_CALIBRATION = ("int8", "int16x8")
@@ -80,6 +81,10 @@ def _configure(converter: Any, mode: str, calib: np.ndarray | None, integer_io: 
         converter.target_spec.supported_types = [tf.float16]
     elif mode == "dynamic":
         pass
+    elif calib is None:  # int8 from a quantization-aware model: ranges come from its fake-quant
+        if integer_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
     else:
 
         def representative():
@@ -141,9 +146,10 @@ def to_tflite(
 
     `int8` is full-integer quantization with builtin int8 ops only; `int16x8` keeps activations
     in int16 and weights in int8; `dynamic` stores int8 weights but computes in float;
-    `float16` stores float16 weights. After writing, the file is opened in LiteRT and, for
-    `int8`/`int16x8`, any op still computing in float is an error naming the op and the layer
-    it came from. The file is written atomically and the input is never overwritten.
+    `float16` stores float16 weights. A model from `quantize_aware` exports to `int8` with the
+    ranges it learned, without calibration data. After writing, the file is opened in LiteRT
+    and, for `int8`/`int16x8`, any op still computing in float is an error naming the op and the
+    layer it came from. The file is written atomically and the input is never overwritten.
 
     Args:
         model: A `keras.Model`, a path to a `.keras` file, or a SavedModel directory.
@@ -152,7 +158,8 @@ def to_tflite(
             Defaults to `"int8"`.
         representative_data: Calibration images for `int8`/`int16x8`: an array, an `(x, y)`
             tuple, a `Dataset`, a loader name or path, or an iterable of batches. Defaults to
-            `None` (an error for the modes that need it).
+            `None` (an error for the modes that need it, except `int8` of a quantization-aware
+            model).
         integer_io: For `int8`/`int16x8`, make the model's input and output integer too (no
             QUANTIZE/DEQUANTIZE at the edges). Defaults to `False`.
         num_calibration_samples: How many images calibrate the activation ranges. Defaults to
@@ -200,12 +207,16 @@ def to_tflite(
         )
 
     calib = None
-    if quantization in _NEEDS_CALIBRATION:
+    qat = not isinstance(model, str) and is_quantize_aware(model)
+    if qat:
+        check_ranges_learned(model)
+    if quantization in _NEEDS_CALIBRATION and not (qat and quantization == "int8"):
         if representative_data is None:
             raise ValueError(
                 f"{quantization} export needs representative_data to calibrate activation "
                 "ranges: pass a few hundred training images (an array, a Dataset or a data "
-                "path; on the command line --data)."
+                "path; on the command line --data), or train the model with "
+                "tfcompress.quantization.quantize_aware first (int8 then needs no data)."
             )
         calib = _calibration_arrays(representative_data, num_calibration_samples)
         expected = _expected_input_shape(model)

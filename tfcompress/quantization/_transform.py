@@ -1,0 +1,522 @@
+"""`quantize_aware`: rebuild a functional Keras model with fake-quant where TFLite quantizes.
+
+The rewrite walks the functional graph once, in order, and for each node decides:
+- Conv1D/Conv2D/DepthwiseConv2D/Dense: replaced by a quantized layer, with a BatchNormalization
+  that directly follows folded into its weights and a ReLU/ReLU6 that follows fused into it
+  (TFLite fuses both, so there is no quantization point between them).
+- SeparableConv: split into a quantized depthwise and a quantized 1x1 conv, as TFLite runs it.
+- Layers that only move or select values (pooling by max, reshapes, padding, dropout...): kept,
+  no new quantization point (TFLite keeps the input's scale).
+- Layers and ops that compute new values (Add, Multiply, Concatenate, average pooling,
+  activations, Rescaling, a BatchNormalization that cannot be folded, arithmetic ops): kept,
+  followed by an `ActivationQuantizer`.
+- Nested functional models are inlined, so a `keras.applications` backbone is covered.
+"""
+
+from collections.abc import Iterable
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from tfcompress.quantization._layers import (
+    ActivationQuantizer,
+    QuantConv,
+    QuantDense,
+    QuantDepthwiseConv2D,
+    QuantScalarOp,
+)
+
+_L = keras.layers
+
+PASSTHROUGH: tuple[type, ...] = (
+    _L.MaxPooling1D, _L.MaxPooling2D, _L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D,
+    _L.Flatten, _L.Reshape, _L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D,
+    _L.GaussianNoise, _L.ZeroPadding1D, _L.ZeroPadding2D, _L.Cropping1D, _L.Cropping2D,
+    _L.Permute, _L.Identity, _L.ActivityRegularization,
+)
+QUANTIZE_OUTPUT: tuple[type, ...] = (
+    _L.Add, _L.Subtract, _L.Multiply, _L.Average, _L.Maximum, _L.Minimum, _L.Concatenate,
+    _L.AveragePooling1D, _L.AveragePooling2D, _L.GlobalAveragePooling1D,
+    _L.GlobalAveragePooling2D, _L.ReLU, _L.Activation, _L.Softmax, _L.LeakyReLU, _L.PReLU,
+    _L.ELU, _L.BatchNormalization, _L.UpSampling1D, _L.UpSampling2D,
+    _L.Resizing,
+)
+# keras.ops called on symbolic tensors become graph nodes (e.g. MobileNetV3's `x + 3.0`).
+_OP_PASSTHROUGH = {"Reshape", "Transpose", "ExpandDims", "Squeeze", "GetItem", "Flatten"}
+_OP_QUANTIZE_OUTPUT = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum",
+                       "Minimum", "Mean", "Relu", "Relu6", "Sigmoid", "HardSigmoid", "HardSilu",
+                       "Tanh", "Softmax", "Concatenate"}
+# Layers with weights that are folded into quantized layers.
+_WEIGHTED = (_L.Conv1D, _L.Conv2D, _L.DepthwiseConv2D, _L.Dense)
+
+_registry: dict[type, str] = {}
+
+
+def register_layer(layer_class: type, kind: str) -> None:
+    """Tells `quantize_aware` how to treat a layer class it does not know.
+
+    Args:
+        layer_class: A `keras.layers.Layer` subclass.
+        kind: `"passthrough"` (it only moves values: TFLite keeps the input's scale) or
+            `"quantize_output"` (it computes new values: a quantizer follows it).
+
+    Raises:
+        ValueError: For another `kind`.
+    """
+    if kind not in ("passthrough", "quantize_output"):
+        raise ValueError(f"kind must be 'passthrough' or 'quantize_output', got {kind!r}.")
+    _registry[layer_class] = kind
+
+
+def supported_layers() -> list[str]:
+    """Names of the layer classes `quantize_aware` handles."""
+    names = {c.__name__ for c in PASSTHROUGH + QUANTIZE_OUTPUT + _WEIGHTED + (_L.Rescaling,)}
+    names |= {"SeparableConv1D", "SeparableConv2D", "InputLayer", "Functional", "Sequential"}
+    names |= {c.__name__ for c in _registry}
+    return sorted(names)
+
+
+def _fused_name(layer: Any) -> str | None:
+    """'relu' / 'relu6' when `layer` is an activation TFLite can fuse into a conv."""
+    if isinstance(layer, _L.ReLU):
+        cfg = layer.get_config()
+        if cfg.get("negative_slope", 0) == 0 and cfg.get("threshold", 0) == 0:
+            if cfg.get("max_value") is None:
+                return "relu"
+            if float(cfg["max_value"]) == 6.0:
+                return "relu6"
+        return None
+    if isinstance(layer, _L.Activation):
+        name = keras.activations.serialize(layer.activation)
+        name = name if isinstance(name, str) else name.get("config", name)
+        return name if name in ("relu", "relu6") else None
+    return None
+
+
+def _activation_name(layer: Any) -> str:
+    act = getattr(layer, "activation", None)
+    if act is None:
+        return "linear"
+    name = keras.activations.serialize(act)
+    return name if isinstance(name, str) else str(name)
+
+
+def _bn_fold(bn: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scale, shift) of an inference-mode BatchNormalization over the last axis, or None."""
+    axis = bn.axis if isinstance(bn.axis, int) else (bn.axis[0] if len(bn.axis) == 1 else None)
+    if axis not in (-1, len(bn.input.shape) - 1):
+        return None
+    var = ops.convert_to_numpy(bn.moving_variance)
+    mean = ops.convert_to_numpy(bn.moving_mean)
+    gamma = ops.convert_to_numpy(bn.gamma) if bn.scale else np.ones_like(var)
+    beta = ops.convert_to_numpy(bn.beta) if bn.center else np.zeros_like(var)
+    scale = gamma / np.sqrt(var + bn.epsilon)
+    return scale, beta - mean * scale
+
+
+def float_or_list(value: Any) -> Any:
+    """A Python float, or a list of floats, from a number or an array."""
+    arr = np.asarray(value, dtype=np.float32)
+    return float(arr) if arr.ndim == 0 else arr.tolist()
+
+
+class _Graph:
+    """Consumers of every tensor across a functional model and the models nested in it."""
+
+    def __init__(self, model: keras.Model):
+        self.consumers: dict[int, list[Any]] = {}
+        self.outputs: set[int] = set()
+        self._index(model, top=True)
+
+    def _index(self, model: keras.Model, top: bool) -> None:
+        for node in _nodes(model):
+            for t in node.input_tensors:
+                self.consumers.setdefault(id(t), []).append(node)
+            if _is_functional(node.operation):
+                self._index(node.operation, top=False)
+                # The nested model's outputs leave through its node: keep them unfused.
+                self.outputs.update(id(t) for t in _functional(node.operation).outputs)
+        if top:
+            self.outputs.update(id(t) for t in model.outputs)
+
+    def single_consumer(self, tensor: Any) -> Any | None:
+        users = self.consumers.get(id(tensor), [])
+        if len(users) == 1 and id(tensor) not in self.outputs:
+            return users[0]
+        return None
+
+
+def _functional(model: Any) -> Any:
+    return getattr(model, "_functional", None) or model
+
+
+def _is_functional(op: Any) -> bool:
+    return isinstance(op, keras.Model) and hasattr(_functional(op), "_nodes_by_depth")
+
+
+def _nodes(model: Any) -> list[Any]:
+    graph = _functional(model)
+    out = []
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        out.extend(graph._nodes_by_depth[depth])
+    return out
+
+
+def _matches(layer: Any, specs: Iterable[Any]) -> bool:
+    import fnmatch
+
+    for spec in specs:
+        if isinstance(spec, type) and isinstance(layer, spec):
+            return True
+        if isinstance(spec, str) and fnmatch.fnmatchcase(getattr(layer, "name", ""), spec):
+            return True
+        if callable(spec) and not isinstance(spec, type) and spec(layer):
+            return True
+    return False
+
+
+def _clone(layer: Any) -> Any:
+    """A fresh copy of a layer with the same config and weights (the input is never shared)."""
+    if not isinstance(layer, keras.layers.Layer):
+        return layer  # a stateless keras.ops operation
+    new = layer.__class__.from_config(layer.get_config())
+    if layer.weights:
+        new.build(layer.input.shape if not isinstance(layer.input, list)
+                  else [t.shape for t in layer.input])
+        new.set_weights(layer.get_weights())
+    return new
+
+
+class _Rewriter:
+    def __init__(self, model, float_layers, per_channel, activation_bits, keep_zeros):
+        self.graph = _Graph(model)
+        self.float_layers = float_layers
+        self.per_channel = per_channel
+        self.activation_bits = activation_bits
+        self.keep_zeros = keep_zeros
+        self.absorbed: set[int] = set()  # nodes folded into an earlier quantized layer
+        self.tensors: dict[int, Any] = {}
+
+    def quantizer(self, name: str) -> ActivationQuantizer:
+        return ActivationQuantizer(num_bits=self.activation_bits, name=f"{name}_quant")
+
+    def run(self, model: keras.Model, inputs: list[Any]) -> list[Any]:
+        graph = _functional(model)
+        for ref, new in zip(graph.inputs, inputs, strict=True):
+            self.tensors[id(ref)] = new
+        for node in _nodes(graph):
+            if node.is_input or id(node) in self.absorbed:
+                continue
+            args, kwargs = node.arguments.fill_in(self.tensors)
+            outputs = self.visit(node, args, kwargs)
+            flat = keras.tree.flatten(outputs)
+            for ref, new in zip(node.outputs, flat, strict=True):
+                self.tensors[id(ref)] = new
+        return [self.tensors[id(t)] for t in graph.outputs]
+
+    def visit(self, node: Any, args: tuple, kwargs: dict) -> Any:
+        op = node.operation
+        name = getattr(op, "name", type(op).__name__)
+        if _is_functional(op):
+            inner = keras.tree.flatten(args[0]) if len(args) == 1 else list(args)
+            outs = self.run(op, inner)
+            return outs[0] if len(outs) == 1 else outs
+        if self.float_layers and _matches(op, self.float_layers):
+            return self.quantizer(name)(_clone(op)(*args, **kwargs))
+        if isinstance(op, (_L.SeparableConv1D, _L.SeparableConv2D)):
+            return self.separable(op, node, args[0])
+        if isinstance(op, _WEIGHTED):
+            return self.weighted(op, node, args[0])
+        for cls, kind in _registry.items():
+            if isinstance(op, cls):
+                out = _clone(op)(*args, **kwargs)
+                return out if kind == "passthrough" else self.quantizer(name)(out)
+        if isinstance(op, PASSTHROUGH):
+            return _clone(op)(*args, **kwargs)
+        if isinstance(op, _L.Rescaling):
+            return self.scalar_ops(args[0], float_or_list(op.scale), float_or_list(op.offset),
+                                   name)
+        constant = self.constant_operand(op, args)
+        if constant is not None:
+            return constant
+        if isinstance(op, QUANTIZE_OUTPUT):
+            return self.quantizer(name)(_clone(op)(*args, **kwargs))
+        if not isinstance(op, keras.layers.Layer):
+            kind = type(op).__name__
+            if kind in _OP_PASSTHROUGH:
+                return op(*args, **kwargs)
+            if kind in _OP_QUANTIZE_OUTPUT:
+                return self.quantizer(name)(op(*args, **kwargs))
+        raise ValueError(
+            f"quantize_aware does not know layer {name!r} ({type(op).__name__}). Options: keep "
+            f"it in float with quantize_aware(model, float_layers=[{name!r}]) (the int8 export "
+            "will then refuse it: export that model as 'dynamic'), or tell tfcompress how it "
+            "quantizes with tfcompress.quantization.register_layer("
+            f"{type(op).__name__}, 'passthrough' or 'quantize_output'). Supported: "
+            f"{', '.join(supported_layers())}."
+        )
+
+    def scalar_ops(self, x: Any, scale: Any, offset: Any, name: str) -> Any:
+        """`x * scale + offset` as TFLite int8 MUL/ADD with quantized constants."""
+        if not np.allclose(scale, 1.0):
+            x = QuantScalarOp("multiply", scale, self.activation_bits, name=f"{name}_mul")(x)
+        if not np.allclose(offset, 0.0):
+            x = QuantScalarOp("add", offset, self.activation_bits, name=f"{name}_add")(x)
+        return x
+
+    def constant_operand(self, op: Any, args: tuple) -> Any | None:
+        """A `keras.ops` Add/Subtract/Multiply/Divide of a tensor and a constant, or None."""
+        kind = type(op).__name__
+        if isinstance(op, keras.layers.Layer) or len(args) != 2 or kind not in (
+                "Add", "Subtract", "Multiply", "Divide", "TrueDivide"):
+            return None
+        is_const = [isinstance(a, (int, float, np.ndarray, np.number)) for a in args]
+        if is_const.count(True) != 1:
+            return None
+        first_const = is_const[0]
+        x, c = (args[1], args[0]) if first_const else (args[0], args[1])
+        c = float_or_list(c)
+        name = getattr(op, "name", kind.lower())
+        if kind == "Add":
+            return self.scalar_ops(x, 1.0, c, name)
+        if kind == "Multiply":
+            return self.scalar_ops(x, c, 0.0, name)
+        if kind == "Subtract":  # x - c, or c - x = -x + c
+            return (self.scalar_ops(x, -1.0, c, name) if first_const
+                    else self.scalar_ops(x, 1.0, -np.asarray(c), name))
+        if not first_const:  # x / c
+            return self.scalar_ops(x, 1.0 / np.asarray(c), 0.0, name)
+        return None
+
+    def _follow(self, node: Any) -> tuple[Any | None, Any | None]:
+        """The BatchNormalization and fusable activation nodes that directly follow `node`."""
+        bn_node = act_node = None
+        out = node.outputs[0]
+        nxt = self.graph.single_consumer(out)
+        if nxt is not None and isinstance(nxt.operation, _L.BatchNormalization) and \
+                _bn_fold(nxt.operation) is not None and not (
+                    self.float_layers and _matches(nxt.operation, self.float_layers)):
+            bn_node = nxt
+            out = nxt.outputs[0]
+            nxt = self.graph.single_consumer(out)
+        if nxt is not None and _fused_name(nxt.operation) and not (
+                self.float_layers and _matches(nxt.operation, self.float_layers)):
+            act_node = nxt
+        return bn_node, act_node
+
+    def weighted(self, layer: Any, node: Any, x: Any) -> Any:
+        own_act = _activation_name(layer)
+        bn_node = act_node = None
+        if own_act == "linear":
+            bn_node, act_node = self._follow(node)
+        elif own_act in ("relu", "relu6"):
+            pass
+        kernel = ops.convert_to_numpy(layer.kernel).copy()
+        bias = (ops.convert_to_numpy(layer.bias).copy() if getattr(layer, "use_bias", False)
+                else np.zeros(kernel.shape[-1] if not isinstance(layer, _L.DepthwiseConv2D)
+                              else kernel.shape[-2] * kernel.shape[-1], np.float32))
+        if bn_node is not None:
+            scale, shift = _bn_fold(bn_node.operation)
+            if isinstance(layer, _L.DepthwiseConv2D):
+                kernel = kernel * scale.reshape(kernel.shape[-2], kernel.shape[-1])
+            else:
+                kernel = kernel * scale
+            bias = bias * scale + shift
+            self.absorbed.add(id(bn_node))
+        fused = "linear"
+        if act_node is not None:
+            fused = _fused_name(act_node.operation)
+            self.absorbed.add(id(act_node))
+        elif own_act in ("relu", "relu6"):
+            fused = own_act
+        keep = self.keep_zeros and np.mean(kernel == 0) >= 0.01
+        common = dict(activation=fused, keep_zeros=bool(keep),
+                      activation_bits=self.activation_bits, name=f"{layer.name}_quant")
+        if isinstance(layer, _L.DepthwiseConv2D):
+            new = QuantDepthwiseConv2D(layer.kernel_size, layer.depth_multiplier, layer.strides,
+                                       layer.padding, layer.dilation_rate,
+                                       per_channel=self.per_channel, **common)
+        elif isinstance(layer, _L.Dense):
+            new = QuantDense(layer.units, **common)  # per-tensor, as TFLite FC expects
+        else:
+            new = QuantConv(layer.filters, layer.kernel_size, layer.strides, layer.padding,
+                            layer.dilation_rate, per_channel=self.per_channel, **common)
+        if getattr(layer, "groups", 1) != 1 or getattr(layer, "data_format",
+                                                      "channels_last") != "channels_last":
+            raise ValueError(
+                f"Layer {layer.name!r}: grouped or channels_first convolutions are not supported "
+                "by quantize_aware. Keep it float with float_layers=[...]."
+            )
+        y = new(x)
+        weights = [kernel.astype(np.float32), bias.astype(np.float32)]
+        if keep:
+            weights.append((kernel != 0).astype(np.float32))
+        new.kernel.assign(weights[0])
+        new.bias.assign(weights[1])
+        if keep:
+            new.mask.assign(weights[2])
+        # The activation after a linear layer that could not be fused.
+        if own_act not in ("linear", "relu", "relu6"):
+            y = self.quantizer(f"{layer.name}_act")(_L.Activation(own_act)(y))
+        out_ref = (act_node or bn_node or node).outputs[0]
+        self.tensors[id(out_ref)] = y
+        return y
+
+    def separable(self, layer: Any, node: Any, x: Any) -> Any:
+        if isinstance(layer, _L.SeparableConv1D):
+            raise ValueError(
+                f"Layer {layer.name!r}: SeparableConv1D is not supported by quantize_aware yet; "
+                "keep it float with float_layers=[...]."
+            )
+        dw_kernel = ops.convert_to_numpy(layer.depthwise_kernel)
+        pw_kernel = ops.convert_to_numpy(layer.pointwise_kernel)
+        dw = QuantDepthwiseConv2D(layer.kernel_size, layer.depth_multiplier, layer.strides,
+                                  layer.padding, layer.dilation_rate,
+                                  per_channel=self.per_channel,
+                                  activation_bits=self.activation_bits,
+                                  name=f"{layer.name}_dw_quant")
+        h = dw(x)
+        dw.kernel.assign(dw_kernel)
+        dw.bias.assign(np.zeros(dw.bias.shape, np.float32))
+        bn_node = act_node = None
+        own_act = _activation_name(layer)
+        if own_act == "linear":
+            bn_node, act_node = self._follow(node)
+        bias = (ops.convert_to_numpy(layer.bias) if layer.use_bias
+                else np.zeros(pw_kernel.shape[-1], np.float32))
+        if bn_node is not None:
+            scale, shift = _bn_fold(bn_node.operation)
+            pw_kernel = pw_kernel * scale
+            bias = bias * scale + shift
+            self.absorbed.add(id(bn_node))
+        fused = _fused_name(act_node.operation) if act_node is not None else (
+            own_act if own_act in ("relu", "relu6") else "linear")
+        if act_node is not None:
+            self.absorbed.add(id(act_node))
+        pw = QuantConv(layer.filters, 1, per_channel=self.per_channel, activation=fused,
+                       activation_bits=self.activation_bits, name=f"{layer.name}_pw_quant")
+        y = pw(h)
+        pw.kernel.assign(pw_kernel.reshape(pw.kernel.shape))
+        pw.bias.assign(bias.astype(np.float32))
+        if own_act not in ("linear", "relu", "relu6"):
+            y = self.quantizer(f"{layer.name}_act")(_L.Activation(own_act)(y))
+        self.tensors[id((act_node or bn_node or node).outputs[0])] = y
+        return y
+
+
+def quantize_aware(
+    model: keras.Model,
+    *,
+    float_layers: Any = None,
+    per_channel_weights: bool = True,
+    activation_bits: int = 8,
+    keep_zeros: bool = True,
+) -> keras.Model:
+    """Returns a copy of `model` that simulates TFLite int8 inference while it trains.
+
+    Weights are fake-quantized symmetrically with a narrow range (per output channel for
+    convolutions, per tensor for Dense, as TFLite's kernels take them); activations
+    asymmetrically per tensor, with ranges learned by moving averages. BatchNormalization is
+    folded into the layer before it and ReLU/ReLU6 fused, exactly where TFLite fuses them, so
+    what trains is what the device runs. Export the result with
+    `tfcompress.export.to_tflite(q, path, "int8")`: no calibration data is needed.
+
+    Args:
+        model: A functional or Sequential Keras model (nested models are inlined). It is not
+            modified.
+        float_layers: Layers to keep in float: classes, `fnmatch` name patterns or predicates.
+            An int8 export refuses float layers; use the `dynamic` mode for such a model.
+            Defaults to `None`.
+        per_channel_weights: Per-output-channel weight scales for convolutions; `False` gives
+            per-tensor scales. Defaults to `True`.
+        activation_bits: 8, or 16 to simulate the `int16x8` export mode. Defaults to `8`.
+        keep_zeros: Keep weights that are exactly zero (a pruned model) at zero through QAT and
+            export. Defaults to `True`.
+
+    Returns:
+        A new, uncompiled `keras.Model`.
+
+    Raises:
+        TypeError: If `model` is a subclassed model (its graph cannot be read).
+        ValueError: If it contains a layer with no known quantization; the message names it
+            and the options.
+
+    Example:
+        >>> import keras
+        >>> from tfcompress.reference import reference_cnn
+        >>> q = quantize_aware(reference_cnn())
+        >>> sorted({type(l).__name__ for l in q.layers} & {"BatchNormalization", "QuantConv"})
+        ['QuantConv']
+    """
+    if activation_bits not in (8, 16):
+        raise ValueError(f"activation_bits must be 8 or 16, got {activation_bits}.")
+    if not _is_functional(model):
+        raise TypeError(
+            f"quantize_aware needs a functional or Sequential model; {model.name!r} is a "
+            f"subclassed {type(model).__name__}, whose graph cannot be read. Build the same "
+            "network with the functional API (keras.Input(...) -> layers -> keras.Model)."
+        )
+    specs = None if float_layers is None else (
+        [float_layers] if isinstance(float_layers, (str, type)) or callable(float_layers)
+        else list(float_layers))
+    graph = _functional(model)
+    rewriter = _Rewriter(graph, specs, per_channel_weights, activation_bits, keep_zeros)
+    inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=getattr(t, "name", None))
+              for t in graph.inputs]
+    quantized_inputs = [ActivationQuantizer(num_bits=activation_bits, name=f"input_quant_{i}")(x)
+                        for i, x in enumerate(inputs)]
+    outputs = rewriter.run(graph, quantized_inputs)
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0],
+                       outputs if len(outputs) > 1 else outputs[0], name=f"{model.name}_qat")
+
+
+def _quantizers(model: Any) -> list[ActivationQuantizer]:
+    layers = getattr(model, "_flatten_layers", None)
+    if layers is None:
+        return []
+    return [layer for layer in layers(include_self=False) if isinstance(layer, ActivationQuantizer)]
+
+
+def check_ranges_learned(model: keras.Model) -> None:
+    """Raises when a quantization-aware model has activation ranges it never learned."""
+    empty = [q.name for q in _quantizers(model)
+             if q.initial_range is None and float(ops.convert_to_numpy(q.seen)) == 0.0]
+    if empty:
+        raise ValueError(
+            f"The quantization-aware model has not learned activation ranges yet ({len(empty)} "
+            f"quantizers, e.g. {empty[0]!r}): fit it for at least a few steps, or call "
+            "tfcompress.quantization.calibrate(model, data) before exporting."
+        )
+
+
+def calibrate(model: keras.Model, data: Any, batch_size: int = 64, steps: int = 8) -> keras.Model:
+    """Initialises a quantization-aware model's activation ranges from data, in place.
+
+    Runs `steps` batches forward in training mode (no weight update), so that the model is
+    usable, and exportable, before or without fine-tuning.
+
+    Args:
+        model: A model from `quantize_aware`.
+        data: Images: an array, `(x, y)`, a `Dataset` or a loader source (its train split).
+        batch_size: Images per batch. Defaults to `64`.
+        steps: Batches to run. Defaults to `8`.
+
+    Returns:
+        The same model.
+    """
+    from tfcompress.data import as_arrays
+
+    if not is_quantize_aware(model):
+        raise ValueError("calibrate expects a model returned by quantize_aware.")
+    x, _ = as_arrays(data, split_name="train")
+    for i in range(steps):
+        batch = x[(i * batch_size) % len(x):][:batch_size]
+        model(batch, training=True)
+    return model
+
+
+def is_quantize_aware(model: Any) -> bool:
+    """True when `model` holds fake-quant layers made by `quantize_aware`."""
+    return bool(_quantizers(model))
