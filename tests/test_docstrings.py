@@ -13,6 +13,7 @@ MODULES = [
     "tfcompress.pruning._masks",
     "tfcompress.pruning._callback",
     "tfcompress.pruning._report",
+    "tfcompress.quantization._transform",
     "tfcompress.reference",
 ]
 

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from tfcompress.cli import main
 
-COMMANDS = ["demo", "export", "bench", "inspect", "prune"]
+COMMANDS = ["demo", "export", "bench", "inspect", "prune", "qat"]
 
 
 @pytest.fixture
@@ -90,6 +90,31 @@ def test_prune_command(runner, trained_cnn_path, tmp_path):
     assert out.is_file()
 
 
+def test_qat_command(runner, trained_cnn_path, tmp_path):
+    out = tmp_path / "qat.tflite"
+    keras_out = tmp_path / "qat.keras"
+    result = runner.invoke(main, ["qat", str(trained_cnn_path), "--data", "mnist", "-o", str(out),
+                                  "--keras-output", str(keras_out), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["integer_only"] is True
+    assert info["accuracy_int8_litert"] >= info["accuracy_float"] - 0.01
+    assert out.is_file() and keras_out.is_file()
+
+
+def test_qat_unknown_layer_is_a_one_line_error(runner, tmp_path):
+    import keras
+
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.LayerNormalization(name="ln")(x)
+    path = tmp_path / "ln.keras"
+    keras.Model(inputs, keras.layers.Dense(10)(x)).save(path)
+    result = runner.invoke(main, ["qat", str(path), "--data", "mnist", "-o",
+                                  str(tmp_path / "q.tflite")])
+    _one_line_error(result, "does not know layer 'ln'", "float_layers")
+
+
 def _one_line_error(result, *needles):
     assert result.exit_code != 0
     assert "Traceback" not in result.output
@@ -157,12 +182,13 @@ def test_demo_end_to_end(runner, tmp_path):
                                   "2", "--runs", "10"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    dense_f32, dense_int8, pruned_int8 = report["benchmarks"]
-    assert dense_int8["fully_int8"] and pruned_int8["fully_int8"]
-    assert dense_int8["size_bytes"] <= 0.3 * dense_f32["size_bytes"]
-    assert pruned_int8["gzip_bytes"] <= 0.5 * dense_int8["gzip_bytes"]
-    assert abs(dense_int8["accuracy"] - dense_f32["accuracy"]) <= 0.01
+    dense_f32, dense_ptq, dense_qat, pruned_qat = report["benchmarks"]
+    assert dense_ptq["fully_int8"] and dense_qat["fully_int8"] and pruned_qat["fully_int8"]
+    assert dense_ptq["size_bytes"] <= 0.3 * dense_f32["size_bytes"]
+    assert pruned_qat["gzip_bytes"] <= 0.5 * dense_ptq["gzip_bytes"]
+    assert abs(dense_ptq["accuracy"] - dense_f32["accuracy"]) <= 0.01
+    assert dense_qat["accuracy"] >= dense_f32["accuracy"] - 0.01
     assert report["pruning"]["sparsity_after"] == pytest.approx(0.8, abs=0.01)
-    for name in ("dense.keras", "pruned.keras", "dense_int8.tflite", "report.txt"):
+    for name in ("dense.keras", "pruned.keras", "dense_int8_qat.tflite", "report.txt"):
         assert (out / name).is_file()
-    assert "pruned_int8.tflite" in result.stdout
+    assert "pruned_int8_qat.tflite" in result.stdout

@@ -12,6 +12,7 @@ from tfcompress.cli.demo import demo_command
 from tfcompress.cli.export import export_command
 from tfcompress.cli.inspect import inspect_command
 from tfcompress.cli.prune import prune_command
+from tfcompress.cli.qat import qat_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,5 +25,6 @@ def main():
     """
 
 
-for _command in (demo_command, export_command, bench_command, inspect_command, prune_command):
+for _command in (demo_command, export_command, bench_command, inspect_command, prune_command,
+                 qat_command):
     main.add_command(_command)

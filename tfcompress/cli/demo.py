@@ -18,12 +18,14 @@ from tfcompress.cli._common import data_help, say, user_errors
               help="Fine-tuning epochs while pruning.")
 @click.option("--sparsity", default=0.8, show_default=True,
               type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--qat-epochs", default=1, show_default=True, type=click.IntRange(1),
+              help="Quantization-aware fine-tuning epochs.")
 @click.option("--runs", default=100, show_default=True, type=click.IntRange(1),
               help="Timed LiteRT invocations per model.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the data split and weights.")
 @user_errors
-def demo_command(out, data, epochs, prune_epochs, sparsity, runs, seed):
-    """Train the reference CNN, prune it, export float32 and int8, and benchmark them in LiteRT.
+def demo_command(out, data, epochs, prune_epochs, sparsity, qat_epochs, runs, seed):
+    """Train the reference CNN, prune it, quantization-aware train, export and benchmark in LiteRT.
 
     Everything is written to OUT: the .keras models, the .tflite files, report.json and
     report.txt. No network is needed.
@@ -35,6 +37,7 @@ def demo_command(out, data, epochs, prune_epochs, sparsity, runs, seed):
     from tfcompress.data import load
     from tfcompress.export import to_tflite
     from tfcompress.pruning import prune
+    from tfcompress.quantization import train_quantized
     from tfcompress.reference import compile_for_classification, reference_cnn
 
     os.makedirs(out, exist_ok=True)
@@ -42,31 +45,38 @@ def demo_command(out, data, epochs, prune_epochs, sparsity, runs, seed):
     say(f"data: {ds}")
     keras.utils.set_random_seed(seed)
     model = compile_for_classification(reference_cnn(ds.input_shape, ds.num_classes))
-    say(f"[1/4] training the reference CNN ({model.count_params():,} parameters) for "
+    say(f"[1/5] training the reference CNN ({model.count_params():,} parameters) for "
         f"{epochs} epochs")
     model.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=64, verbose=2)
     _io.save_model_atomic(model, os.path.join(out, "dense.keras"))
     dense_acc = _training.accuracy(model, ds.x_test, ds.y_test)
 
-    say(f"[2/4] pruning to {sparsity:.0%} sparsity while fine-tuning for {prune_epochs} epochs")
+    say(f"[2/5] pruning to {sparsity:.0%} sparsity while fine-tuning for {prune_epochs} epochs")
     pruned, result = prune(model, ds, sparsity=sparsity, epochs=prune_epochs, verbose=2)
     _io.save_model_atomic(pruned, os.path.join(out, "pruned.keras"))
 
-    say("[3/4] exporting to TFLite (float32, int8, pruned int8) and verifying in LiteRT")
+    say(f"[3/5] quantization-aware training of the dense and the pruned model "
+        f"({qat_epochs} epoch(s) each)")
+    qat, qat_result = train_quantized(model, ds, epochs=qat_epochs, verbose=2)
+    pruned_qat, pruned_qat_result = train_quantized(pruned, ds, epochs=qat_epochs, verbose=2)
+
+    say("[4/5] exporting to TFLite and verifying each file in LiteRT")
     exports = [
         to_tflite(model, os.path.join(out, "dense_float32.tflite"), "float32"),
-        to_tflite(model, os.path.join(out, "dense_int8.tflite"), "int8",
+        to_tflite(model, os.path.join(out, "dense_int8_ptq.tflite"), "int8",
                   representative_data=ds),
-        to_tflite(pruned, os.path.join(out, "pruned_int8.tflite"), "int8",
-                  representative_data=ds),
+        to_tflite(qat, os.path.join(out, "dense_int8_qat.tflite"), "int8"),
+        to_tflite(pruned_qat, os.path.join(out, "pruned_int8_qat.tflite"), "int8"),
     ]
-    say(f"[4/4] benchmarking in LiteRT ({runs} runs each, 1 thread, {len(ds.x_test)} test "
+    say(f"[5/5] benchmarking in LiteRT ({runs} runs each, 1 thread, {len(ds.x_test)} test "
         "images)")
     reports = [benchmark(e.path, ds, runs=runs, progress=say) for e in exports]
     table = compare(reports)
     summary = (
         f"Keras accuracy: dense {100 * dense_acc:.2f}%, pruned {100 * result.accuracy_after:.2f}%"
-        f" at sparsity {result.sparsity_after:.3f}\n\n{table}\n"
+        f" at sparsity {result.sparsity_after:.3f}, dense QAT "
+        f"{100 * qat_result.accuracy_qat:.2f}%, pruned QAT "
+        f"{100 * pruned_qat_result.accuracy_qat:.2f}%\n\n{table}\n"
     )
     click.echo("\n" + summary)
     _io.write_text_atomic(os.path.join(out, "report.txt"), summary)
@@ -74,7 +84,9 @@ def demo_command(out, data, epochs, prune_epochs, sparsity, runs, seed):
         os.path.join(out, "report.json"),
         json.dumps({
             "data": ds.name,
-            "keras_accuracy": {"dense": dense_acc, "pruned": result.accuracy_after},
+            "keras_accuracy": {"dense": dense_acc, "pruned": result.accuracy_after,
+                               "dense_qat": qat_result.accuracy_qat,
+                               "pruned_qat": pruned_qat_result.accuracy_qat},
             "pruning": result.to_dict(),
             "exports": [e.to_dict() for e in exports],
             "benchmarks": [r.to_dict() for r in reports],

@@ -1,5 +1,7 @@
 """Quantization-aware training for Keras 3, exported as integer-only TFLite."""
 
+from tfcompress.quantization._calibrate import METHODS, calibrate_ranges
+from tfcompress.quantization._fit import QatResult, train_quantized
 from tfcompress.quantization._layers import (
     ActivationQuantizer,
     QuantConv,
@@ -8,7 +10,6 @@ from tfcompress.quantization._layers import (
     QuantScalarOp,
 )
 from tfcompress.quantization._transform import (
-    calibrate,
     check_ranges_learned,
     is_quantize_aware,
     quantize_aware,
@@ -17,15 +18,18 @@ from tfcompress.quantization._transform import (
 )
 
 __all__ = [
+    "METHODS",
     "ActivationQuantizer",
     "QuantConv",
     "QuantDense",
     "QuantDepthwiseConv2D",
+    "QatResult",
     "QuantScalarOp",
-    "calibrate",
+    "calibrate_ranges",
     "check_ranges_learned",
     "is_quantize_aware",
     "quantize_aware",
     "register_layer",
     "supported_layers",
+    "train_quantized",
 ]

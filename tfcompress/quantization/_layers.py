@@ -42,6 +42,9 @@ class ActivationQuantizer(keras.layers.Layer):
         self.ema_decay = ema_decay
         self.warmup_steps = int(warmup_steps)
         self.initial_range = None if initial_range is None else tuple(initial_range)
+        # Set by `tfcompress.quantization.calibrate_ranges` while it collects statistics: a
+        # callable that receives each (eager) input. Not part of the config.
+        self.observer = None
 
     def build(self, input_shape):
         lo, hi = self.initial_range or (0.0, 0.0)
@@ -61,7 +64,16 @@ class ActivationQuantizer(keras.layers.Layer):
             return fake_quant_with_min_max_vars(x, -bound, bound, num_bits=16, narrow_range=True)
         return fake_quant_with_min_max_vars(x, lo, hi, num_bits=8, narrow_range=False)
 
+    def set_range(self, low: float, high: float) -> None:
+        """Fixes the range (e.g. from calibration statistics) and marks it as learned."""
+        self.range_min.assign(float(min(low, 0.0)))
+        self.range_max.assign(float(max(high, 0.0)))
+        self.seen.assign(max(1.0, float(ops.convert_to_numpy(self.seen))))
+
     def call(self, x, training=None):
+        if self.observer is not None:
+            self.observer(ops.convert_to_numpy(x))
+            return x
         if not training:
             return self._quantize(x, self.range_min, self.range_max)
         batch_min = ops.stop_gradient(ops.min(x))

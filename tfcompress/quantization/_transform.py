@@ -486,35 +486,10 @@ def check_ranges_learned(model: keras.Model) -> None:
     if empty:
         raise ValueError(
             f"The quantization-aware model has not learned activation ranges yet ({len(empty)} "
-            f"quantizers, e.g. {empty[0]!r}): fit it for at least a few steps, or call "
-            "tfcompress.quantization.calibrate(model, data) before exporting."
+            f"quantizers, e.g. {empty[0]!r}): fit it for at least a few steps first, or, for "
+            "post-training quantization, build it with "
+            "tfcompress.quantization.calibrate_ranges(float_model, data)."
         )
-
-
-def calibrate(model: keras.Model, data: Any, batch_size: int = 64, steps: int = 8) -> keras.Model:
-    """Initialises a quantization-aware model's activation ranges from data, in place.
-
-    Runs `steps` batches forward in training mode (no weight update), so that the model is
-    usable, and exportable, before or without fine-tuning.
-
-    Args:
-        model: A model from `quantize_aware`.
-        data: Images: an array, `(x, y)`, a `Dataset` or a loader source (its train split).
-        batch_size: Images per batch. Defaults to `64`.
-        steps: Batches to run. Defaults to `8`.
-
-    Returns:
-        The same model.
-    """
-    from tfcompress.data import as_arrays
-
-    if not is_quantize_aware(model):
-        raise ValueError("calibrate expects a model returned by quantize_aware.")
-    x, _ = as_arrays(data, split_name="train")
-    for i in range(steps):
-        batch = x[(i * batch_size) % len(x):][:batch_size]
-        model(batch, training=True)
-    return model
 
 
 def is_quantize_aware(model: Any) -> bool:

@@ -1,0 +1,60 @@
+"""`tfcompress qat`: quantization-aware fine-tuning, exported as an integer-only `.tflite`."""
+
+import json
+
+import click
+
+from tfcompress.cli._common import data_help, say, user_errors
+
+
+@click.command("qat")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", required=True, help=f"Training data. {data_help}")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the int8 .tflite file.")
+@click.option("--epochs", default=1, show_default=True, type=click.IntRange(1),
+              help="Quantization-aware fine-tuning epochs.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--learning-rate", default=1e-4, show_default=True,
+              type=click.FloatRange(0, min_open=True))
+@click.option("--keras-output", type=click.Path(dir_okay=False),
+              help="Also save the quantization-aware Keras model (.keras).")
+@click.option("--float-layer", "float_layers", multiple=True,
+              help="Keep this layer (name or pattern) in float. Repeatable.")
+@click.option("--unsafe", is_flag=True,
+              help="Allow the model file's Lambda layers to run their code (trusted files only).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@user_errors
+def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_output,
+                float_layers, unsafe, as_json):
+    """Fine-tune MODEL (.keras) with simulated int8 and export it as an integer-only .tflite."""
+    from tfcompress import _io
+    from tfcompress.bench import benchmark
+    from tfcompress.data import load
+    from tfcompress.export import to_tflite
+    from tfcompress.quantization import train_quantized
+
+    _io.check_not_input(output, model)
+    if keras_output:
+        _io.check_not_input(keras_output, model)
+    ds = load(data)
+    keras_model = _io.load_keras_model(model, safe_mode=not unsafe)
+    say(f"quantization-aware training of {model} for {epochs} epoch(s) ...")
+    q, result = train_quantized(keras_model, ds, epochs=epochs, batch_size=batch_size,
+                                learning_rate=learning_rate, verbose=0 if as_json else 2,
+                                float_layers=list(float_layers) or None)
+    report = to_tflite(q, output, "int8")
+    if keras_output:
+        _io.save_model_atomic(q, keras_output)
+    lite = benchmark(output, ds, runs=20)
+    info = {**result.to_dict(), "accuracy_int8_litert": lite.accuracy,
+            "integer_only": report.integer_only, "size_bytes": report.size_bytes,
+            "output": output}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(
+        f"accuracy: float {100 * result.accuracy_float:.2f}%, QAT Keras "
+        f"{100 * result.accuracy_qat:.2f}%, int8 LiteRT {100 * lite.accuracy:.2f}%; "
+        f"{report.size_bytes:,} bytes, integer-only: {report.integer_only}; saved {output}"
+    )
