@@ -149,7 +149,7 @@ COVERAGE = {
     "conv1d_reshape": lambda x: keras.layers.Flatten()(keras.layers.Conv1D(4, 3)(
         keras.layers.Reshape((48, 16))(x))),
     "dense_softmax_pool": lambda x: keras.layers.Softmax()(keras.layers.Dense(5)(
-        keras.layers.GlobalAveragePooling2D()(keras.layers.AveragePooling2D()(x)))),
+        keras.layers.GlobalAveragePooling2D()(keras.layers.AveragePooling2D(2)(x)))),
 }
 
 
@@ -234,8 +234,8 @@ def test_per_tensor_weights_and_16_bit_activations(trained_cnn, mnist, tmp_path)
     assert convs and not any(c.per_channel for c in convs)
     assert all(c.output_quantizer.num_bits == 16 for c in convs)
     q.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    q.fit(mnist.x_train[:512], mnist.y_train[:512], epochs=1, verbose=0)
-    report = to_tflite(q, tmp_path / "a16.tflite", "int16x8", representative_data=mnist)
-    assert report.integer_only
+    q.fit(mnist.x_train[:512], mnist.y_train[:512], epochs=2, verbose=0)
+    acc = np.mean(q.predict(mnist.x_test, verbose=0).argmax(1) == mnist.y_test)
+    assert acc > 0.9  # 16-bit simulation barely changes the float model
     with pytest.raises(ValueError, match="8 or 16"):
         Q.quantize_aware(trained_cnn, activation_bits=4)

@@ -113,6 +113,13 @@ def _fake_quant_weights(w, axis: int | None, num_bits: int = 8):
 _FUSABLE = ("linear", "relu", "relu6")
 
 
+def _as_tuple(value) -> int | tuple[int, ...]:
+    """Keras restores tuples from a config as lists; the conv ops want ints or tuples."""
+    if np.ndim(value) == 0:
+        return int(value)
+    return tuple(int(v) for v in value)
+
+
 def _apply_fused(x, activation: str):
     if activation == "relu":
         return ops.relu(x)
@@ -168,10 +175,10 @@ class QuantConv(_QuantWeightLayer):
                  dilation_rate=1, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
-        self.kernel_size = tuple(np.atleast_1d(kernel_size).tolist())
-        self.strides = strides
+        self.kernel_size = tuple(int(v) for v in np.atleast_1d(kernel_size))
+        self.strides = _as_tuple(strides)
         self.padding = padding
-        self.dilation_rate = dilation_rate
+        self.dilation_rate = _as_tuple(dilation_rate)
 
     def build(self, input_shape):
         self._make_weights(self.kernel_size + (input_shape[-1], self.filters), self.filters)
@@ -203,11 +210,11 @@ class QuantDepthwiseConv2D(_QuantWeightLayer):
     def __init__(self, kernel_size, depth_multiplier: int = 1, strides=1,
                  padding: str = "valid", dilation_rate=1, **kwargs):
         super().__init__(**kwargs)
-        self.kernel_size = tuple(np.atleast_1d(kernel_size).tolist())
+        self.kernel_size = tuple(int(v) for v in np.atleast_1d(kernel_size))
         self.depth_multiplier = depth_multiplier
-        self.strides = strides
+        self.strides = _as_tuple(strides)
         self.padding = padding
-        self.dilation_rate = dilation_rate
+        self.dilation_rate = _as_tuple(dilation_rate)
 
     def build(self, input_shape):
         channels = input_shape[-1]

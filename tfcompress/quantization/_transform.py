@@ -341,8 +341,11 @@ class _Rewriter:
         elif isinstance(layer, _L.Dense):
             new = QuantDense(layer.units, **common)  # per-tensor, as TFLite FC expects
         else:
+            # The converter turns Conv1D into a 2-D conv and then loses the per-channel axis
+            # of its kernel's fake-quant, so Conv1D weights are quantized per tensor.
+            per_channel = self.per_channel and not isinstance(layer, _L.Conv1D)
             new = QuantConv(layer.filters, layer.kernel_size, layer.strides, layer.padding,
-                            layer.dilation_rate, per_channel=self.per_channel, **common)
+                            layer.dilation_rate, per_channel=per_channel, **common)
         if getattr(layer, "groups", 1) != 1 or getattr(layer, "data_format",
                                                       "channels_last") != "channels_last":
             raise ValueError(
@@ -395,7 +398,7 @@ class _Rewriter:
             own_act if own_act in ("relu", "relu6") else "linear")
         if act_node is not None:
             self.absorbed.add(id(act_node))
-        pw = QuantConv(layer.filters, 1, per_channel=self.per_channel, activation=fused,
+        pw = QuantConv(layer.filters, (1, 1), per_channel=self.per_channel, activation=fused,
                        activation_bits=self.activation_bits, name=f"{layer.name}_pw_quant")
         y = pw(h)
         pw.kernel.assign(pw_kernel.reshape(pw.kernel.shape))
