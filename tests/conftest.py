@@ -19,6 +19,17 @@ import tfcompress as tfc  # noqa: E402
 
 
 @pytest.fixture(scope="session")
+def mirrored():
+    """One MirroredStrategy over the two logical CPUs for the whole session.
+
+    Two strategies in one process can collide on collective-op keys, so tests share this one.
+    """
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2
+    return tf.distribute.MirroredStrategy(devices)
+
+
+@pytest.fixture(scope="session")
 def mnist():
     return tfc.data.load("mnist")
 

@@ -1,7 +1,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from keras import ops
 
 from tests.conftest import litert_predict
@@ -109,9 +108,9 @@ def test_pruned_model_keeps_its_zeros_through_qat_and_export(trained_cnn, mnist,
     assert zeros / total >= 0.79
 
 
-def test_mirrored_strategy(mnist):
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    strategy = tf.distribute.MirroredStrategy(devices)
+def test_mirrored_strategy(mnist, mirrored):
+    strategy = mirrored
+    assert strategy.num_replicas_in_sync == 2
     from tfcompress.reference import compile_for_classification, reference_cnn
 
     with strategy.scope():
