@@ -147,30 +147,13 @@ def run_tfmot(cfg: dict, repeats: int) -> dict:
     import numpy as np
     import tensorflow_model_optimization as tfmot
     import tf_keras as k2
+    from tf_keras_reference import build_reference_cnn
 
     from tfcompress.data import load  # NumPy only: safe beside tf_keras
 
     ds = load("mnist")
     sparsity = tfmot.sparsity.keras
 
-    def build(seed):
-        k2.utils.set_random_seed(seed)
-        L = k2.layers
-        inputs = k2.Input((28, 28, 1))
-        x = L.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
-        x = L.ReLU()(L.BatchNormalization(momentum=0.9)(x))
-        x = L.MaxPooling2D()(x)
-        x = L.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
-        x = L.ReLU()(L.BatchNormalization(momentum=0.9)(x))
-        x = L.Conv2D(32, 1, use_bias=False)(x)
-        x = L.ReLU()(L.BatchNormalization(momentum=0.9)(x))
-        x = L.MaxPooling2D()(x)
-        x = L.Conv2D(64, 3, padding="same", activation="relu")(x)
-        x = L.MaxPooling2D()(x)
-        x = L.Flatten()(x)
-        x = L.Dense(128, activation="relu")(x)
-        x = L.Dropout(0.2)(x)
-        return k2.Model(inputs, L.Dense(10)(x))
 
     def compile_(model):
         model.compile(optimizer=k2.optimizers.Adam(1e-3),
@@ -192,10 +175,10 @@ def run_tfmot(cfg: dict, repeats: int) -> dict:
 
     plain_t, pruned_t, acc_dense, acc_pruned = [], [], [], []
     for seed in range(repeats):
-        dense = compile_(build(seed))
+        dense = compile_(build_reference_cnn(seed))
         plain_t.append(fit(dense, []))
         acc_dense.append(acc(dense))
-        wrapped = compile_(sparsity.prune_low_magnitude(build(seed), pruning_schedule=schedule))
+        wrapped = compile_(sparsity.prune_low_magnitude(build_reference_cnn(seed), pruning_schedule=schedule))
         pruned_t.append(fit(wrapped, [sparsity.UpdatePruningStep()]))
         stripped = sparsity.strip_pruning(wrapped)
         acc_pruned.append(acc(stripped))

@@ -101,27 +101,12 @@ def run_tfmot(cfg: dict) -> dict:
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
     import tf_keras as k2
+    from tf_keras_reference import build_reference_cnn
 
     from tfcompress.data import load  # NumPy only: safe beside tf_keras
 
     ds = load("mnist")
-    k2.utils.set_random_seed(0)
-    L = k2.layers
-    inputs = k2.Input((28, 28, 1))
-    x = L.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
-    x = L.ReLU()(L.BatchNormalization(momentum=0.9)(x))
-    x = L.MaxPooling2D()(x)
-    x = L.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
-    x = L.ReLU()(L.BatchNormalization(momentum=0.9)(x))
-    x = L.Conv2D(32, 1, use_bias=False)(x)
-    x = L.ReLU()(L.BatchNormalization(momentum=0.9)(x))
-    x = L.MaxPooling2D()(x)
-    x = L.Conv2D(64, 3, padding="same", activation="relu")(x)
-    x = L.MaxPooling2D()(x)
-    x = L.Flatten()(x)
-    x = L.Dense(128, activation="relu")(x)
-    x = L.Dropout(0.2)(x)
-    model = k2.Model(inputs, L.Dense(10)(x))
+    model = build_reference_cnn(0)
 
     def compile_(m, lr):
         m.compile(optimizer=k2.optimizers.Adam(lr),
