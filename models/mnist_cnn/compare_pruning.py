@@ -178,7 +178,8 @@ def run_tfmot(cfg: dict, repeats: int) -> dict:
         dense = compile_(build_reference_cnn(seed))
         plain_t.append(fit(dense, []))
         acc_dense.append(acc(dense))
-        wrapped = compile_(sparsity.prune_low_magnitude(build_reference_cnn(seed), pruning_schedule=schedule))
+        wrapped = compile_(sparsity.prune_low_magnitude(build_reference_cnn(seed),
+                                                        pruning_schedule=schedule))
         pruned_t.append(fit(wrapped, [sparsity.UpdatePruningStep()]))
         stripped = sparsity.strip_pruning(wrapped)
         acc_pruned.append(acc(stripped))
