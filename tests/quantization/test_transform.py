@@ -113,9 +113,10 @@ def test_mirrored_strategy(mnist, mirrored):
     assert strategy.num_replicas_in_sync == 2
     from tfcompress.reference import compile_for_classification, reference_cnn
 
+    keras.utils.set_random_seed(0)
     with strategy.scope():
         q = compile_for_classification(Q.quantize_aware(reference_cnn()))
-    q.fit(mnist.x_train[:1024], mnist.y_train[:1024], epochs=2, batch_size=64, verbose=0)
+    q.fit(mnist.x_train[:2048], mnist.y_train[:2048], epochs=2, batch_size=64, verbose=0)
     ranges = [(float(ops.convert_to_numpy(layer.range_min)),
                float(ops.convert_to_numpy(layer.range_max)))
               for layer in q._flatten_layers(include_self=False)

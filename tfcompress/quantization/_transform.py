@@ -13,13 +13,18 @@ The rewrite walks the functional graph once, in order, and for each node decides
 - Nested functional models are inlined, so a `keras.applications` backbone is covered.
 """
 
-from collections.abc import Iterable
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
+from tfcompress._graph import Graph as _Graph
+from tfcompress._graph import clone_layer as _clone
+from tfcompress._graph import functional as _functional
+from tfcompress._graph import is_functional as _is_functional
+from tfcompress._graph import matches as _matches
+from tfcompress._graph import nodes as _nodes
 from tfcompress.quantization._layers import (
     ActivationQuantizer,
     QuantConv,
@@ -120,73 +125,6 @@ def float_or_list(value: Any) -> Any:
     """A Python float, or a list of floats, from a number or an array."""
     arr = np.asarray(value, dtype=np.float32)
     return float(arr) if arr.ndim == 0 else arr.tolist()
-
-
-class _Graph:
-    """Consumers of every tensor across a functional model and the models nested in it."""
-
-    def __init__(self, model: keras.Model):
-        self.consumers: dict[int, list[Any]] = {}
-        self.outputs: set[int] = set()
-        self._index(model, top=True)
-
-    def _index(self, model: keras.Model, top: bool) -> None:
-        for node in _nodes(model):
-            for t in node.input_tensors:
-                self.consumers.setdefault(id(t), []).append(node)
-            if _is_functional(node.operation):
-                self._index(node.operation, top=False)
-                # The nested model's outputs leave through its node: keep them unfused.
-                self.outputs.update(id(t) for t in _functional(node.operation).outputs)
-        if top:
-            self.outputs.update(id(t) for t in model.outputs)
-
-    def single_consumer(self, tensor: Any) -> Any | None:
-        users = self.consumers.get(id(tensor), [])
-        if len(users) == 1 and id(tensor) not in self.outputs:
-            return users[0]
-        return None
-
-
-def _functional(model: Any) -> Any:
-    return getattr(model, "_functional", None) or model
-
-
-def _is_functional(op: Any) -> bool:
-    return isinstance(op, keras.Model) and hasattr(_functional(op), "_nodes_by_depth")
-
-
-def _nodes(model: Any) -> list[Any]:
-    graph = _functional(model)
-    out = []
-    for depth in sorted(graph._nodes_by_depth, reverse=True):
-        out.extend(graph._nodes_by_depth[depth])
-    return out
-
-
-def _matches(layer: Any, specs: Iterable[Any]) -> bool:
-    import fnmatch
-
-    for spec in specs:
-        if isinstance(spec, type) and isinstance(layer, spec):
-            return True
-        if isinstance(spec, str) and fnmatch.fnmatchcase(getattr(layer, "name", ""), spec):
-            return True
-        if callable(spec) and not isinstance(spec, type) and spec(layer):
-            return True
-    return False
-
-
-def _clone(layer: Any) -> Any:
-    """A fresh copy of a layer with the same config and weights (the input is never shared)."""
-    if not isinstance(layer, keras.layers.Layer):
-        return layer  # a stateless keras.ops operation
-    new = layer.__class__.from_config(layer.get_config())
-    if layer.weights:
-        new.build(layer.input.shape if not isinstance(layer.input, list)
-                  else [t.shape for t in layer.input])
-        new.set_weights(layer.get_weights())
-    return new
 
 
 class _Rewriter:

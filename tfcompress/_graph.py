@@ -1,0 +1,145 @@
+"""Reading and rebuilding functional Keras graphs, shared by the model transforms.
+
+`quantize_aware`, `factorize` and `shrink` all return a new model made by walking the input
+model's functional graph once, in order, and deciding per node what to put in its place.
+Nested functional models (a `keras.applications` backbone inside a classifier) are inlined.
+"""
+
+import fnmatch
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import keras
+
+
+def functional(model: Any) -> Any:
+    """The functional graph behind a Functional or (built) Sequential model."""
+    return getattr(model, "_functional", None) or model
+
+
+def is_functional(op: Any) -> bool:
+    """True for a model whose graph can be read (Functional, or a built Sequential)."""
+    return isinstance(op, keras.Model) and hasattr(functional(op), "_nodes_by_depth")
+
+
+def nodes(model: Any) -> list[Any]:
+    """The nodes of a functional model, inputs first (topological order)."""
+    graph = functional(model)
+    out = []
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        out.extend(graph._nodes_by_depth[depth])
+    return out
+
+
+def matches(layer: Any, specs: Iterable[Any]) -> bool:
+    """True when `layer` matches a class, an `fnmatch` name pattern or a predicate in `specs`."""
+    for spec in specs:
+        if isinstance(spec, type) and isinstance(layer, spec):
+            return True
+        if isinstance(spec, str) and fnmatch.fnmatchcase(getattr(layer, "name", ""), spec):
+            return True
+        if callable(spec) and not isinstance(spec, type) and spec(layer):
+            return True
+    return False
+
+
+def as_specs(specs: Any) -> list | None:
+    """`None`, or a list of layer specs from one spec or an iterable of them."""
+    if specs is None:
+        return None
+    if isinstance(specs, (str, type)) or callable(specs):
+        return [specs]
+    return list(specs)
+
+
+def clone_layer(layer: Any) -> Any:
+    """A fresh copy of a layer with the same config and weights (the input is never shared)."""
+    if not isinstance(layer, keras.layers.Layer):
+        return layer  # a stateless keras.ops operation
+    new = layer.__class__.from_config(layer.get_config())
+    if layer.weights:
+        new.build(layer.input.shape if not isinstance(layer.input, list)
+                  else [t.shape for t in layer.input])
+        new.set_weights(layer.get_weights())
+    return new
+
+
+class Graph:
+    """Consumers of every tensor across a functional model and the models nested in it."""
+
+    def __init__(self, model: keras.Model):
+        self.consumers: dict[int, list[Any]] = {}
+        self.outputs: set[int] = set()
+        self._index(model, top=True)
+
+    def _index(self, model: keras.Model, top: bool) -> None:
+        for node in nodes(model):
+            for t in node.input_tensors:
+                self.consumers.setdefault(id(t), []).append(node)
+            if is_functional(node.operation):
+                self._index(node.operation, top=False)
+                # The nested model's outputs leave through its node: keep them unfused.
+                self.outputs.update(id(t) for t in functional(node.operation).outputs)
+        if top:
+            self.outputs.update(id(t) for t in model.outputs)
+
+    def single_consumer(self, tensor: Any) -> Any | None:
+        users = self.consumers.get(id(tensor), [])
+        if len(users) == 1 and id(tensor) not in self.outputs:
+            return users[0]
+        return None
+
+
+Visit = Callable[[Any, tuple, dict], Any]
+
+
+def rebuild(model: keras.Model, visit: Visit, name: str) -> keras.Model:
+    """A new model with the graph of `model`, each node's layer replaced by what `visit` says.
+
+    Args:
+        model: A functional or Sequential model. It is not modified.
+        visit: Called as `visit(node, args, kwargs)` with the node's arguments already mapped
+            to the new graph's tensors; returns the node's new outputs, or `None` to use a
+            copy of the node's layer (same config and weights).
+        name: Name of the new model.
+
+    Returns:
+        A new, uncompiled functional `keras.Model`.
+
+    Raises:
+        TypeError: If `model` is subclassed (its graph cannot be read).
+    """
+    if not is_functional(model):
+        raise TypeError(
+            f"{model.name!r} is a subclassed {type(model).__name__}, whose graph cannot be read. "
+            "Build the same network with the functional API (keras.Input(...) -> layers -> "
+            "keras.Model) or as a keras.Sequential."
+        )
+    graph = functional(model)
+    inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=getattr(t, "name", None))
+              for t in graph.inputs]
+    tensors: dict[int, Any] = {}
+
+    def run(sub: Any, sub_inputs: list[Any]) -> list[Any]:
+        sub_graph = functional(sub)
+        for ref, new in zip(sub_graph.inputs, sub_inputs, strict=True):
+            tensors[id(ref)] = new
+        for node in nodes(sub_graph):
+            if node.is_input:
+                continue
+            args, kwargs = node.arguments.fill_in(tensors)
+            if is_functional(node.operation):
+                inner = keras.tree.flatten(args[0]) if len(args) == 1 else list(args)
+                outs = run(node.operation, inner)
+                outputs = outs[0] if len(outs) == 1 else outs
+            else:
+                outputs = visit(node, args, kwargs)
+                if outputs is None:
+                    outputs = clone_layer(node.operation)(*args, **kwargs)
+            for ref, new in zip(node.outputs, keras.tree.flatten(outputs), strict=True):
+                tensors[id(ref)] = new
+        return [tensors[id(t)] for t in sub_graph.outputs]
+
+    outputs = run(graph, inputs)
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0],
+                       outputs if len(outputs) > 1 else outputs[0], name=name)
