@@ -2,6 +2,7 @@
 
 Subpackages load on first use, so `import tfcompress` (and the CLI's `--help`) stays instant:
 `tfcompress.data`, `tfcompress.export`, `tfcompress.bench`, `tfcompress.pruning`,
+`tfcompress.quantization`, `tfcompress.distillation`, `tfcompress.lowrank`,
 `tfcompress.reference`.
 """
 
@@ -9,7 +10,8 @@ import importlib
 
 from tfcompress._version import __version__
 
-_SUBMODULES = ("bench", "data", "export", "pruning", "quantization", "reference")
+_SUBMODULES = ("bench", "data", "distillation", "export", "lowrank", "pruning", "quantization",
+               "reference")
 
 __all__ = ["__version__", *_SUBMODULES]
 

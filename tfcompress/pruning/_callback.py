@@ -34,6 +34,13 @@ class _MaskConstraint(keras.constraints.Constraint):
         return w * ops.cast(self.mask, w.dtype)
 
 
+def _pruned_model(model: keras.Model) -> keras.Model:
+    """The model whose weights are pruned: a distiller's student, not its frozen teacher."""
+    if isinstance(model, keras.distillation.Distiller):
+        return model.student
+    return model
+
+
 class Pruning(keras.callbacks.Callback):
     """Magnitude pruning on a schedule, as one callback in an ordinary `model.fit`.
 
@@ -190,7 +197,7 @@ class Pruning(keras.callbacks.Callback):
     def _install(self) -> None:
         """Finds the weights, creates their masks and hooks them into the optimizer step."""
         self._targets = prunable_targets(
-            self.model, self.layers, self.exclude, need_n_m_axis=self.granularity.kind == "n:m"
+            _pruned_model(self.model), self.layers, self.exclude, need_n_m_axis=self.granularity.kind == "n:m"
         )
         strategy = getattr(self.model, "distribute_strategy", None)
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
