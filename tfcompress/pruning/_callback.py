@@ -49,7 +49,8 @@ class Pruning(keras.callbacks.Callback):
     is applied inside the compiled train step, so pruned weights stay exactly zero. The step is
     read from `model.optimizer.iterations`, so a fit resumed from a checkpoint continues the
     schedule, and one instance can be used for several `fit` calls. When training ends the
-    model is a plain Keras model again: nothing to strip before saving or export.
+    model is a plain Keras model again: nothing to strip before saving or export. On a
+    `tfcompress.distillation.Distiller` it prunes the student, never the frozen teacher.
 
     Args:
         schedule: A `PruningSchedule` (e.g. `PolynomialDecay`, `ConstantSparsity`).
@@ -197,7 +198,8 @@ class Pruning(keras.callbacks.Callback):
     def _install(self) -> None:
         """Finds the weights, creates their masks and hooks them into the optimizer step."""
         self._targets = prunable_targets(
-            _pruned_model(self.model), self.layers, self.exclude, need_n_m_axis=self.granularity.kind == "n:m"
+            _pruned_model(self.model), self.layers, self.exclude,
+            need_n_m_axis=self.granularity.kind == "n:m",
         )
         strategy = getattr(self.model, "distribute_strategy", None)
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
