@@ -15,6 +15,8 @@ MODULES = [
     "tfcompress.pruning._report",
     "tfcompress.quantization._transform",
     "tfcompress.reference",
+    "tfcompress.distillation._distiller",
+    "tfcompress.lowrank._factorize",
 ]
 
 

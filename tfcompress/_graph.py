@@ -100,7 +100,7 @@ def rebuild(model: keras.Model, visit: Visit, name: str) -> keras.Model:
         model: A functional or Sequential model. It is not modified.
         visit: Called as `visit(node, args, kwargs)` with the node's arguments already mapped
             to the new graph's tensors; returns the node's new outputs, or `None` to use a
-            copy of the node's layer (same config and weights).
+            copy of the node's layer (same config and weights; one copy per shared layer).
         name: Name of the new model.
 
     Returns:
@@ -119,6 +119,7 @@ def rebuild(model: keras.Model, visit: Visit, name: str) -> keras.Model:
     inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=getattr(t, "name", None))
               for t in graph.inputs]
     tensors: dict[int, Any] = {}
+    copies: dict[int, Any] = {}  # one copy per layer, so a shared layer stays shared
 
     def run(sub: Any, sub_inputs: list[Any]) -> list[Any]:
         sub_graph = functional(sub)
@@ -135,7 +136,10 @@ def rebuild(model: keras.Model, visit: Visit, name: str) -> keras.Model:
             else:
                 outputs = visit(node, args, kwargs)
                 if outputs is None:
-                    outputs = clone_layer(node.operation)(*args, **kwargs)
+                    op = node.operation
+                    if id(op) not in copies:
+                        copies[id(op)] = clone_layer(op)
+                    outputs = copies[id(op)](*args, **kwargs)
             for ref, new in zip(node.outputs, keras.tree.flatten(outputs), strict=True):
                 tensors[id(ref)] = new
         return [tensors[id(t)] for t in sub_graph.outputs]

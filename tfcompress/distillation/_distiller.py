@@ -302,6 +302,19 @@ class Distiller(keras.distillation.Distiller):
 
     # -- serialization -----------------------------------------------------------------------
 
+    def get_compile_config(self) -> dict | None:
+        config = super().get_compile_config()
+        if config is not None:
+            config["loss"] = keras.saving.serialize_keras_object(
+                self._student_loss_for_serialization)
+        return config
+
+    def compile_from_config(self, config: dict) -> None:
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.student.built:  # so the saved optimizer state can be loaded into it
+            self.optimizer.build(self.trainable_variables)
+
     def get_config(self) -> dict:
         return {
             "name": self.name,

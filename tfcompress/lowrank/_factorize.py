@@ -199,13 +199,14 @@ def factorize(
     Example:
         >>> import keras
         >>> from tfcompress.lowrank import factorize
-        >>> model = keras.Sequential([keras.Input((256,)), keras.layers.Dense(256, "relu"),
-        ...                           keras.layers.Dense(10)])
+        >>> model = keras.Sequential([keras.Input((256,)),
+        ...                           keras.layers.Dense(256, "relu", name="hidden"),
+        ...                           keras.layers.Dense(10, name="logits")])
         >>> small, report = factorize(model, rank_ratio=0.25, return_report=True)
-        >>> [layer.name for layer in small.layers][:2], report.layers[0].rank
-        (['dense_lowrank', 'dense'], 64)
+        >>> [layer.name for layer in small.layers[1:]], report.layers[0].rank
+        (['hidden_lowrank', 'hidden', 'logits'], 64)
         >>> round(report.param_ratio, 2)
-        0.51
+        0.52
     """
     if rank_ratio is not None and energy is not None:
         raise ValueError("Give rank_ratio or energy, not both.")
