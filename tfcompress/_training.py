@@ -51,3 +51,27 @@ def accuracy(model: keras.Model, x, y, batch_size: int = 256) -> float:
 
     pred = model.predict(x, batch_size=batch_size, verbose=0)
     return float(np.mean(np.argmax(pred, axis=-1) == y))
+
+
+def check_data_fits(model: keras.Model, ds) -> None:
+    """Raises when the data's image shape is not the one `model` takes."""
+    expected = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+    if expected is not None and expected != ds.input_shape:
+        raise ValueError(
+            f"The model expects images of shape {expected}, but the data has {ds.input_shape}. "
+            "Pass the data the model was trained on."
+        )
+
+
+def compile_like(model: keras.Model, original: keras.Model, learning_rate: float | None = None
+                 ) -> str:
+    """Compiles `model` with the loss and metrics `original` was compiled with (a fresh
+    optimizer of the same kind), or with the defaults; returns a description of the choice."""
+    config = original.get_compile_config() if has_compile_settings(original) else None
+    if not config:
+        return default_compile(model, learning_rate or 1e-3)
+    config = keras.saving.deserialize_keras_object(config)
+    if learning_rate is not None:
+        config["optimizer"].learning_rate = learning_rate
+    model.compile(**config)
+    return "the model's saved compile settings"

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from tfcompress.cli import main
 
-COMMANDS = ["demo", "export", "bench", "inspect", "prune", "qat"]
+COMMANDS = ["demo", "export", "bench", "inspect", "prune", "qat", "distill", "factorize"]
 
 
 @pytest.fixture
@@ -142,6 +142,42 @@ def test_int8_needs_data(runner, trained_cnn_path, tmp_path):
     _one_line_error(result, "--data")
 
 
+def test_distill_command(runner, trained_cnn_path, tmp_path):
+    from tfcompress.reference import reference_cnn
+
+    student = tmp_path / "student.keras"
+    reference_cnn(width=0.5).save(student)
+    out = tmp_path / "distilled.keras"
+    result = runner.invoke(main, ["distill", "--teacher", str(trained_cnn_path), "--student",
+                                  str(student), "--data", "mnist", "--epochs", "1", "-o", str(out),
+                                  "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["param_ratio"] < 0.26 and info["student_accuracy"] > 0.8
+    assert out.is_file()
+    result = runner.invoke(main, ["distill", "--teacher", str(trained_cnn_path), "--student",
+                                  str(student), "--data", "shapes", "-o", str(out)])
+    _one_line_error(result, "expects images of shape (28, 28, 1)")
+
+
+def test_factorize_command(runner, trained_cnn_path, tmp_path):
+    out = tmp_path / "factorized.keras"
+    result = runner.invoke(main, ["factorize", str(trained_cnn_path), "--rank-ratio", "0.25",
+                                  "--rank", "conv4=8", "--data", "mnist", "--epochs", "1",
+                                  "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["param_ratio"] <= 0.6
+    assert {r["name"]: r["rank"] for r in info["layers"]}["conv4"] == 8
+    assert info["accuracy_after"] >= info["accuracy_before"] - 0.02
+    assert out.is_file()
+    result = runner.invoke(main, ["factorize", str(trained_cnn_path), "-o", str(out)])
+    _one_line_error(result, "energy=0.9")
+    result = runner.invoke(main, ["factorize", str(trained_cnn_path), "--rank", "fc1",
+                                  "-o", str(out)])
+    _one_line_error(result, "LAYER=R")
+
+
 def test_never_overwrites_input(runner, trained_cnn_path):
     before = trained_cnn_path.read_bytes()
     result = runner.invoke(main, ["export", str(trained_cnn_path), "-o", str(trained_cnn_path),
@@ -182,13 +218,17 @@ def test_demo_end_to_end(runner, tmp_path):
                                   "2", "--runs", "10"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    dense_f32, dense_ptq, dense_qat, pruned_qat = report["benchmarks"]
+    dense_f32, dense_ptq, dense_qat, pruned_qat, student, factorized = report["benchmarks"]
     assert dense_ptq["fully_int8"] and dense_qat["fully_int8"] and pruned_qat["fully_int8"]
     assert dense_ptq["size_bytes"] <= 0.3 * dense_f32["size_bytes"]
     assert pruned_qat["gzip_bytes"] <= 0.5 * dense_ptq["gzip_bytes"]
     assert abs(dense_ptq["accuracy"] - dense_f32["accuracy"]) <= 0.01
     assert dense_qat["accuracy"] >= dense_f32["accuracy"] - 0.01
     assert report["pruning"]["sparsity_after"] == pytest.approx(0.8, abs=0.01)
+    assert student["fully_int8"] and factorized["fully_int8"]
+    assert report["distillation"]["param_ratio"] <= 0.26 and student["accuracy"] > 0.85
+    assert report["factorization"]["param_ratio"] <= 0.6
+    assert factorized["accuracy"] >= dense_f32["accuracy"] - 0.02
     for name in ("dense.keras", "pruned.keras", "dense_int8_qat.tflite", "report.txt"):
         assert (out / name).is_file()
     assert "pruned_int8_qat.tflite" in result.stdout

@@ -9,7 +9,7 @@ from tfcompress import pruning as P
 from tfcompress import quantization as Q
 from tfcompress.distillation import Distiller
 from tfcompress.export import to_tflite
-from tfcompress.reference import compile_for_classification, reference_cnn
+from tfcompress.reference import reference_cnn
 
 
 def _linear(seed, softmax=False, name=None):

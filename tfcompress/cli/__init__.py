@@ -9,7 +9,9 @@ import click
 from tfcompress._version import __version__
 from tfcompress.cli.bench import bench_command
 from tfcompress.cli.demo import demo_command
+from tfcompress.cli.distill import distill_command
 from tfcompress.cli.export import export_command
+from tfcompress.cli.factorize import factorize_command
 from tfcompress.cli.inspect import inspect_command
 from tfcompress.cli.prune import prune_command
 from tfcompress.cli.qat import qat_command
@@ -26,5 +28,5 @@ def main():
 
 
 for _command in (demo_command, export_command, bench_command, inspect_command, prune_command,
-                 qat_command):
+                 qat_command, distill_command, factorize_command):
     main.add_command(_command)

@@ -91,12 +91,7 @@ def prune(
     if sparsity is None:
         sparsity = gran.pattern_sparsity if gran.kind == "n:m" else 0.8
     ds = load(data)
-    expected = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
-    if expected is not None and expected != ds.input_shape:
-        raise ValueError(
-            f"The model expects images of shape {expected}, but the data has {ds.input_shape}. "
-            "Pass the data the model was trained on."
-        )
+    _training.check_data_fits(model, ds)
     pruned = _training.copy_model(model)
     settings = "the model's saved compile settings"
     if not _training.has_compile_settings(pruned):

@@ -57,12 +57,7 @@ def train_quantized(
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     ds = load(data)
-    expected = tuple(model.inputs[0].shape[1:])
-    if expected != ds.input_shape:
-        raise ValueError(
-            f"The model expects images of shape {expected}, but the data has {ds.input_shape}. "
-            "Pass the data the model was trained on."
-        )
+    _training.check_data_fits(model, ds)
     q = quantize_aware(model, **quantize_kwargs)
     if _training.has_compile_settings(model):
         loss = model.loss

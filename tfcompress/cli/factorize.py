@@ -1,0 +1,78 @@
+"""`tfcompress factorize`: low-rank (SVD) factorization, optionally fine-tuned."""
+
+import json
+
+import click
+
+from tfcompress.cli._common import data_help, say, user_errors
+
+
+@click.command("factorize")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the factorized model (.keras).")
+@click.option("--energy", type=click.FloatRange(0, 1, min_open=True),
+              help="Keep this share of each layer's singular-value energy (e.g. 0.9).")
+@click.option("--rank-ratio", type=click.FloatRange(0, 1, min_open=True),
+              help="Keep this fraction of each layer's full rank (e.g. 0.25).")
+@click.option("--rank", "ranks", multiple=True, metavar="LAYER=R",
+              help="Rank for one layer, e.g. fc1=16. Repeatable.")
+@click.option("--conv-mode", type=click.Choice(["channel", "spatial"]), default="channel",
+              show_default=True, help="k x k then 1 x 1, or k x 1 then 1 x k.")
+@click.option("--min-params", default=4096, show_default=True, type=click.IntRange(0),
+              help="Leave layers with fewer weights alone.")
+@click.option("--data", help=f"Fine-tune on this data and report accuracy. {data_help}")
+@click.option("--epochs", default=1, show_default=True, type=click.IntRange(0),
+              help="Fine-tuning epochs (with --data).")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--unsafe", is_flag=True,
+              help="Allow the model file's Lambda layers to run their code (trusted files only).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@user_errors
+def factorize_command(model, output, energy, rank_ratio, ranks, conv_mode, min_params, data,
+                      epochs, batch_size, unsafe, as_json):
+    """Split MODEL's large Dense/Conv2D layers in two by truncated SVD; report params and MACs."""
+    from tfcompress import _io, _training
+    from tfcompress.data import load
+    from tfcompress.lowrank import factorize
+
+    _io.check_not_input(output, model)
+    if not output.endswith(".keras"):
+        raise click.BadParameter(f"expected a .keras file name, got {output!r}.",
+                                 param_hint="--output")
+    per_layer = {}
+    for item in ranks:
+        name, _, value = item.partition("=")
+        if not name or not value.isdigit() or int(value) < 1:
+            raise click.BadParameter(f"expected LAYER=R with R >= 1, got {item!r}.",
+                                     param_hint="--rank")
+        per_layer[name] = int(value)
+    original = _io.load_keras_model(model, safe_mode=not unsafe)
+    new, report = factorize(original, rank_ratio=rank_ratio, energy=energy, ranks=per_layer,
+                            min_params=min_params, conv_mode=conv_mode, return_report=True)
+    info = report.to_dict()
+    if data is not None:
+        ds = load(data)
+        _training.check_data_fits(original, ds)
+        settings = _training.compile_like(new, original)
+        info["accuracy_before"] = _training.accuracy(original, ds.x_test, ds.y_test)
+        info["accuracy_factorized"] = _training.accuracy(new, ds.x_test, ds.y_test)
+        if epochs:
+            say(f"fine-tuning for {epochs} epoch(s) with {settings} ...")
+            new.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
+                    verbose=0 if as_json else 2)
+        info["accuracy_after"] = _training.accuracy(new, ds.x_test, ds.y_test)
+        info["epochs"] = epochs
+    _io.save_model_atomic(new, output)
+    info["output"] = output
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(str(report))
+    if data is not None:
+        click.echo(
+            f"accuracy {100 * info['accuracy_before']:.2f}% -> "
+            f"{100 * info['accuracy_factorized']:.2f}% factorized -> "
+            f"{100 * info['accuracy_after']:.2f}% after {epochs} epoch(s)"
+        )
+    click.echo(f"saved {output}")
