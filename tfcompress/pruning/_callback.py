@@ -9,8 +9,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcompress.pruning import _masks
-from tfcompress.pruning._selection import Target, prunable_targets
+from tfcompress.pruning import _channels, _masks
+from tfcompress.pruning._selection import Target, _as_list, _matches, prunable_targets
 from tfcompress.pruning.schedules import PruningSchedule
 
 SCOPES = ("layer", "global")
@@ -54,11 +54,16 @@ class Pruning(keras.callbacks.Callback):
 
     Args:
         schedule: A `PruningSchedule` (e.g. `PolynomialDecay`, `ConstantSparsity`).
-        granularity: `"unstructured"`, or `"N:M"` such as `"2:4"`: at most N non-zeros in every
-            group of M consecutive weights along the input-channel axis. Depthwise kernels have
-            no such axis and are left dense under N:M. Defaults to `"unstructured"`.
-        scope: `"layer"` (each weight reaches the target) or `"global"` (one magnitude
-            threshold across all selected weights). Defaults to `"layer"`.
+        granularity: `"unstructured"`; `"N:M"` such as `"2:4"`: at most N non-zeros in every
+            group of M consecutive weights along the input-channel axis (depthwise kernels have
+            no such axis and are left dense under N:M); or `"channel"`: whole output channels
+            of Conv/Dense layers, with everything coupled to them (BatchNormalization,
+            depthwise convs, residual and squeeze-excite partners), so that
+            `tfcompress.pruning.shrink` can remove them afterwards. The sparsity is then the
+            fraction of channels removed. Defaults to `"unstructured"`.
+        scope: `"layer"` (each weight, or each channel group, reaches the target) or
+            `"global"` (one threshold across all of them; for channels, on scores divided by
+            their group's mean). Defaults to `"layer"`.
         layers: Prune only layers matching any of these: classes, `fnmatch` name patterns, or
             predicates `layer -> bool`. Defaults to `None` (every supported layer).
         exclude: Leave out layers matching any of these. Defaults to `None`.
@@ -66,6 +71,10 @@ class Pruning(keras.callbacks.Callback):
             Defaults to `0`.
         log_dir: If set, per-layer sparsity is written there as TensorBoard scalars each
             epoch. Defaults to `None`.
+        criterion: How channels are ranked under `granularity="channel"`: `"l1"` or `"l2"`
+            (norm of each output filter, summed over coupled layers), `"bn_scale"` (|gamma|
+            of the BatchNormalization that follows), or a function `(graph, group) -> scores`.
+            Defaults to `"l1"`.
 
     Raises:
         TypeError: If `schedule` is not a `PruningSchedule`.
@@ -93,6 +102,7 @@ class Pruning(keras.callbacks.Callback):
         exclude: Any = None,
         verbose: int = 0,
         log_dir: str | None = None,
+        criterion: Any = "l1",
     ):
         super().__init__()
         if not isinstance(schedule, PruningSchedule):
@@ -119,11 +129,14 @@ class Pruning(keras.callbacks.Callback):
                     f"{target:g}."
                 )
         self.scope = scope
+        self.criterion = _channels.get_criterion(criterion)
         self.layers = layers
         self.exclude = exclude
         self.verbose = verbose
         self.log_dir = log_dir
         self._targets: list[Target] = []
+        self._channel_graph: _channels.ChannelGraph | None = None
+        self._channel_refs: list[tuple[Any, int | None, Any]] = []
         self._masks: list[keras.Variable] = []
         self._inner_constraints: list[Any] = []
         self._last_step = -1
@@ -197,10 +210,13 @@ class Pruning(keras.callbacks.Callback):
 
     def _install(self) -> None:
         """Finds the weights, creates their masks and hooks them into the optimizer step."""
-        self._targets = prunable_targets(
-            _pruned_model(self.model), self.layers, self.exclude,
-            need_n_m_axis=self.granularity.kind == "n:m",
-        )
+        if self.granularity.kind == "channel":
+            self._targets = self._channel_targets(_pruned_model(self.model))
+        else:
+            self._targets = prunable_targets(
+                _pruned_model(self.model), self.layers, self.exclude,
+                need_n_m_axis=self.granularity.kind == "n:m",
+            )
         strategy = getattr(self.model, "distribute_strategy", None)
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             self._masks = [
@@ -229,9 +245,61 @@ class Pruning(keras.callbacks.Callback):
     def _step(self) -> int:
         return int(ops.convert_to_numpy(self.model.optimizer.iterations))
 
+    def _channel_targets(self, model: keras.Model) -> list[Target]:
+        include, leave_out = _as_list(self.layers), _as_list(self.exclude)
+
+        def selected(layer: Any) -> bool:
+            return (not include or _matches(layer, include)) and not (
+                leave_out and _matches(layer, leave_out))
+
+        graph = _channels.ChannelGraph(model, selected)
+        groups = [g for g in graph.groups if g.prunable]
+        if not groups:
+            whole = "; ".join(f"{g.name}: {', '.join(g.reasons)}" for g in graph.groups
+                              if g.producers) or "no Conv/Dense layer"
+            raise ValueError(
+                f"No channel of model {model.name!r} can be pruned: {whole}. Channel pruning "
+                "needs Conv/Dense layers whose outputs do not reach the model output directly."
+            )
+        self._channel_graph = graph
+        self._channel_refs = []
+        targets = []
+        for group in groups:
+            for layer in group.producers:
+                for ref in graph.producer_weights(layer):
+                    self._channel_refs.append((ref, group.id, None))
+                    targets.append(Target(layer, ref.attribute, ref.variable, None))
+            for layer, layout in group.members:
+                if any(t.variable is ref.variable for ref in graph.member_weights(layer)
+                       for t in targets):
+                    continue  # a member of two groups (after a Concatenate) is masked once
+                for ref in graph.member_weights(layer):
+                    self._channel_refs.append((ref, None, layout))
+                    targets.append(Target(layer, ref.attribute, ref.variable, None))
+        return targets
+
+    def _channel_masks(self, sparsity: float) -> list[np.ndarray]:
+        graph = self._channel_graph
+        groups = [g for g in graph.groups if g.prunable]
+        scores = [np.asarray(self.criterion(graph, g), dtype=np.float64) for g in groups]
+        if self.scope == "global":
+            keeps = _channels.global_channel_keep(scores, sparsity)
+        else:
+            keeps = [_channels.channel_keep(s, sparsity) for s in scores]
+        keep = {g.id: k for g, k in zip(groups, keeps, strict=True)}
+        masks = []
+        for ref, group_id, layout in self._channel_refs:
+            vector = keep[group_id] if layout is None else graph.layout_keep(layout, keep)
+            shape = [1] * len(ref.variable.shape)
+            shape[ref.axis] = len(vector)
+            masks.append(np.broadcast_to(vector.reshape(shape), ref.variable.shape))
+        return masks
+
     def _update_masks(self, sparsity: float) -> None:
         weights = [ops.convert_to_numpy(t.variable) for t in self._targets]
-        if self.granularity.kind == "n:m":
+        if self.granularity.kind == "channel":
+            masks = self._channel_masks(sparsity)
+        elif self.granularity.kind == "n:m":
             zeros = _masks.n_m_zeros(sparsity, self.granularity.n, self.granularity.m)
             masks = [
                 _masks.n_m_mask(w, self.granularity.n, self.granularity.m, t.n_m_axis, zeros)

@@ -13,7 +13,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Granularity:
-    """A parsed `granularity` argument: `"unstructured"` or `"N:M"`."""
+    """A parsed `granularity` argument: `"unstructured"`, `"N:M"` or `"channel"`."""
 
     kind: str
     n: int = 0
@@ -28,15 +28,15 @@ class Granularity:
         return 1.0 - self.n / self.m if self.kind == "n:m" else 0.0
 
 
-GRANULARITIES = ("unstructured", "N:M (e.g. '2:4')")
+GRANULARITIES = ("unstructured", "N:M (e.g. '2:4')", "channel")
 
 
 def parse_granularity(text: str) -> Granularity:
-    """Parses `"unstructured"` or `"N:M"` (0 < N < M)."""
+    """Parses `"unstructured"`, `"channel"` or `"N:M"` (0 < N < M)."""
     if not isinstance(text, str):
         raise TypeError(f"granularity must be a string, got {type(text).__name__}.")
-    if text == "unstructured":
-        return Granularity("unstructured")
+    if text in ("unstructured", "channel"):
+        return Granularity(text)
     match = re.fullmatch(r"(\d+):(\d+)", text.strip())
     if match:
         n, m = int(match.group(1)), int(match.group(2))
