@@ -1,0 +1,185 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from tests.conftest import litert_predict
+from tfcompress import pruning as P
+from tfcompress import quantization as Q
+from tfcompress.export import to_tflite
+from tfcompress.reference import compile_for_classification, reference_cnn
+
+
+def _channel_prune(model, x, y, sparsity=0.5, **kw):
+    compile_for_classification(model)
+    cb = P.Pruning(P.ConstantSparsity(sparsity, begin_step=0, frequency=4),
+                   granularity="channel", **kw)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[cb])
+    return model
+
+
+def _zero_channels(layer):
+    k = ops.convert_to_numpy(layer.kernel)
+    return int(np.all(k.reshape(-1, k.shape[-1]) == 0, axis=0).sum())
+
+
+def test_channel_keep_removes_the_lowest_scores():
+    assert P.channel_keep(np.array([3.0, 1.0, 2.0, 4.0]), 0.5).tolist() == [True, False, False,
+                                                                             True]
+    assert P.channel_keep(np.array([1.0, 2.0]), 1.0).tolist() == [False, True]  # keeps one
+    keeps = P.global_channel_keep([np.array([1.0, 1.0, 4.0]), np.array([5.0, 5.0])], 0.4)
+    assert [k.tolist() for k in keeps] == [[False, False, True], [True, True]]
+
+
+def test_reference_cnn_groups():
+    graph = P.ChannelGraph(reference_cnn())
+    by_name = {g.name: g for g in graph.groups}
+    conv1 = by_name["conv1"]
+    assert conv1.prunable and [m.name for m, _ in conv1.members] == ["bn1", "dw2", "bn2"]
+    assert [c.name for c, _ in conv1.consumers] == ["pw2"]
+    assert [c.name for c, _ in by_name["conv4"].consumers] == ["fc1"]  # through Flatten
+    assert not by_name["logits"].prunable
+    assert "model output" in by_name["logits"].reasons[0]
+
+
+@pytest.mark.parametrize("criterion", sorted(P.CRITERIA))
+@pytest.mark.parametrize("scope", P.SCOPES)
+def test_channel_pruning_then_shrink_is_exact(trained_cnn, mnist, criterion, scope):
+    model = keras.models.clone_model(trained_cnn)
+    model.set_weights(trained_cnn.get_weights())
+    _channel_prune(model, mnist.x_train[:512], mnist.y_train[:512], criterion=criterion,
+                   scope=scope)
+    zeros = {name: _zero_channels(model.get_layer(name)) for name in ("conv1", "pw2", "conv4",
+                                                                      "fc1")}
+    if scope == "layer":
+        assert zeros == {"conv1": 8, "pw2": 16, "conv4": 32, "fc1": 64}
+    else:
+        total = 16 + 32 + 64 + 128
+        assert sum(zeros.values()) == pytest.approx(total / 2, abs=2)
+    assert _zero_channels(model.get_layer("logits")) == 0
+    # coupled parameters are masked with the channels
+    dead = np.all(ops.convert_to_numpy(model.get_layer("conv1").kernel).reshape(-1, 16) == 0, 0)
+    assert np.all(ops.convert_to_numpy(model.get_layer("bn1").gamma)[dead] == 0)
+    assert np.all(ops.convert_to_numpy(model.get_layer("bn2").beta)[dead] == 0)
+
+    small, report = P.shrink(model, return_report=True)
+    x = mnist.x_test[:200]
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-5, rtol=0)
+    assert small.get_layer("conv1").filters == 16 - zeros["conv1"]
+    assert small.get_layer("dw2").kernel.shape[-2] == 16 - zeros["conv1"]
+    assert small.get_layer("fc1").kernel.shape[0] == 9 * (64 - zeros["conv4"])
+    assert report.params_after == small.count_params() < 0.5 * report.params_before
+    assert report.macs_after < 0.5 * report.macs_before
+    assert report.left_whole == (("logits", "reaches the model output"),)
+
+
+def test_shrunk_model_saves_fine_tunes_and_exports_int8(trained_cnn, mnist, tmp_path):
+    model = keras.models.clone_model(trained_cnn)
+    model.set_weights(trained_cnn.get_weights())
+    _channel_prune(model, mnist.x_train, mnist.y_train)
+    small = P.shrink(model)
+    compile_for_classification(small)
+    small.fit(mnist.x_train, mnist.y_train, epochs=1, batch_size=64, verbose=0)
+    small.save(tmp_path / "small.keras")
+    loaded = keras.saving.load_model(tmp_path / "small.keras")
+    acc = np.mean(loaded.predict(mnist.x_test, verbose=0).argmax(1) == mnist.y_test)
+    assert acc > 0.9
+    q = Q.quantize_aware(loaded)
+    compile_for_classification(q, 1e-4)
+    q.fit(mnist.x_train[:1024], mnist.y_train[:1024], epochs=1, batch_size=64, verbose=0)
+    exported = to_tflite(q, tmp_path / "small.tflite", "int8")
+    assert exported.integer_only
+    x = mnist.x_test[:200]
+    agree = np.mean(litert_predict(exported.path, x).argmax(1)
+                    == q.predict(x, verbose=0).argmax(1))
+    assert agree >= 0.97
+
+
+def _block_model():
+    """Residual Add, squeeze-excite Multiply, Concatenate, and a Sigmoid that blocks pruning."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3))
+    a = keras.layers.Conv2D(8, 3, padding="same", name="a")(inputs)
+    a = keras.layers.BatchNormalization(name="a_bn")(a)
+    a = keras.layers.ReLU(name="a_relu")(a)
+    b = keras.layers.Conv2D(8, 1, name="b")(a)
+    b = keras.layers.BatchNormalization(name="b_bn")(b)
+    res = keras.layers.Add(name="res")([a, b])
+    se = keras.layers.GlobalAveragePooling2D(keepdims=True, name="se_pool")(res)
+    se = keras.layers.Conv2D(4, 1, activation="relu", name="se_reduce")(se)
+    se = keras.layers.Conv2D(8, 1, activation="sigmoid", name="se_expand")(se)
+    gated = keras.layers.Multiply(name="gate")([res, se])
+    c = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c")(gated)
+    cat = keras.layers.Concatenate(name="cat")([gated, c])
+    d = keras.layers.DepthwiseConv2D(3, padding="same", name="d")(cat)
+    e = keras.layers.Conv2D(5, 1, activation="sigmoid", name="e")(d)
+    f = keras.layers.Conv2D(7, 1, name="f")(e)
+    x = keras.layers.GlobalAveragePooling2D()(f)
+    outputs = keras.layers.Dense(3, name="out")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_coupled_groups_and_blocked_groups():
+    graph = P.ChannelGraph(_block_model())
+    by_name = {g.name: g for g in graph.groups}
+    merged = by_name["a+b+se_expand"]  # Add joins a and b; Multiply joins the SE gate
+    assert merged.prunable and merged.size == 8
+    members = {m.name for m, _ in merged.members}
+    assert {"a_bn", "b_bn", "d"} <= members
+    assert by_name["c"].prunable and "d" in {m.name for m, _ in by_name["c"].members}
+    assert not by_name["e"].prunable and "not zero" in by_name["e"].reasons[0]
+    assert by_name["se_reduce"].prunable
+
+
+def test_shrink_respects_residual_concat_and_se(mnist):
+    model = _block_model()
+    x = np.random.default_rng(0).normal(size=(64, 12, 12, 3)).astype("float32")
+    y = np.arange(64) % 3
+    _channel_prune(model, x, y, sparsity=0.5)
+    small, report = P.shrink(model, return_report=True)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-5, rtol=0)
+    assert small.get_layer("a").filters == small.get_layer("b").filters == 4
+    assert small.get_layer("se_expand").filters == 4
+    assert small.get_layer("d").kernel.shape[-2] == 4 + small.get_layer("c").filters
+    assert small.get_layer("e").filters == 5  # left whole: sigmoid(0) != 0 reaches f
+    assert any(group == "e" for group, _ in report.left_whole)
+
+
+def test_channel_pruning_under_mirrored_strategy(trained_cnn, mnist, mirrored):
+    with mirrored.scope():
+        model = keras.models.clone_model(trained_cnn)
+        model.set_weights(trained_cnn.get_weights())
+        compile_for_classification(model)
+    cb = P.Pruning(P.ConstantSparsity(0.5, begin_step=0, frequency=4), granularity="channel")
+    model.fit(mnist.x_train[:1024], mnist.y_train[:1024], epochs=1, batch_size=64, verbose=0,
+              callbacks=[cb])
+    assert _zero_channels(model.get_layer("conv4")) == 32
+    small = P.shrink(model)
+    x = mnist.x_test[:64]
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-5, rtol=0)
+
+
+def test_channel_pruning_errors():
+    dense_only = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    compile_for_classification(dense_only)
+    cb = P.Pruning(P.ConstantSparsity(0.5), granularity="channel")
+    with pytest.raises(ValueError, match="reaches the model output"):
+        dense_only.fit(np.ones((8, 4)), np.zeros(8), verbose=0, callbacks=[cb])
+    with pytest.raises(ValueError, match="criterion"):
+        P.Pruning(P.ConstantSparsity(0.5), granularity="channel", criterion="random")
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.d(x)
+
+    sub = Sub()
+    sub(np.ones((1, 4)))
+    with pytest.raises(TypeError, match="functional API"):
+        P.shrink(sub)
