@@ -69,3 +69,36 @@ def compile_for_classification(model: keras.Model, learning_rate: float = 1e-3) 
         metrics=["accuracy"],
     )
     return model
+
+
+def reference_mobilenet_v2(
+    input_shape: tuple[int, int, int] = (96, 96, 3),
+    num_classes: int = 6,
+    alpha: float = 0.35,
+    name: str = "mobilenet_v2",
+) -> keras.Model:
+    """Builds `keras.applications.MobileNetV2` (untrained, no download) with a logits head.
+
+    The backbone stays a nested model, as users build it; residual blocks, depthwise convs and
+    ReLU6 make it the reference for channel pruning and QAT on `shapes`.
+
+    Args:
+        input_shape: Shape of one image, `(H, W, 3)`. Defaults to `(96, 96, 3)`.
+        num_classes: Number of classes. Defaults to `6` (the `shapes` set).
+        alpha: Width multiplier of MobileNetV2. Defaults to `0.35`.
+        name: Model name. Defaults to `"mobilenet_v2"`.
+
+    Returns:
+        An uncompiled functional `keras.Model` that outputs logits.
+
+    Example:
+        >>> reference_mobilenet_v2().output_shape
+        (None, 6)
+    """
+    backbone = keras.applications.MobileNetV2(input_shape=input_shape, alpha=alpha,
+                                              include_top=False, weights=None)
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = backbone(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)

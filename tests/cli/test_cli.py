@@ -90,6 +90,25 @@ def test_prune_command(runner, trained_cnn_path, tmp_path):
     assert out.is_file()
 
 
+def test_prune_channel_shrink_command(runner, trained_cnn_path, tmp_path):
+    out = tmp_path / "small.keras"
+    result = runner.invoke(main, ["prune", str(trained_cnn_path), "--data", "mnist",
+                                  "--granularity", "channel", "--shrink", "--epochs", "1",
+                                  "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["shrink"]["param_ratio"] < 0.35
+    assert info["accuracy_after"] > 0.85
+    import keras
+
+    small = keras.saving.load_model(out)
+    assert small.get_layer("conv4").filters == 32 and small.count_params() == info["shrink"][
+        "params_after"]
+    result = runner.invoke(main, ["prune", str(trained_cnn_path), "--data", "mnist", "--shrink",
+                                  "-o", str(out)])
+    _one_line_error(result, "granularity='channel'")
+
+
 def test_qat_command(runner, trained_cnn_path, tmp_path):
     out = tmp_path / "qat.tflite"
     keras_out = tmp_path / "qat.keras"

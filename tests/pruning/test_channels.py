@@ -157,8 +157,12 @@ def test_channel_pruning_under_mirrored_strategy(trained_cnn, mnist, mirrored):
               callbacks=[cb])
     assert _zero_channels(model.get_layer("conv4")) == 32
     small = P.shrink(model)
+    # Keras 3 keeps BatchNormalization moving statistics per replica, so compare against a
+    # single-device copy holding the weights shrink read (those of the first replica).
+    single = keras.models.clone_model(model)
+    single.set_weights(model.get_weights())
     x = mnist.x_test[:64]
-    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
+    np.testing.assert_allclose(small.predict(x, verbose=0), single.predict(x, verbose=0),
                                atol=1e-5, rtol=0)
 
 

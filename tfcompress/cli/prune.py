@@ -13,9 +13,14 @@ from tfcompress.cli._common import data_help, say, user_errors
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the pruned .keras model.")
 @click.option("--sparsity", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Final sparsity. Default: 0.8, or 1 - N/M for N:M.")
+              help="Final sparsity (fraction of channels for 'channel'). Default: 0.8, "
+                   "1 - N/M for N:M, 0.5 for channel.")
 @click.option("--granularity", default="unstructured", show_default=True,
-              help="'unstructured' or N:M such as '2:4'.")
+              help="'unstructured', N:M such as '2:4', or 'channel' (whole filters).")
+@click.option("--criterion", type=click.Choice(["l1", "l2", "bn_scale"]), default="l1",
+              show_default=True, help="How channels are ranked (with --granularity channel).")
+@click.option("--shrink", "shrink_model", is_flag=True,
+              help="After channel pruning, remove the pruned channels: a smaller, faster model.")
 @click.option("--scope", type=click.Choice(["layer", "global"]), default="layer",
               show_default=True, help="Per-layer targets or one global threshold.")
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(1),
@@ -25,8 +30,8 @@ from tfcompress.cli._common import data_help, say, user_errors
               help="Allow the model file's Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @user_errors
-def prune_command(model, data, output, sparsity, granularity, scope, epochs, batch_size, unsafe,
-                  as_json):
+def prune_command(model, data, output, sparsity, granularity, criterion, shrink_model, scope,
+                  epochs, batch_size, unsafe, as_json):
     """Prune MODEL (.keras) by magnitude while fine-tuning it; report accuracy and sparsity."""
     from tfcompress import _io
     from tfcompress.pruning import prune
@@ -39,12 +44,15 @@ def prune_command(model, data, output, sparsity, granularity, scope, epochs, bat
     say(f"pruning {model} to {granularity} sparsity for {epochs} epoch(s) ...")
     pruned, result = prune(keras_model, data, sparsity=sparsity, granularity=granularity,
                            scope=scope, epochs=epochs, batch_size=batch_size,
-                           verbose=0 if as_json else 2)
+                           verbose=0 if as_json else 2, criterion=criterion,
+                           shrink_model=shrink_model)
     _io.save_model_atomic(pruned, output)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
     click.echo(str(result.report))
+    if result.shrink_report is not None:
+        click.echo(str(result.shrink_report))
     click.echo(
         f"accuracy {100 * result.accuracy_before:.2f}% -> {100 * result.accuracy_after:.2f}%, "
         f"sparsity {result.sparsity_before:.3f} -> {result.sparsity_after:.3f} "

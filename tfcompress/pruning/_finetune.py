@@ -12,6 +12,7 @@ from tfcompress.data import load
 from tfcompress.pruning._callback import Pruning
 from tfcompress.pruning._masks import parse_granularity
 from tfcompress.pruning._report import SparsityReport, sparsity_report
+from tfcompress.pruning._shrink import ShrinkReport, shrink
 from tfcompress.pruning.schedules import PolynomialDecay
 
 
@@ -26,6 +27,7 @@ class PruneResult:
     granularity: str
     epochs: int
     compile_settings: str
+    shrink_report: ShrinkReport | None = None
 
     @property
     def sparsity_after(self) -> float:
@@ -41,6 +43,7 @@ class PruneResult:
             "epochs": self.epochs,
             "compile_settings": self.compile_settings,
             "layers": self.report.to_dict()["layers"],
+            "shrink": None if self.shrink_report is None else self.shrink_report.to_dict(),
         }
 
 
@@ -56,6 +59,8 @@ def prune(
     layers: Any = None,
     exclude: Any = None,
     verbose: int = 0,
+    criterion: Any = "l1",
+    shrink_model: bool = False,
 ) -> tuple[keras.Model, PruneResult]:
     """Fine-tunes a copy of `model` while pruning it to `sparsity`; the input is untouched.
 
@@ -67,8 +72,9 @@ def prune(
     Args:
         model: A trained Keras model.
         data: Training and test data: a `Dataset` or a loader source (`"mnist"`, a path).
-        sparsity: Final sparsity. Defaults to `None`: 0.8 for unstructured, `1 - N/M` for N:M.
-        granularity: `"unstructured"` or `"N:M"`. Defaults to `"unstructured"`.
+        sparsity: Final sparsity. Defaults to `None`: 0.8 for unstructured, `1 - N/M` for N:M,
+            0.5 for channel.
+        granularity: `"unstructured"`, `"N:M"` or `"channel"`. Defaults to `"unstructured"`.
         scope: `"layer"` or `"global"`. Defaults to `"layer"`.
         epochs: Fine-tuning epochs. Defaults to `3`.
         batch_size: Batch size. Defaults to `64`.
@@ -76,6 +82,10 @@ def prune(
         layers: Layer selection, as for `Pruning`. Defaults to `None`.
         exclude: Layers to leave out, as for `Pruning`. Defaults to `None`.
         verbose: Keras `fit` verbosity. Defaults to `0`.
+        criterion: Channel ranking for `granularity="channel"`, as for `Pruning`. Defaults to
+            `"l1"`.
+        shrink_model: After channel pruning, return the physically smaller model made by
+            `shrink` (same outputs, compiled like the input). Defaults to `False`.
 
     Returns:
         `(pruned_model, PruneResult)`.
@@ -88,8 +98,13 @@ def prune(
     if not 0.0 < ramp_fraction <= 1.0:
         raise ValueError(f"ramp_fraction must be in (0, 1], got {ramp_fraction}.")
     gran = parse_granularity(granularity)
+    if shrink_model and gran.kind != "channel":
+        raise ValueError(
+            f"shrink_model needs granularity='channel' (whole channels removed); with "
+            f"{granularity!r} the zeros are scattered and nothing can be removed."
+        )
     if sparsity is None:
-        sparsity = gran.pattern_sparsity if gran.kind == "n:m" else 0.8
+        sparsity = {"n:m": gran.pattern_sparsity, "channel": 0.5}.get(gran.kind, 0.8)
     ds = load(data)
     _training.check_data_fits(model, ds)
     pruned = _training.copy_model(model)
@@ -107,10 +122,15 @@ def prune(
         frequency=max(1, ramp // 20),
     )
     callback = Pruning(schedule, granularity=granularity, scope=scope, layers=layers,
-                       exclude=exclude)
+                       exclude=exclude, criterion=criterion)
     pruned.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size, verbose=verbose,
                callbacks=[callback])
     after = _training.accuracy(pruned, ds.x_test, ds.y_test)
-    return pruned, PruneResult(before, after, sparsity_before,
-                               sparsity_report(pruned, layers, exclude), str(gran), epochs,
-                               settings)
+    report = sparsity_report(pruned, layers, exclude)
+    shrink_report = None
+    if shrink_model:
+        small, shrink_report = shrink(pruned, return_report=True)
+        _training.compile_like(small, pruned)
+        pruned = small
+    return pruned, PruneResult(before, after, sparsity_before, report, str(gran), epochs,
+                               settings, shrink_report)
