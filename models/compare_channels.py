@@ -26,10 +26,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SETTINGS = {
     "cnn": {"data": "mnist", "folder": "mnist_cnn", "epochs": 5, "sparsity": 0.5,
-            "prune_epochs": 4, "finetune_epochs": 2},
-    "mobilenetv2": {"data": "shapes", "folder": "mobilenetv2_shapes", "epochs": 8,
+            "prune_epochs": 4, "finetune_epochs": 2, "learning_rate": 1e-3, "batch_size": 64,
+            "round_to": 8},
+    "mobilenetv2": {"data": "shapes", "folder": "mobilenetv2_shapes", "epochs": 15,
                     "sparsity": 0.4, "prune_epochs": 4, "finetune_epochs": 2,
-                    "image_size": 96, "num_samples": 3000},
+                    "learning_rate": 3e-3, "batch_size": 32, "image_size": 96,
+                    "num_samples": 3000, "round_to": 8},
 }
 
 
@@ -59,8 +61,10 @@ def main() -> None:
     ds = tfc.data.load(cfg["data"], seed=args.seed, **extra)
     keras.utils.set_random_seed(args.seed)
     build = reference_cnn if args.model == "cnn" else reference_mobilenet_v2
-    dense = compile_for_classification(build(ds.input_shape, ds.num_classes))
-    dense.fit(ds.x_train, ds.y_train, epochs=cfg["epochs"], batch_size=64, verbose=2)
+    dense = compile_for_classification(build(ds.input_shape, ds.num_classes),
+                                       cfg["learning_rate"])
+    bs = cfg["batch_size"]
+    dense.fit(ds.x_train, ds.y_train, epochs=cfg["epochs"], batch_size=bs, verbose=2)
     acc = _training.accuracy
     out: dict = {"model": args.model, "data": str(ds), "settings": cfg,
                  "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -74,9 +78,9 @@ def main() -> None:
     # mask (BatchNorm moving statistics take that one batch into account).
     masked = _training.copy_model(dense)
     masked.optimizer.learning_rate = 0.0
-    masked.fit(ds.x_train[:64], ds.y_train[:64], epochs=1, batch_size=64, verbose=0,
+    masked.fit(ds.x_train[:bs], ds.y_train[:bs], epochs=1, batch_size=bs, verbose=0,
                callbacks=[Pruning(ConstantSparsity(cfg["sparsity"], begin_step=0),
-                                  granularity="channel")])
+                                  granularity="channel", round_to=cfg["round_to"])])
     small0, shrink_report = shrink(masked, return_report=True)
     x = ds.x_test[:200]
     out["shrink_max_abs_diff"] = float(np.abs(small0.predict(x, verbose=0)
@@ -87,15 +91,20 @@ def main() -> None:
           flush=True)
 
     small, result = prune(dense, ds, sparsity=cfg["sparsity"], granularity="channel",
-                          epochs=cfg["prune_epochs"], shrink_model=True, verbose=2)
+                          epochs=cfg["prune_epochs"], batch_size=bs, shrink_model=True,
+                          round_to=cfg["round_to"], verbose=2)
     out["accuracy_channel_pruned"] = result.accuracy_after
-    small.fit(ds.x_train, ds.y_train, epochs=cfg["finetune_epochs"], batch_size=64, verbose=2)
+    out["shrink_finetuned"] = result.shrink_report.to_dict()
+    # Fine-tune the shrunk model at a tenth of the training learning rate.
+    small.optimizer.learning_rate = cfg["learning_rate"] / 10
+    small.fit(ds.x_train, ds.y_train, epochs=cfg["finetune_epochs"], batch_size=bs, verbose=2)
     out["accuracy_channel_finetuned"] = acc(small, ds.x_test, ds.y_test)
     out["channel_params"] = small.count_params()
     out["dense_params"] = dense.count_params()
 
     unstructured, u_result = prune(dense, ds, sparsity=0.5,
-                                   epochs=cfg["prune_epochs"] + cfg["finetune_epochs"], verbose=2)
+                                   epochs=cfg["prune_epochs"] + cfg["finetune_epochs"],
+                                   batch_size=bs, verbose=2)
     out["accuracy_unstructured"] = u_result.accuracy_after
 
     tmp = Path(tempfile.mkdtemp(prefix="tfc-channels-"))
@@ -139,8 +148,12 @@ def _markdown(r: dict) -> str:
         f"{r['shrink']['mac_ratio']:.2f}x; largest output difference to the masked model "
         f"{r['shrink_max_abs_diff']:.1e}; accuracy before fine-tuning "
         f"{100 * r['accuracy_channel_before_finetune']:.2f} %.",
-        f"- Channel pruning while fine-tuning ({s['prune_epochs']} epochs), shrink, then "
-        f"{s['finetune_epochs']} more epochs: {100 * r['accuracy_channel_pruned']:.2f} % -> "
+        f"- Channel pruning while fine-tuning ({s['prune_epochs']} epochs; kept channel counts "
+        f"rounded to multiples of {s['round_to']}), shrink "
+        f"({r['shrink_finetuned']['param_ratio']:.2f}x parameters, "
+        f"{r['shrink_finetuned']['mac_ratio']:.2f}x MACs), then "
+        f"{s['finetune_epochs']} more epochs at a tenth of the learning rate: "
+        f"{100 * r['accuracy_channel_pruned']:.2f} % -> "
         f"{100 * r['accuracy_channel_finetuned']:.2f} % "
         f"({100 * (r['accuracy_channel_finetuned'] - r['accuracy_dense']):+.2f} points vs dense).",
         f"- Unstructured 50 % ({s['prune_epochs'] + s['finetune_epochs']} epochs): "

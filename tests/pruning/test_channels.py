@@ -31,6 +31,18 @@ def test_channel_keep_removes_the_lowest_scores():
     assert [k.tolist() for k in keeps] == [[False, False, True], [True, True]]
 
 
+def test_round_to_keeps_multiples():
+    scores = np.arange(24, dtype=float)
+    assert P.channel_keep(scores, 0.4, round_to=8).sum() == 16  # 14.4 -> 16
+    assert P.channel_keep(scores, 0.9, round_to=8).sum() == 8  # never below round_to
+    assert P.channel_keep(scores[:6], 0.5, round_to=8).sum() == 6  # never above n
+    keeps = P.global_channel_keep([scores, scores[:16]], 0.5, round_to=8)
+    assert all(k.sum() % 8 == 0 for k in keeps)
+    assert keeps[0][-8:].all()  # the highest scores are the ones kept
+    with pytest.raises(ValueError, match="round_to"):
+        P.Pruning(P.ConstantSparsity(0.5), granularity="channel", round_to=0)
+
+
 def test_reference_cnn_groups():
     graph = P.ChannelGraph(reference_cnn())
     by_name = {g.name: g for g in graph.groups}
@@ -187,3 +199,27 @@ def test_channel_pruning_errors():
     sub(np.ones((1, 4)))
     with pytest.raises(TypeError, match="functional API"):
         P.shrink(sub)
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_residual_groups_and_exact_shrink():
+    from tfcompress.reference import reference_mobilenet_v2
+
+    keras.utils.set_random_seed(0)
+    model = reference_mobilenet_v2((64, 64, 3))
+    graph = P.ChannelGraph(model)
+    merged = {g.name for g in graph.groups if len(g.producers) > 1}
+    assert "block_3_project+block_4_project+block_5_project" in merged  # residual stage
+    assert all(g.prunable for g in graph.groups if g.producers and g.name != "logits")
+    x = np.random.default_rng(0).uniform(size=(16, 64, 64, 3)).astype("float32")
+    model.compile(keras.optimizers.SGD(0.0),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, np.arange(16) % 6, epochs=1, batch_size=16, verbose=0, callbacks=[
+        P.Pruning(P.ConstantSparsity(0.4, begin_step=0), granularity="channel")])
+    small, report = P.shrink(model, return_report=True)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-5, rtol=0)
+    assert report.mac_ratio < 0.5
+    # every block of a residual stage keeps the same width
+    widths = {small.get_layer(f"block_{i}_project").filters for i in (3, 4, 5)}
+    assert len(widths) == 1

@@ -103,6 +103,7 @@ class Pruning(keras.callbacks.Callback):
         verbose: int = 0,
         log_dir: str | None = None,
         criterion: Any = "l1",
+        round_to: int = 1,
     ):
         super().__init__()
         if not isinstance(schedule, PruningSchedule):
@@ -130,6 +131,9 @@ class Pruning(keras.callbacks.Callback):
                 )
         self.scope = scope
         self.criterion = _channels.get_criterion(criterion)
+        if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+            raise ValueError(f"round_to must be an integer >= 1, got {round_to!r}.")
+        self.round_to = round_to
         self.layers = layers
         self.exclude = exclude
         self.verbose = verbose
@@ -283,9 +287,9 @@ class Pruning(keras.callbacks.Callback):
         groups = [g for g in graph.groups if g.prunable]
         scores = [np.asarray(self.criterion(graph, g), dtype=np.float64) for g in groups]
         if self.scope == "global":
-            keeps = _channels.global_channel_keep(scores, sparsity)
+            keeps = _channels.global_channel_keep(scores, sparsity, self.round_to)
         else:
-            keeps = [_channels.channel_keep(s, sparsity) for s in scores]
+            keeps = [_channels.channel_keep(s, sparsity, self.round_to) for s in scores]
         keep = {g.id: k for g, k in zip(groups, keeps, strict=True)}
         masks = []
         for ref, group_id, layout in self._channel_refs:

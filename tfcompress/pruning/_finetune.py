@@ -60,6 +60,7 @@ def prune(
     exclude: Any = None,
     verbose: int = 0,
     criterion: Any = "l1",
+    round_to: int = 1,
     shrink_model: bool = False,
 ) -> tuple[keras.Model, PruneResult]:
     """Fine-tunes a copy of `model` while pruning it to `sparsity`; the input is untouched.
@@ -84,6 +85,8 @@ def prune(
         verbose: Keras `fit` verbosity. Defaults to `0`.
         criterion: Channel ranking for `granularity="channel"`, as for `Pruning`. Defaults to
             `"l1"`.
+        round_to: Round kept channel counts to a multiple of this, as for `Pruning`.
+            Defaults to `1`.
         shrink_model: After channel pruning, return the physically smaller model made by
             `shrink` (same outputs, compiled like the input). Defaults to `False`.
 
@@ -122,7 +125,7 @@ def prune(
         frequency=max(1, ramp // 20),
     )
     callback = Pruning(schedule, granularity=granularity, scope=scope, layers=layers,
-                       exclude=exclude, criterion=criterion)
+                       exclude=exclude, criterion=criterion, round_to=round_to)
     pruned.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size, verbose=verbose,
                callbacks=[callback])
     after = _training.accuracy(pruned, ds.x_test, ds.y_test)
