@@ -8,6 +8,7 @@ import click
 
 from tfcompress._version import __version__
 from tfcompress.cli.bench import bench_command
+from tfcompress.cli.compress import compress_command
 from tfcompress.cli.demo import demo_command
 from tfcompress.cli.distill import distill_command
 from tfcompress.cli.export import export_command
@@ -22,11 +23,12 @@ from tfcompress.cli.qat import qat_command
 def main():
     """Make Keras 3 image models small and fast for edge devices, and prove it.
 
-    Start with `tfcompress demo`: it trains, prunes, exports and benchmarks a model on built-in
-    data with no network.
+    Start with `tfcompress demo`: it trains a model on built-in data and compresses it step by
+    step (channel pruning, pruning, QAT, int8 export), measuring each step in LiteRT, with no
+    network. `tfcompress compress` does the same for your model and data.
     """
 
 
 for _command in (demo_command, export_command, bench_command, inspect_command, prune_command,
-                 qat_command, distill_command, factorize_command):
+                 qat_command, distill_command, factorize_command, compress_command):
     main.add_command(_command)

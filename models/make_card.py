@@ -1,0 +1,75 @@
+"""Model cards: train a reference model, run its folder's recipe through the pipeline, and
+write the pipeline's report (table, JSON, plot) into the folder.
+
+    python models/make_card.py --model cnn          # -> models/mnist_cnn/card/
+    python models/make_card.py --model mobilenetv2  # -> models/mobilenetv2_shapes/card/
+
+The trained models and .tflite files go to a temporary folder (printed); only the reports are
+kept in the repository.
+"""
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CARDS = {
+    "cnn": {"folder": "mnist_cnn", "data": "mnist", "epochs": 5, "learning_rate": 1e-3,
+            "batch_size": 64},
+    "mobilenetv2": {"folder": "mobilenetv2_shapes", "data": "shapes", "epochs": 15,
+                    "learning_rate": 3e-3, "batch_size": 32, "image_size": 96,
+                    "num_samples": 3000},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(CARDS), default="cnn")
+    parser.add_argument("--max-accuracy-drop", type=float, default=1.0)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    cfg = CARDS[args.model]
+
+    import keras
+
+    import tfcompress as tfc
+    from tfcompress.reference import (
+        compile_for_classification,
+        reference_cnn,
+        reference_mobilenet_v2,
+    )
+
+    extra = {k: cfg[k] for k in ("image_size", "num_samples") if k in cfg}
+    ds = tfc.data.load(cfg["data"], seed=args.seed, **extra)
+    keras.utils.set_random_seed(args.seed)
+    build = reference_cnn if args.model == "cnn" else reference_mobilenet_v2
+    model = compile_for_classification(build(ds.input_shape, ds.num_classes),
+                                       cfg["learning_rate"])
+    model.fit(ds.x_train, ds.y_train, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+              verbose=2)
+    folder = HERE / cfg["folder"]
+    work = Path(tempfile.mkdtemp(prefix=f"tfc-card-{args.model}-"))
+    print("models and .tflite files in", work, flush=True)
+    tfc.compress(model, ds, folder / "recipe.yaml", work,
+                 max_accuracy_drop=args.max_accuracy_drop, seed=args.seed, runs=args.runs,
+                 batch_size=cfg["batch_size"], progress=lambda s: print(s, flush=True))
+    card = folder / "card"
+    card.mkdir(exist_ok=True)
+    for name in ("report.md", "report.json", "report.png"):
+        shutil.copy(work / name, card / name)
+    (card / "machine.txt").write_text(
+        f"{platform.machine()}, {os.cpu_count()} cores; TensorFlow "
+        f"{__import__('tensorflow').__version__}, Keras {keras.__version__}\n"
+        f"python models/make_card.py --model {args.model} --max-accuracy-drop "
+        f"{args.max_accuracy_drop} --runs {args.runs} --seed {args.seed}\n")
+    print((card / "report.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

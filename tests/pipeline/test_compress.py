@@ -1,0 +1,87 @@
+import json
+import os
+
+import pytest
+
+from tfcompress.data import Dataset
+from tfcompress.pipeline import _steps, compress
+
+QUICK = {"name": "test", "steps": [
+    {"prune": {"granularity": "channel", "sparsity": 0.5, "round_to": 8, "epochs": 1}},
+    {"qat": {"epochs": 1}},
+    {"export": {"mode": "int8"}},
+]}
+
+
+@pytest.fixture(scope="module")
+def small(mnist):
+    return Dataset(mnist.x_train[:1500], mnist.y_train[:1500], mnist.x_test[:300],
+                   mnist.y_test[:300], name="mnist-small")
+
+
+def test_pipeline_writes_models_reports_and_meets_a_budget(trained_cnn, small, tmp_path):
+    result = compress(trained_cnn, small, QUICK, tmp_path, runs=5, max_accuracy_drop=3.0)
+    assert [r.step for r in result.steps] == ["prune", "qat", "export"]
+    base, final = result.baseline, result.final
+    assert final.params < 0.35 * base.params
+    assert final.size_bytes * 4 <= base.size_bytes
+    assert abs(final.delta) <= 3.0 and result.meets_budget
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["final"]["tflite_path"].endswith("03_export_int8.tflite")
+    assert report["ratios"]["smaller"] >= 4
+    md = (tmp_path / "report.md").read_text()
+    assert md.count("\n| ") == 5  # header + baseline + 3 steps
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("00_baseline.keras", "01_prune.keras", "02_qat_int8.tflite",
+                 "03_export_int8.tflite", "state.json"):
+        assert (tmp_path / name).is_file(), name
+
+
+def test_interrupted_run_resumes_after_the_last_completed_step(trained_cnn, small, tmp_path,
+                                                               monkeypatch):
+    real = _steps.run
+
+    def interrupted(step, *args, **kwargs):
+        if step.kind == "qat":
+            raise KeyboardInterrupt
+        return real(step, *args, **kwargs)
+
+    monkeypatch.setattr(_steps, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compress(trained_cnn, small, QUICK, tmp_path, runs=5)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert [r["step"] for r in state["completed"]] == ["prune"]
+    stamp = os.path.getmtime(tmp_path / "01_prune.keras")
+    first = state["completed"][0]
+
+    calls = []
+    monkeypatch.setattr(_steps, "run", lambda step, *a, **k: calls.append(step.kind) or real(
+        step, *a, **k))
+    result = compress(trained_cnn, small, QUICK, tmp_path, runs=5)
+    assert calls == ["qat"]  # the completed prune step is not run again
+    assert os.path.getmtime(tmp_path / "01_prune.keras") == stamp
+    assert result.steps[0].accuracy == first["accuracy"]
+    assert [r.step for r in result.steps] == ["prune", "qat", "export"]
+    with pytest.raises(ValueError, match="different recipe"):
+        compress(trained_cnn, small, "quick", tmp_path, runs=5)
+
+
+def test_same_seed_same_numbers_and_search_uses_validation(trained_cnn, small, tmp_path):
+    recipe = {"steps": [{"prune": {"granularity": "channel", "round_to": 8, "epochs": 1},
+                         "search": {"values": [0.75, 0.25], "objective": "size"}}]}
+    a = compress(trained_cnn, small, recipe, tmp_path / "a", runs=3, max_accuracy_drop=2.0)
+    b = compress(trained_cnn, small, recipe, tmp_path / "b", runs=3, max_accuracy_drop=2.0)
+    for x, y in zip(a.steps, b.steps, strict=True):
+        assert (x.accuracy, x.params, x.size_bytes) == (y.accuracy, y.params, y.size_bytes)
+    search = a.steps[0].search
+    assert [row["sparsity"] for row in search] == [0.75, 0.25]
+    chosen = [row for row in search if row["chosen"]]
+    assert len(chosen) == 1
+    within = [row for row in search if row["within_budget"]]
+    if within:  # the smallest model within budget wins
+        assert chosen[0]["size"] == min(row["size"] for row in within)
+
+
+def test_bad_input(trained_cnn, tmp_path):
+    with pytest.raises(ValueError, match="expects images of shape"):
+        compress(trained_cnn, "shapes", QUICK, tmp_path)

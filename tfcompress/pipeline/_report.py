@@ -1,0 +1,85 @@
+"""report.json, report.md and report.png of a pipeline run."""
+
+import json
+import os
+from typing import Any
+
+from tfcompress import _io
+
+
+def markdown(result: Any) -> str:
+    """The results table (one row per step, the baseline first) and a summary line."""
+    rows = [result.baseline, *result.steps]
+    lines = [
+        f"# tfcompress report: recipe `{result.recipe['name']}` on {result.data}",
+        "",
+        "| step | params | size | gzip size | p50 ms | p90 ms | accuracy | vs baseline |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        name = r.description if r.step != "baseline" else "baseline (float32)"
+        if r.skipped:
+            name += f" (skipped: {r.skipped})"
+        lines.append(
+            f"| {r.index}. {name} | {r.params:,} | {r.size_bytes:,} | {r.gzip_bytes:,} | "
+            f"{r.latency_ms_p50:.3f} | {r.latency_ms_p90:.3f} | {100 * r.accuracy:.2f} % | "
+            f"{r.delta:+.2f} |")
+    ratios = result.ratios()
+    lines += [
+        "",
+        f"Final model `{os.path.basename(result.final.tflite_path)}` against the float32 "
+        f"baseline: {ratios['smaller']}x smaller on disk, {ratios['smaller_gzip']}x smaller "
+        f"gzipped, {ratios['faster_p50']}x faster (LiteRT p50, 1 thread), accuracy "
+        f"{result.final.delta:+.2f} points.",
+    ]
+    if result.max_accuracy_drop is not None:
+        verdict = "meets" if result.meets_budget else "does NOT meet"
+        lines.append(f"It {verdict} the accuracy budget of -{result.max_accuracy_drop} points.")
+    for r in result.steps:
+        if r.search:
+            key = next(k for k in r.search[0] if k not in (
+                "val_accuracy", "within_budget", "chosen", "size", "latency"))
+            tried = ", ".join(
+                f"{row[key]}: {100 * row['val_accuracy']:.2f} %"
+                f"{' (chosen)' if row['chosen'] else ''}" for row in r.search)
+            lines.append(f"Step {r.index} searched {key} on the validation data: {tried}.")
+    lines += ["", "Every row's model and .tflite are in this folder; accuracy is measured in "
+              "LiteRT on the test split, latency with 1 thread.", ""]
+    return "\n".join(lines)
+
+
+def plot(result: Any, path: str) -> None:
+    """Accuracy against size and against p50 latency, one labelled point per step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [result.baseline, *result.steps]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, key, label in ((axes[0], "size_bytes", "size (KB)"),
+                           (axes[1], "latency_ms_p50", "LiteRT latency p50 (ms, 1 thread)")):
+        xs = [getattr(r, key) / (1000 if key == "size_bytes" else 1) for r in rows]
+        ys = [100 * r.accuracy for r in rows]
+        ax.plot(xs[1:], ys[1:], "o-", color="tab:blue", label="steps")
+        ax.plot(xs[:1], ys[:1], "*", markersize=14, color="tab:red", label="baseline (float32)")
+        for r, x, y in zip(rows, xs, ys, strict=True):
+            ax.annotate(f"{r.index}. {r.step}", (x, y), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"recipe {result.recipe['name']} on {result.data}")
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_reports(result: Any) -> None:
+    out = result.out_dir
+    _io.write_text_atomic(os.path.join(out, "report.json"),
+                          json.dumps(result.to_dict(), indent=2))
+    _io.write_text_atomic(os.path.join(out, "report.md"), markdown(result))
+    plot(result, os.path.join(out, "report.png"))

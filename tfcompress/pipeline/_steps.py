@@ -1,0 +1,134 @@
+"""What each recipe step does to a model: thin wrappers over the library's public functions."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from tfcompress import _training
+from tfcompress.data import Dataset
+from tfcompress.pipeline._recipe import Step
+
+
+@dataclass
+class Outcome:
+    """A step's new model, what it reports, or why it was skipped (model unchanged)."""
+
+    model: keras.Model
+    info: dict = field(default_factory=dict)
+    skipped: str | None = None
+
+
+def _thin_copy(model: keras.Model, ratio: float, round_to: int = 8) -> keras.Model:
+    """A copy of `model` with `ratio` of each channel group's channels removed (lowest L1
+    filter norm first) and physically shrunk: the student of a `distill` step."""
+    from tfcompress.pruning import _channels, shrink
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    graph = _channels.ChannelGraph(copy)
+    groups = [g for g in graph.groups if g.prunable]
+    if not groups:
+        raise ValueError(
+            f"distill makes its student by removing channels from {model.name!r}, but none can "
+            "be removed. Give the step a student model: distill: {student: student.keras}."
+        )
+    keep = {g.id: _channels.channel_keep(_channels.l1_norm(graph, g), ratio, round_to)
+            for g in groups}
+    for group in groups:
+        for layer in group.producers:
+            for ref in graph.producer_weights(layer):
+                _mask(ref, keep[group.id])
+        for layer, layout in group.members:
+            for ref in graph.member_weights(layer):
+                _mask(ref, graph.layout_keep(layout, keep))
+    return shrink(copy)
+
+
+def _mask(ref: Any, vector: np.ndarray) -> None:
+    value = ops.convert_to_numpy(ref.variable)
+    shape = [1] * value.ndim
+    shape[ref.axis] = len(vector)
+    ref.variable.assign(value * vector.reshape(shape).astype(value.dtype))
+
+
+def run(step: Step, model: keras.Model, ds: Dataset, batch_size: int, verbose: int) -> Outcome:
+    """Runs one step (not export) on `model` with training data `ds.x_train` and evaluation
+    data `ds.x_test` (the validation split inside the pipeline)."""
+    if step.kind == "factorize":
+        return _factorize(step, model, ds, batch_size, verbose)
+    if step.kind == "distill":
+        return _distill(step, model, ds, batch_size, verbose)
+    if step.kind == "prune":
+        return _prune(step, model, ds, batch_size, verbose)
+    if step.kind == "qat":
+        from tfcompress.quantization import train_quantized
+
+        q, result = train_quantized(model, ds, epochs=step.get("epochs"), batch_size=batch_size,
+                                    learning_rate=step.get("learning_rate"), verbose=verbose)
+        return Outcome(q, result.to_dict())
+    raise ValueError(f"Step {step.kind!r} is not a training step.")
+
+
+def _factorize(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
+               verbose: int) -> Outcome:
+    from tfcompress.lowrank import factorize
+
+    rank_ratio, energy = step.get("rank_ratio"), step.get("energy")
+    if rank_ratio is None and energy is None:
+        energy = 0.9
+    new, report = factorize(model, rank_ratio=rank_ratio, energy=energy,
+                            conv_mode=step.get("conv_mode"), min_params=step.get("min_params"),
+                            return_report=True)
+    if not any(layer.factorized for layer in report.layers):
+        return Outcome(model, report.to_dict(),
+                       skipped="no layer gets smaller at this rank (see the report)")
+    _training.compile_like(new, model, step.get("learning_rate"))
+    if step.get("epochs"):
+        new.fit(ds.x_train, ds.y_train, epochs=step.get("epochs"), batch_size=batch_size,
+                verbose=verbose)
+    return Outcome(new, report.to_dict())
+
+
+def _distill(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
+             verbose: int) -> Outcome:
+    from tfcompress import _io
+    from tfcompress.distillation import distill
+
+    if step.get("student"):
+        student = _io.load_keras_model(step.get("student"))
+    else:
+        student = _thin_copy(model, float(step.get("channels")))
+    trained, result = distill(model, student, ds, epochs=step.get("epochs"),
+                              batch_size=batch_size, learning_rate=step.get("learning_rate"),
+                              temperature=step.get("temperature"), alpha=step.get("alpha"),
+                              verbose=verbose)
+    return Outcome(trained, result.to_dict())
+
+
+def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
+           verbose: int) -> Outcome:
+    from tfcompress.pruning import prune
+
+    granularity = step.get("granularity")
+    extra = step.get("finetune_epochs")
+    if extra and not (granularity == "channel" and step.get("shrink")):
+        raise ValueError(
+            "finetune_epochs (training after pruning, without masks) only applies to channel "
+            "pruning with shrink; for other granularities, raise epochs instead."
+        )
+    pruned, result = prune(model, ds, sparsity=step.get("sparsity"), granularity=granularity,
+                           scope=step.get("scope"), epochs=step.get("epochs"),
+                           batch_size=batch_size, criterion=step.get("criterion"),
+                           round_to=step.get("round_to"),
+                           shrink_model=granularity == "channel" and step.get("shrink"),
+                           verbose=verbose)
+    if extra:
+        lr = getattr(pruned.optimizer, "learning_rate", None)
+        if lr is not None:
+            pruned.optimizer.learning_rate = float(ops.convert_to_numpy(lr)) / 10
+        pruned.fit(ds.x_train, ds.y_train, epochs=extra, batch_size=batch_size,
+                   verbose=verbose)
+    return Outcome(pruned, result.to_dict())
