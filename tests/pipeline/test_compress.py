@@ -20,12 +20,12 @@ def small(mnist):
 
 
 def test_pipeline_writes_models_reports_and_meets_a_budget(trained_cnn, small, tmp_path):
-    result = compress(trained_cnn, small, QUICK, tmp_path, runs=5, max_accuracy_drop=3.0)
+    result = compress(trained_cnn, small, QUICK, tmp_path, runs=5, max_accuracy_drop=5.0)
     assert [r.step for r in result.steps] == ["prune", "qat", "export"]
     base, final = result.baseline, result.final
     assert final.params < 0.35 * base.params
     assert final.size_bytes * 4 <= base.size_bytes
-    assert abs(final.delta) <= 3.0 and result.meets_budget
+    assert abs(final.delta) <= 5.0 and result.meets_budget
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["final"]["tflite_path"].endswith("03_export_int8.tflite")
     assert report["ratios"]["smaller"] >= 4
