@@ -75,6 +75,11 @@ class Pruning(keras.callbacks.Callback):
             (norm of each output filter, summed over coupled layers), `"bn_scale"` (|gamma|
             of the BatchNormalization that follows), or a function `(graph, group) -> scores`.
             Defaults to `"l1"`.
+        round_to: Under `granularity="channel"`, round each group's kept channel count to a
+            multiple of this. LiteRT's int8 kernels are much faster on multiples of 8: for
+            MobileNetV2 at 40 % of channels, `python models/compare_channels.py --model
+            mobilenetv2` measures 1.75x lower int8 latency than the dense model with
+            `round_to=8`, and 1.30x with `--round-to 1`. Defaults to `1`.
 
     Raises:
         TypeError: If `schedule` is not a `PruningSchedule`.
