@@ -81,7 +81,10 @@ def test_bad_arguments_are_refused_with_the_fix():
 
 @pytest.fixture(scope="module")
 def teacher(trained_cnn):
-    return trained_cnn
+    # A copy: the Distiller freezes its teacher, and other tests train the shared model.
+    copy = keras.models.clone_model(trained_cnn)
+    copy.set_weights(trained_cnn.get_weights())
+    return copy
 
 
 def test_distillation_trains_the_student_and_leaves_the_teacher_alone(teacher, mnist):
@@ -180,3 +183,12 @@ def test_save_load_round_trip(teacher, tmp_path, mnist):
     d.student.save(tmp_path / "student.keras")
     plain = keras.saving.load_model(tmp_path / "student.keras")
     np.testing.assert_allclose(plain.predict(x, verbose=0), d.predict(x, verbose=0), atol=1e-5)
+
+
+def test_distill_helper_leaves_the_teacher_trainable(teacher, mnist):
+    from tfcompress.distillation import distill
+
+    teacher.trainable = True
+    student, result = distill(teacher, reference_cnn(width=0.5), mnist, epochs=1)
+    assert teacher.trainable and result.param_ratio < 0.26
+    assert student.count_params() == result.student_params

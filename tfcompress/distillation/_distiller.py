@@ -73,7 +73,8 @@ class Distiller(keras.distillation.Distiller):
     a plain Keras model to save or export; the student may be a `quantize_aware` model.
 
     Args:
-        teacher: A trained Keras model. It is frozen (`trainable = False`).
+        teacher: A trained Keras model. It is frozen: this sets `teacher.trainable = False`
+            on the model passed in (set it back to train the teacher again).
         student: The Keras model to train; same input and output shapes as the teacher. Models
             ending in a softmax are handled: their log-probabilities serve as logits.
         temperature: Softmax temperature of the soft targets; higher is softer. Defaults to

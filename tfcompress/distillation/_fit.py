@@ -76,12 +76,16 @@ def distill(
     _training.check_data_fits(teacher, ds)
     _training.check_data_fits(student, ds)
     trained = _training.copy_model(student)
+    teacher_trainable = teacher.trainable  # the Distiller freezes it; give it back as it was
     distiller = Distiller(teacher, trained, temperature=temperature, alpha=alpha,
                           feature_layers=feature_layers, precompute_teacher=precompute_teacher)
     distiller.compile(keras.optimizers.Adam(learning_rate), metrics=["accuracy"])
     start = time.perf_counter()
-    distiller.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
-                  callbacks=list(callbacks or []), verbose=verbose)
+    try:
+        distiller.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
+                      callbacks=list(callbacks or []), verbose=verbose)
+    finally:
+        teacher.trainable = teacher_trainable
     seconds = time.perf_counter() - start
     _training.compile_like(trained, student, learning_rate)
     result = DistillResult(
