@@ -1,10 +1,8 @@
 """What each recipe step does to a model: thin wrappers over the library's public functions."""
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
 
 from tfcompress import _training
@@ -37,21 +35,11 @@ def _thin_copy(model: keras.Model, ratio: float, round_to: int = 8) -> keras.Mod
         )
     keep = {g.id: _channels.channel_keep(_channels.l1_norm(graph, g), ratio, round_to)
             for g in groups}
-    for group in groups:
-        for layer in group.producers:
-            for ref in graph.producer_weights(layer):
-                _mask(ref, keep[group.id])
-        for layer, layout in group.members:
-            for ref in graph.member_weights(layer):
-                _mask(ref, graph.layout_keep(layout, keep))
+    for entry in graph.channel_weights():
+        ref = entry[0]
+        value = ops.convert_to_numpy(ref.variable)
+        ref.variable.assign(value * graph.weight_mask(*entry, keep).astype(value.dtype))
     return shrink(copy)
-
-
-def _mask(ref: Any, vector: np.ndarray) -> None:
-    value = ops.convert_to_numpy(ref.variable)
-    shape = [1] * value.ndim
-    shape[ref.axis] = len(vector)
-    ref.variable.assign(value * vector.reshape(shape).astype(value.dtype))
 
 
 def run(step: Step, model: keras.Model, ds: Dataset, batch_size: int, verbose: int) -> Outcome:

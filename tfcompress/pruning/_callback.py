@@ -271,21 +271,9 @@ class Pruning(keras.callbacks.Callback):
                 "needs Conv/Dense layers whose outputs do not reach the model output directly."
             )
         self._channel_graph = graph
-        self._channel_refs = []
-        targets = []
-        for group in groups:
-            for layer in group.producers:
-                for ref in graph.producer_weights(layer):
-                    self._channel_refs.append((ref, group.id, None))
-                    targets.append(Target(layer, ref.attribute, ref.variable, None))
-            for layer, layout in group.members:
-                if any(t.variable is ref.variable for ref in graph.member_weights(layer)
-                       for t in targets):
-                    continue  # a member of two groups (after a Concatenate) is masked once
-                for ref in graph.member_weights(layer):
-                    self._channel_refs.append((ref, None, layout))
-                    targets.append(Target(layer, ref.attribute, ref.variable, None))
-        return targets
+        self._channel_refs = graph.channel_weights()
+        return [Target(ref.layer, ref.attribute, ref.variable, None)
+                for ref, _, _ in self._channel_refs]
 
     def _channel_masks(self, sparsity: float) -> list[np.ndarray]:
         graph = self._channel_graph
@@ -296,13 +284,7 @@ class Pruning(keras.callbacks.Callback):
         else:
             keeps = [_channels.channel_keep(s, sparsity, self.round_to) for s in scores]
         keep = {g.id: k for g, k in zip(groups, keeps, strict=True)}
-        masks = []
-        for ref, group_id, layout in self._channel_refs:
-            vector = keep[group_id] if layout is None else graph.layout_keep(layout, keep)
-            shape = [1] * len(ref.variable.shape)
-            shape[ref.axis] = len(vector)
-            masks.append(np.broadcast_to(vector.reshape(shape), ref.variable.shape))
-        return masks
+        return [graph.weight_mask(*entry, keep) for entry in self._channel_refs]
 
     def _update_masks(self, sparsity: float) -> None:
         weights = [ops.convert_to_numpy(t.variable) for t in self._targets]

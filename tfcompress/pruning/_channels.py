@@ -354,6 +354,33 @@ class ChannelGraph:
                     for n, v in _per_channel(layer, ("kernel", "bias"))]
         return [WeightRef(layer, n, v, 0) for n, v in _per_channel(layer, ("gamma", "beta"))]
 
+    def channel_weights(self) -> list[tuple[WeightRef, int | None, Layout | None]]:
+        """Every per-channel weight of the prunable groups, once: `(ref, group_id, None)` for a
+        producer's, `(ref, None, layout)` for a member's (a member of two groups after a
+        Concatenate is listed once, with its whole layout)."""
+        out: list[tuple[WeightRef, int | None, Layout | None]] = []
+        seen: set[int] = set()
+        for group in self.groups:
+            if not group.prunable:
+                continue
+            entries = [(ref, group.id, None) for layer in group.producers
+                       for ref in self.producer_weights(layer)]
+            entries += [(ref, None, layout) for layer, layout in group.members
+                        for ref in self.member_weights(layer)]
+            for entry in entries:
+                if id(entry[0].variable) not in seen:
+                    seen.add(id(entry[0].variable))
+                    out.append(entry)
+        return out
+
+    def weight_mask(self, ref: WeightRef, group_id: int | None, layout: Layout | None,
+                    keep: dict[int, np.ndarray]) -> np.ndarray:
+        """The 0/1 mask of one entry of `channel_weights` for the keep vectors `keep`."""
+        vector = keep[group_id] if layout is None else self.layout_keep(layout, keep)
+        shape = [1] * len(ref.variable.shape)
+        shape[ref.axis] = len(vector)
+        return np.broadcast_to(vector.reshape(shape), ref.variable.shape)
+
     def layout_keep(self, layout: Layout, keep: dict[int, np.ndarray]) -> np.ndarray:
         """The keep vector (bool) over a layout's channels (one spatial position)."""
         parts = []
