@@ -46,7 +46,8 @@ def main() -> None:
     )
 
     extra = {k: cfg[k] for k in ("image_size", "num_samples") if k in cfg}
-    ds = tfc.data.load(cfg["data"], seed=args.seed, **extra)
+    # Validation images for the recipe's searches are held out of the reference model's training.
+    ds, val = tfc.data.load(cfg["data"], seed=args.seed, **extra).hold_out(0.1, args.seed)
     keras.utils.set_random_seed(args.seed)
     build = reference_cnn if args.model == "cnn" else reference_mobilenet_v2
     model = compile_for_classification(build(ds.input_shape, ds.num_classes),
@@ -56,7 +57,7 @@ def main() -> None:
     folder = HERE / cfg["folder"]
     work = Path(tempfile.mkdtemp(prefix=f"tfc-card-{args.model}-"))
     print("models and .tflite files in", work, flush=True)
-    tfc.compress(model, ds, folder / "recipe.yaml", work,
+    tfc.compress(model, ds, folder / "recipe.yaml", work, val=val,
                  max_accuracy_drop=args.max_accuracy_drop, seed=args.seed, runs=args.runs,
                  batch_size=cfg["batch_size"], progress=lambda s: print(s, flush=True))
     card = folder / "card"

@@ -22,12 +22,32 @@ def is_functional(op: Any) -> bool:
     return isinstance(op, keras.Model) and hasattr(functional(op), "_nodes_by_depth")
 
 
+def require_functional(model: Any) -> None:
+    """Raises a `TypeError` that says what to do when the graph of `model` cannot be read."""
+    if not is_functional(model):
+        raise TypeError(
+            f"{model.name!r} is a subclassed {type(model).__name__}, whose graph cannot be read. "
+            "Build the same network with the functional API (keras.Input(...) -> layers -> "
+            "keras.Model) or as a keras.Sequential."
+        )
+
+
 def nodes(model: Any) -> list[Any]:
     """The nodes of a functional model, inputs first (topological order)."""
     graph = functional(model)
     out = []
     for depth in sorted(graph._nodes_by_depth, reverse=True):
         out.extend(graph._nodes_by_depth[depth])
+    return out
+
+
+def all_nodes(model: Any) -> list[Any]:
+    """The nodes of a functional model and of the functional models nested in it, in order."""
+    out = []
+    for node in nodes(model):
+        out.append(node)
+        if is_functional(node.operation):
+            out.extend(all_nodes(node.operation))
     return out
 
 
@@ -109,12 +129,7 @@ def rebuild(model: keras.Model, visit: Visit, name: str) -> keras.Model:
     Raises:
         TypeError: If `model` is subclassed (its graph cannot be read).
     """
-    if not is_functional(model):
-        raise TypeError(
-            f"{model.name!r} is a subclassed {type(model).__name__}, whose graph cannot be read. "
-            "Build the same network with the functional API (keras.Input(...) -> layers -> "
-            "keras.Model) or as a keras.Sequential."
-        )
+    require_functional(model)
     graph = functional(model)
     inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=getattr(t, "name", None))
               for t in graph.inputs]

@@ -39,3 +39,32 @@ def model_macs(model: keras.Model) -> int:
     """MACs of one forward pass of `model` on one image (nested models included)."""
     layers = model._flatten_layers(include_self=False, recursive=True)
     return int(sum(layer_macs(layer) for layer in layers))
+
+
+class SizeRatios:
+    """Params and MACs ratios for a report with `params_before/after` and `macs_before/after`."""
+
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+
+    @property
+    def param_ratio(self) -> float:
+        return self.params_after / max(1, self.params_before)
+
+    @property
+    def mac_ratio(self) -> float:
+        return self.macs_after / max(1, self.macs_before)
+
+    def size_dict(self) -> dict:
+        """The four counts and both ratios (rounded), for `to_dict`."""
+        return {"params_before": self.params_before, "params_after": self.params_after,
+                "param_ratio": round(self.param_ratio, 4), "macs_before": self.macs_before,
+                "macs_after": self.macs_after, "mac_ratio": round(self.mac_ratio, 4)}
+
+    def size_line(self) -> str:
+        """One line: params and MACs before -> after with their ratios."""
+        return (f"model: {self.params_before:,} -> {self.params_after:,} params "
+                f"({self.param_ratio:.2f}x), {self.macs_before:,} -> {self.macs_after:,} MACs "
+                f"({self.mac_ratio:.2f}x)")

@@ -17,6 +17,19 @@ def test_mnist_is_real_and_split(mnist):
     assert 0.7 < np.mean(mnist.x_train == 0) < 0.9
 
 
+def test_hold_out_is_stratified_disjoint_and_keeps_the_test_part(mnist):
+    rest, (x_val, y_val) = mnist.hold_out(0.1, seed=1)
+    assert (len(rest.x_train), len(x_val)) == (3600, 400)
+    assert np.bincount(y_val).tolist() == np.round(np.bincount(mnist.y_train) / 10).tolist()
+    flat = {row.tobytes() for row in rest.x_train}
+    assert not any(row.tobytes() in flat for row in x_val if row.any())
+    assert rest.x_test is mnist.x_test and rest.name == mnist.name
+    again = mnist.hold_out(0.1, seed=1)[1][0]
+    np.testing.assert_array_equal(again, x_val)
+    with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\)"):
+        mnist.hold_out(1.0)
+
+
 def test_shapes_is_seeded_balanced_and_in_range():
     a = data.load("shapes", num_samples=120, seed=3)
     b = data.load("shapes", num_samples=120, seed=3)

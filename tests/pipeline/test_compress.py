@@ -1,10 +1,13 @@
 import json
 import os
 
+import keras
+import numpy as np
 import pytest
 
+from tfcompress.bench import benchmark
 from tfcompress.data import Dataset
-from tfcompress.pipeline import _steps, compress
+from tfcompress.pipeline import _run, _steps, compress
 
 QUICK = {"name": "test", "steps": [
     {"prune": {"granularity": "channel", "sparsity": 0.5, "round_to": 8, "epochs": 1}},
@@ -80,6 +83,30 @@ def test_same_seed_same_numbers_and_search_uses_validation(trained_cnn, small, t
     within = [row for row in search if row["within_budget"]]
     if within:  # the smallest model within budget wins
         assert chosen[0]["size"] == min(row["size"] for row in within)
+
+
+def test_default_validation_is_the_hold_out_split(small):
+    fit, test = _run._splits(small, None, seed=3)
+    rest, val = small.hold_out(0.1, 3)
+    explicit, _ = _run._splits(rest, val, seed=3)
+    for part in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(fit, part), getattr(explicit, part))
+    assert test is small
+
+
+def test_distill_step_folds_pooling_and_exports_integer_only(trained_cnn, small, tmp_path):
+    recipe = {"steps": [{"distill": {"channels": 0.5, "fold_pooling": True, "epochs": 2}},
+                        {"qat": {"epochs": 1}}, {"export": {"mode": "int8"}}]}
+    result = compress(trained_cnn, small, recipe, tmp_path, runs=3)
+    student = keras.saving.load_model(tmp_path / "01_distill.keras")
+    assert student.get_layer("conv1").strides == (2, 2)
+    assert not any(isinstance(layer, keras.layers.MaxPooling2D) and layer.name == "pool1"
+                   for layer in student.layers)
+    assert result.steps[0].info["student_params"] == result.steps[0].params < 0.3 * (
+        result.baseline.params)
+    assert result.final.params <= result.steps[0].params  # QAT folds BatchNorm, no extras
+    assert result.final.delta > -6.0  # 2 epochs on 1,500 images; the card trains longer
+    assert benchmark(result.final.tflite_path).fully_int8
 
 
 def test_bad_input(trained_cnn, tmp_path):

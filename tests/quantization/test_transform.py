@@ -106,6 +106,11 @@ def test_pruned_model_keeps_its_zeros_through_qat_and_export(trained_cnn, mnist,
             zeros += int((w == 0).sum())
             total += w.size
     assert zeros / total >= 0.79
+    # The masks are training bookkeeping: the count is what the .tflite holds, as unpruned.
+    assert Q.count_params(q) == Q.count_params(Q.quantize_aware(trained_cnn))
+    assert Q.count_params(q) == total + sum(
+        layer.bias.shape[0] for layer in q._flatten_layers(include_self=False)
+        if isinstance(layer, (Q.QuantConv, Q.QuantDense, Q.QuantDepthwiseConv2D)))
 
 
 def test_mirrored_strategy(mnist, mirrored):

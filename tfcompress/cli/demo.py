@@ -37,8 +37,9 @@ def demo_command(out, data, epochs, recipe, max_accuracy_drop, runs, seed):
     from tfcompress.reference import compile_for_classification, reference_cnn
 
     os.makedirs(out, exist_ok=True)
-    ds = load(data, seed=seed)
-    say(f"data: {ds}")
+    # The validation images (for the recipe's searches) are never shown to the trained CNN.
+    ds, val = load(data, seed=seed).hold_out(0.1, seed)
+    say(f"data: {ds}, {len(val[0])} more images held out for validation")
     model_path = os.path.join(out, "trained.keras")
     if os.path.exists(model_path):
         say(f"using the model trained earlier: {model_path}")
@@ -51,7 +52,7 @@ def demo_command(out, data, epochs, recipe, max_accuracy_drop, runs, seed):
         model.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=64, verbose=2)
         _io.save_model_atomic(model, model_path)
     say(f"compressing with recipe {recipe!r}")
-    result = compress(model, ds, recipe, out, max_accuracy_drop=max_accuracy_drop, seed=seed,
-                      runs=runs, progress=say)
+    result = compress(model, ds, recipe, out, val=val, max_accuracy_drop=max_accuracy_drop,
+                      seed=seed, runs=runs, progress=say)
     click.echo("\n" + markdown(result))
     say(f"wrote {out}/ (models, report.md, report.json, report.png)")

@@ -59,6 +59,39 @@ class Dataset:
         """The number of classes."""
         return len(self.class_names)
 
+    def hold_out(
+        self, fraction: float = 0.1, seed: int = 0
+    ) -> "tuple[Dataset, tuple[np.ndarray, np.ndarray]]":
+        """Sets a stratified share of the training images aside, e.g. as validation data.
+
+        Train a model on the returned dataset's training part and pass the held-out images
+        as `val` to `tfcompress.compress`: the accuracy budget is then judged on images the
+        model has never seen. `compress` without `val` holds out the same images (same
+        `fraction` 0.1 and seed).
+
+        Args:
+            fraction: Share of each class's training images to hold out, in `(0, 1)`.
+                Defaults to `0.1`.
+            seed: Seed of the shuffle. Defaults to `0`.
+
+        Returns:
+            `(rest, (x_held_out, y_held_out))`: `rest` has the remaining training images and
+            the same test part.
+
+        Raises:
+            ValueError: If `fraction` is not in `(0, 1)`.
+
+        Example:
+            >>> ds = Dataset(np.zeros((10, 4, 4, 1), "float32"), np.arange(10) % 2,
+            ...              np.zeros((2, 4, 4, 1), "float32"), np.array([0, 1]))
+            >>> rest, (x_val, y_val) = ds.hold_out(0.2)
+            >>> len(rest.x_train), len(x_val), sorted(y_val.tolist())
+            (8, 2, [0, 1])
+        """
+        x_tr, y_tr, x_val, y_val = split(self.x_train, self.y_train, fraction, seed)
+        rest = Dataset(x_tr, y_tr, self.x_test, self.y_test, self.class_names, self.name)
+        return rest, (x_val, y_val)
+
     def __repr__(self) -> str:
         return (
             f"Dataset(name={self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "

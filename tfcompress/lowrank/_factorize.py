@@ -8,7 +8,7 @@ import numpy as np
 from keras import ops
 
 from tfcompress import _graph
-from tfcompress._macs import layer_macs, model_macs
+from tfcompress._macs import SizeRatios, layer_macs, model_macs
 from tfcompress.lowrank import _svd
 
 CONV_MODES = ("channel", "spatial")
@@ -51,7 +51,7 @@ class LayerFactorization:
 
 
 @dataclass(frozen=True)
-class FactorizationReport:
+class FactorizationReport(SizeRatios):
     """Per-layer ranks, parameters and MACs before and after, and the model totals."""
 
     layers: tuple[LayerFactorization, ...]
@@ -60,22 +60,8 @@ class FactorizationReport:
     macs_before: int
     macs_after: int
 
-    @property
-    def param_ratio(self) -> float:
-        return self.params_after / max(1, self.params_before)
-
-    @property
-    def mac_ratio(self) -> float:
-        return self.macs_after / max(1, self.macs_before)
-
     def to_dict(self) -> dict:
-        return {
-            "params_before": self.params_before, "params_after": self.params_after,
-            "param_ratio": round(self.param_ratio, 4),
-            "macs_before": self.macs_before, "macs_after": self.macs_after,
-            "mac_ratio": round(self.mac_ratio, 4),
-            "layers": [asdict(layer) for layer in self.layers],
-        }
+        return {**self.size_dict(), "layers": [asdict(layer) for layer in self.layers]}
 
     def __str__(self) -> str:
         rows = [f"{'layer':<20} {'view':<8} {'rank':>7} {'energy':>6} {'params':>20} "
@@ -87,10 +73,7 @@ class FactorizationReport:
                 f"{r.name:<20} {r.view:<8} {rank:>7} {energy:>6} "
                 f"{r.params_before:>9,} -> {r.params_after:<7,} "
                 f"{r.macs_before:>11,} -> {r.macs_after:<11,} {r.status}")
-        rows.append(
-            f"model: {self.params_before:,} -> {self.params_after:,} params "
-            f"({self.param_ratio:.2f}x), {self.macs_before:,} -> {self.macs_after:,} MACs "
-            f"({self.mac_ratio:.2f}x)")
+        rows.append(self.size_line())
         return "\n".join(rows)
 
 

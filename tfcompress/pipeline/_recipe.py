@@ -23,8 +23,8 @@ from typing import Any
 STEP_SETTINGS: dict[str, dict[str, Any]] = {
     "factorize": {"rank_ratio": None, "energy": None, "conv_mode": "channel",
                   "min_params": 4096, "epochs": 1, "learning_rate": None},
-    "distill": {"channels": 0.5, "student": None, "epochs": 5, "temperature": 4.0,
-                "alpha": 0.1, "learning_rate": 1e-3},
+    "distill": {"channels": 0.5, "fold_pooling": False, "student": None, "epochs": 5,
+                "temperature": 4.0, "alpha": 0.1, "learning_rate": 1e-3},
     "prune": {"granularity": "unstructured", "sparsity": None, "epochs": 3, "round_to": 1,
               "criterion": "l1", "shrink": True, "scope": "layer", "finetune_epochs": 0},
     "qat": {"epochs": 1, "learning_rate": 1e-4},
@@ -36,11 +36,13 @@ OBJECTIVES = ("size", "latency")
 EXPORT_MODES = ("int8", "float16", "dynamic", "int16x8", "float32")
 
 BUILTIN: dict[str, dict] = {
+    # Distill into a copy of the model with fewer channels and, where a convolution is
+    # followed by pooling, a strided convolution instead: the fastest of three widths within
+    # the budget. Then sparsity for the compressed size, QAT and an integer-only export.
     "default": {
         "name": "default",
         "steps": [
-            {"prune": {"granularity": "channel", "sparsity": 0.5, "round_to": 8, "epochs": 4,
-                       "finetune_epochs": 1},
+            {"distill": {"channels": 0.5, "fold_pooling": True, "epochs": 12},
              "search": {"values": [0.75, 0.6, 0.5], "objective": "latency"}},
             {"prune": {"granularity": "unstructured", "sparsity": 0.5, "epochs": 2}},
             {"qat": {"epochs": 1}},

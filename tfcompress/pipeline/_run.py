@@ -12,11 +12,13 @@ import keras
 import numpy as np
 
 from tfcompress import _io, _training
-from tfcompress.data import Dataset, load, split
+from tfcompress.data import Dataset, as_arrays, load
 from tfcompress.pipeline import _steps
 from tfcompress.pipeline._recipe import SEARCHED, Recipe, Step, load_recipe
+from tfcompress.quantization import count_params
 
 STATE = "state.json"
+VALIDATION_FRACTION = 0.1  # of the training images, when no validation data is given
 
 
 @dataclass(frozen=True)
@@ -102,12 +104,16 @@ def _splits(data: Any, val: Any, seed: int) -> tuple[Dataset, Dataset]:
     """(train + validation as a Dataset whose test part is the validation set, test Dataset)."""
     ds = load(data, seed=seed)
     if val is None:
-        x_tr, y_tr, x_val, y_val = split(ds.x_train, ds.y_train, test_fraction=0.1, seed=seed)
+        rest, (x_val, y_val) = ds.hold_out(VALIDATION_FRACTION, seed)
+        x_tr, y_tr = rest.x_train, rest.y_train
     else:
-        v = load(val, seed=seed)
         x_tr, y_tr = ds.x_train, ds.y_train
-        x_val = np.concatenate([v.x_train, v.x_test])
-        y_val = np.concatenate([v.y_train, v.y_test])
+        if isinstance(val, tuple):
+            x_val, y_val = as_arrays(val)
+        else:
+            v = load(val, seed=seed)
+            x_val = np.concatenate([v.x_train, v.x_test])
+            y_val = np.concatenate([v.y_train, v.y_test])
     fit = Dataset(x_tr, y_tr, x_val, y_val, ds.class_names, f"{ds.name} (train/val)")
     return fit, ds
 
@@ -157,8 +163,12 @@ def compress(
         recipe: A built-in name (`default`, `quick`, `lowrank`, `distill`), a YAML/JSON file, a
             dict or a `Recipe`. Defaults to `"default"`.
         out_dir: Output folder (created). Defaults to `"tfcompress-out"`.
-        val: Validation data for searches and step-internal evaluation. Defaults to `None`:
-            10 % of the training part (the test part is only used for the reported figures).
+        val: Validation data for searches: a loader source, a `Dataset` (both its parts) or
+            an `(x, y)` tuple. Defaults to `None`: `data.hold_out(0.1, seed)`, 10 % of the
+            training part, set aside from every step's training (the test part is only used
+            for the reported figures). If the input model was trained on those images, its
+            validation accuracy is optimistic and searches judge candidates too harshly: train
+            on `data.hold_out(0.1, seed)[0]` or pass held-out images.
         max_accuracy_drop: Accuracy budget in points against the baseline. Defaults to `None`.
         seed: Seed of the validation split and of every step. Defaults to `0`.
         runs: Timed LiteRT invocations per model. Defaults to `100`.
@@ -194,7 +204,7 @@ def compress(
                      test_ds, runs)
         state["baseline"] = StepRecord(0, "baseline", "input model, float32", path,
                                        os.path.join(out, "00_baseline_float32.tflite"),
-                                       model.count_params(), delta=0.0, seconds=0.0, **m
+                                       count_params(model), delta=0.0, seconds=0.0, **m
                                        ).to_dict()
         state["baseline_val_accuracy"] = _training.accuracy(model, fit_ds.x_test, fit_ds.y_test)
         _write_state(state_path, state)
@@ -238,7 +248,7 @@ def compress(
             chosen = step.with_setting(SEARCHED[step.kind], info["chosen"])
             description = f"{chosen.describe()}, searched"
         record = StepRecord(index, step.kind, description, model_path, tflite,
-                            new.count_params(), delta=round(100 * (m["accuracy"]
+                            count_params(new), delta=round(100 * (m["accuracy"]
                                                                    - baseline.accuracy), 2),
                             seconds=round(time.perf_counter() - start, 1), skipped=skipped,
                             info=_jsonable(info), search=search, **m)

@@ -19,29 +19,6 @@ class Outcome:
     skipped: str | None = None
 
 
-def _thin_copy(model: keras.Model, ratio: float, round_to: int = 8) -> keras.Model:
-    """A copy of `model` with `ratio` of each channel group's channels removed (lowest L1
-    filter norm first) and physically shrunk: the student of a `distill` step."""
-    from tfcompress.pruning import _channels, shrink
-
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    graph = _channels.ChannelGraph(copy)
-    groups = [g for g in graph.groups if g.prunable]
-    if not groups:
-        raise ValueError(
-            f"distill makes its student by removing channels from {model.name!r}, but none can "
-            "be removed. Give the step a student model: distill: {student: student.keras}."
-        )
-    keep = {g.id: _channels.channel_keep(_channels.l1_norm(graph, g), ratio, round_to)
-            for g in groups}
-    for entry in graph.channel_weights():
-        ref = entry[0]
-        value = ops.convert_to_numpy(ref.variable)
-        ref.variable.assign(value * graph.weight_mask(*entry, keep).astype(value.dtype))
-    return shrink(copy)
-
-
 def run(step: Step, model: keras.Model, ds: Dataset, batch_size: int, verbose: int) -> Outcome:
     """Runs one step (not export) on `model` with training data `ds.x_train` and evaluation
     data `ds.x_test` (the validation split inside the pipeline)."""
@@ -83,12 +60,17 @@ def _factorize(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
 def _distill(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
              verbose: int) -> Outcome:
     from tfcompress import _io
-    from tfcompress.distillation import distill
+    from tfcompress.distillation import distill, make_student
 
     if step.get("student"):
         student = _io.load_keras_model(step.get("student"))
     else:
-        student = _thin_copy(model, float(step.get("channels")))
+        try:
+            student = make_student(model, float(step.get("channels")),
+                                   fold_pooling=bool(step.get("fold_pooling")))
+        except ValueError as e:
+            raise ValueError(f"distill step: {e} In a recipe: distill: {{student: "
+                             "student.keras}.") from None
     trained, result = distill(model, student, ds, epochs=step.get("epochs"),
                               batch_size=batch_size, learning_rate=step.get("learning_rate"),
                               temperature=step.get("temperature"), alpha=step.get("alpha"),

@@ -8,7 +8,7 @@ import numpy as np
 from keras import ops
 
 from tfcompress import _graph
-from tfcompress._macs import model_macs
+from tfcompress._macs import SizeRatios, model_macs
 from tfcompress.pruning._channels import ChannelGraph, ChannelGroup
 
 
@@ -23,7 +23,7 @@ class LayerChannels:
 
 
 @dataclass(frozen=True)
-class ShrinkReport:
+class ShrinkReport(SizeRatios):
     """What `shrink` removed: per-layer channels, parameters and MACs, and what it left whole."""
 
     layers: tuple[LayerChannels, ...]
@@ -33,19 +33,9 @@ class ShrinkReport:
     macs_after: int
     left_whole: tuple[tuple[str, str], ...]
 
-    @property
-    def param_ratio(self) -> float:
-        return self.params_after / max(1, self.params_before)
-
-    @property
-    def mac_ratio(self) -> float:
-        return self.macs_after / max(1, self.macs_before)
-
     def to_dict(self) -> dict:
         return {
-            "params_before": self.params_before, "params_after": self.params_after,
-            "param_ratio": round(self.param_ratio, 4), "macs_before": self.macs_before,
-            "macs_after": self.macs_after, "mac_ratio": round(self.mac_ratio, 4),
+            **self.size_dict(),
             "layers": [asdict(x) for x in self.layers],
             "left_whole": [{"group": g, "reason": r} for g, r in self.left_whole],
         }
@@ -57,10 +47,7 @@ class ShrinkReport:
                         f"{x.channels_after:<6}")
         for group, reason in self.left_whole:
             rows.append(f"left whole: {group} ({reason})")
-        rows.append(
-            f"model: {self.params_before:,} -> {self.params_after:,} params "
-            f"({self.param_ratio:.2f}x), {self.macs_before:,} -> {self.macs_after:,} MACs "
-            f"({self.mac_ratio:.2f}x)")
+        rows.append(self.size_line())
         return "\n".join(rows)
 
 

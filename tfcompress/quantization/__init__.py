@@ -11,6 +11,7 @@ from tfcompress.quantization._layers import (
 )
 from tfcompress.quantization._transform import (
     check_ranges_learned,
+    count_params,
     is_quantize_aware,
     quantize_aware,
     register_layer,
@@ -27,6 +28,7 @@ __all__ = [
     "QuantScalarOp",
     "calibrate_ranges",
     "check_ranges_learned",
+    "count_params",
     "is_quantize_aware",
     "quantize_aware",
     "register_layer",

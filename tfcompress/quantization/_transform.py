@@ -436,3 +436,28 @@ def check_ranges_learned(model: keras.Model) -> None:
 def is_quantize_aware(model: Any) -> bool:
     """True when `model` holds fake-quant layers made by `quantize_aware`."""
     return bool(_quantizers(model))
+
+
+def count_params(model: Any) -> int:
+    """The number of values a model exports: for a quantize-aware model, without its
+    quantizers' ranges and its sparsity masks (bookkeeping that training needs and the
+    `.tflite` does not hold); for any other model, `model.count_params()`.
+
+    Example:
+        >>> from tfcompress.reference import reference_cnn
+        >>> model = reference_cnn()
+        >>> count_params(quantize_aware(model)) < model.count_params()  # BatchNorm folded
+        True
+    """
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    bookkeeping = set()
+    for layer in layers:
+        if isinstance(layer, ActivationQuantizer):
+            bookkeeping.update(id(w) for w in layer.weights)
+        elif getattr(layer, "keep_zeros", False) and hasattr(layer, "mask"):
+            bookkeeping.add(id(layer.mask))
+    if not bookkeeping:
+        return model.count_params()
+    return int(sum(np.prod(w.shape, dtype=np.int64) for w in model.weights
+                   if id(w) not in bookkeeping))
+
