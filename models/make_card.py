@@ -62,14 +62,46 @@ def main() -> None:
                  batch_size=cfg["batch_size"], progress=lambda s: print(s, flush=True))
     card = folder / "card"
     card.mkdir(exist_ok=True)
-    for name in ("report.md", "report.json", "report.png"):
+    for name in ("report.json", "report.png"):
         shutil.copy(work / name, card / name)
+    (card / "report.md").write_text((work / "report.md").read_text() + _tfmot_section(folder))
     (card / "machine.txt").write_text(
         f"{platform.machine()}, {os.cpu_count()} cores; TensorFlow "
         f"{__import__('tensorflow').__version__}, Keras {keras.__version__}\n"
         f"python models/make_card.py --model {args.model} --max-accuracy-drop "
         f"{args.max_accuracy_drop} --runs {args.runs} --seed {args.seed}\n")
     print((card / "report.md").read_text())
+
+
+def _tfmot_section(folder: Path) -> str:
+    """The side-by-side tfmot figures of the folder's pruning and QAT comparisons, if any
+    (those scripts run tfmot in its own process; the card quotes their saved results)."""
+    import json
+
+    prune, qat = folder / "pruning_results.json", folder / "qat_results.json"
+    if not (prune.is_file() and qat.is_file()):
+        return ""
+    p, q = json.loads(prune.read_text()), json.loads(qat.read_text())
+    ours, ref = p["tfcompress"], p["tfmot"]
+    rows = [
+        ("80 % pruning, accuracy drop vs dense, same layers (points)",
+         100 * (ours["accuracy_pruned_same_layers_as_tfmot"] - ours["accuracy_dense"]),
+         100 * (ref["accuracy_pruned"] - ref["accuracy_dense"]), "{:+.2f}"),
+        ("fit time with pruning / plain fit time", ours["overhead_ratio"],
+         ref["overhead_ratio"], "{:.3f}"),
+        ("QAT: top-1 agreement, Keras model vs its int8 TFLite (%)",
+         100 * q["tfcompress"]["qat_agreement"], 100 * q["tfmot"]["qat_agreement"], "{:.2f}"),
+        ("QAT int8 accuracy in LiteRT (%)", 100 * q["tfcompress"]["qat_int8_accuracy"],
+         100 * q["tfmot"]["qat_int8_accuracy"], "{:.2f}"),
+        ("QAT epoch time / float epoch time", q["tfcompress"]["qat_epoch_ratio"],
+         q["tfmot"]["qat_epoch_ratio"], "{:.2f}"),
+    ]
+    lines = ["", "## Side by side with tfmot", "",
+             f"From `compare_pruning.py` and `compare_qat.py` in this folder ({ref['engine']} "
+             "in its own process, same model and data; pruning figures are means over 3 seeds).",
+             "", "| | tfcompress | tfmot |", "|---|---|---|"]
+    lines += [f"| {name} | {fmt.format(a)} | {fmt.format(b)} |" for name, a, b, fmt in rows]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

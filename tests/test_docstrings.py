@@ -16,6 +16,7 @@ MODULES = [
     "tfcompress.quantization._transform",
     "tfcompress.reference",
     "tfcompress.distillation._distiller",
+    "tfcompress.distillation._student",
     "tfcompress.lowrank._factorize",
 ]
 

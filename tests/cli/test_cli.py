@@ -180,6 +180,29 @@ def test_distill_command(runner, trained_cnn_path, tmp_path):
     _one_line_error(result, "expects images of shape (28, 28, 1)")
 
 
+def test_distill_command_makes_the_student_from_the_teacher(runner, trained_cnn_path, tmp_path):
+    import keras
+
+    out = tmp_path / "made.keras"
+    teacher = [str(trained_cnn_path)]
+    result = runner.invoke(main, ["distill", "--teacher", *teacher, "--channels", "0.5",
+                                  "--fold-pooling", "--data", "mnist", "--epochs", "1",
+                                  "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["param_ratio"] < 0.3 and info["student_accuracy"] > 0.8
+    assert keras.saving.load_model(out).get_layer("conv1").strides == (2, 2)
+    result = runner.invoke(main, ["distill", "--teacher", *teacher, "--data", "mnist",
+                                  "-o", str(out)])
+    _one_line_error(result, "No student: pass --student")
+    result = runner.invoke(main, ["distill", "--teacher", *teacher, "--student", *teacher,
+                                  "--channels", "0.5", "--data", "mnist", "-o", str(out)])
+    _one_line_error(result, "not both")
+    result = runner.invoke(main, ["distill", "--teacher", *teacher, "--channels", "1",
+                                  "--data", "mnist", "-o", str(out)])
+    _one_line_error(result, "--channels")
+
+
 def test_factorize_command(runner, trained_cnn_path, tmp_path):
     out = tmp_path / "factorized.keras"
     result = runner.invoke(main, ["factorize", str(trained_cnn_path), "--rank-ratio", "0.25",

@@ -10,8 +10,14 @@ from tfcompress.cli._common import data_help, say, user_errors
 @click.command("distill")
 @click.option("--teacher", required=True, type=click.Path(exists=True, dir_okay=False),
               help="The trained teacher (.keras).")
-@click.option("--student", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--student", type=click.Path(exists=True, dir_okay=False),
               help="The student to train (.keras; its weights are the starting point).")
+@click.option("--channels", type=click.FloatRange(0, 1, max_open=True),
+              help="Instead of --student: a copy of the teacher with this fraction of its "
+                   "channels removed (largest filters kept).")
+@click.option("--fold-pooling", is_flag=True,
+              help="Instead of --student (or with --channels): turn each conv + 2x2 pooling "
+                   "of the teacher into a stride-2 conv.")
 @click.option("--data", required=True, help=f"Training data. {data_help}")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the trained student (.keras).")
@@ -29,20 +35,38 @@ from tfcompress.cli._common import data_help, say, user_errors
               help="Allow the model files' Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @user_errors
-def distill_command(teacher, student, data, output, epochs, batch_size, learning_rate,
-                    temperature, alpha, feature_layers, unsafe, as_json):
-    """Distill TEACHER into STUDENT on DATA; report both accuracies and sizes."""
-    from tfcompress import _io
-    from tfcompress.distillation import distill
+def distill_command(teacher, student, channels, fold_pooling, data, output, epochs, batch_size,
+                    learning_rate, temperature, alpha, feature_layers, unsafe, as_json):
+    """Distill TEACHER into a student on DATA; report both accuracies and sizes.
 
+    The student is a .keras file (--student) or made from the teacher (--channels and/or
+    --fold-pooling).
+    """
+    from tfcompress import _io
+    from tfcompress.distillation import distill, make_student
+
+    made = channels is not None or fold_pooling
+    if (student is None) == (not made):
+        raise click.UsageError(
+            "Give the student either as a file (--student S.keras) or as a copy of the "
+            "teacher (--channels R and/or --fold-pooling), not both." if student else
+            "No student: pass --student S.keras, or --channels R and/or --fold-pooling to "
+            "make one from the teacher.")
     _io.check_not_input(output, teacher)
-    _io.check_not_input(output, student)
+    if student is not None:
+        _io.check_not_input(output, student)
     if not output.endswith(".keras"):
         raise click.BadParameter(f"expected a .keras file name, got {output!r}.",
                                  param_hint="--output")
     t = _io.load_keras_model(teacher, safe_mode=not unsafe)
-    s = _io.load_keras_model(student, safe_mode=not unsafe)
-    say(f"distilling {teacher} into {student} for {epochs} epoch(s) ...")
+    if student is not None:
+        s = _io.load_keras_model(student, safe_mode=not unsafe)
+    else:
+        s, report = make_student(t, channels or 0.0, fold_pooling=fold_pooling,
+                                 return_report=True)
+        if not as_json:
+            say(str(report))
+    say(f"distilling {teacher} into {student or s.name} for {epochs} epoch(s) ...")
     trained, result = distill(t, s, data, epochs=epochs, batch_size=batch_size,
                               learning_rate=learning_rate, temperature=temperature, alpha=alpha,
                               feature_layers=tuple(feature_layers) if feature_layers else None,

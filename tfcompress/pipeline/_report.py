@@ -49,23 +49,37 @@ def markdown(result: Any) -> str:
 
 
 def plot(result: Any, path: str) -> None:
-    """Accuracy against size and against p50 latency, one labelled point per step."""
+    """Accuracy against size (log scale) and against p50 latency, one labelled point per step
+    (steps at the same spot share a label), the baseline starred and the budget dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     rows = [result.baseline, *result.steps]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for ax, key, label in ((axes[0], "size_bytes", "size (KB)"),
+    for ax, key, label in ((axes[0], "size_bytes", "size (KB, log scale)"),
                            (axes[1], "latency_ms_p50", "LiteRT latency p50 (ms, 1 thread)")):
         xs = [getattr(r, key) / (1000 if key == "size_bytes" else 1) for r in rows]
         ys = [100 * r.accuracy for r in rows]
         ax.plot(xs[1:], ys[1:], "o-", color="tab:blue", label="steps")
         ax.plot(xs[:1], ys[:1], "*", markersize=14, color="tab:red", label="baseline (float32)")
-        for r, x, y in zip(rows, xs, ys, strict=True):
-            ax.annotate(f"{r.index}. {r.step}", (x, y), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
+        if result.max_accuracy_drop is not None:
+            ax.axhline(ys[0] - result.max_accuracy_drop, color="tab:red", linestyle="--",
+                       linewidth=1, label=f"budget (-{result.max_accuracy_drop} points)")
+        spots: dict[tuple[str, str], tuple[float, float, list[str]]] = {}
+        for r, x, y in zip(rows, xs, ys, strict=True):  # one label per spot at plot resolution
+            spot = spots.setdefault((f"{x:.2g}", f"{y:.3g}"), (x, y, []))
+            spot[2].append(f"{r.index}. {r.step}")
+        for x, y, names in spots.values():
+            ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)
+        if key == "size_bytes":
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
