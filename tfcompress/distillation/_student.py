@@ -27,7 +27,8 @@ from tfcompress._macs import SizeRatios, model_macs
 _L = keras.layers
 _CONVS = (_L.Conv2D, _L.DepthwiseConv2D)
 _POOLS = (_L.MaxPooling2D, _L.AveragePooling2D)
-# Layers that act on each pixel alone: a pooling after them can move before them.
+# Layers that act on each pixel alone: between a convolution and its pooling, they work the
+# same on the strided convolution's (fewer) pixels.
 _PER_PIXEL = (_L.BatchNormalization, _L.ReLU, _L.Activation, _L.LeakyReLU, _L.ELU, _L.Dropout)
 
 
@@ -198,9 +199,9 @@ def _conv_before(graph: _graph.Graph, pool_node: Any) -> tuple[Any, str | None]:
         source = node.input_tensors[0] if len(node.input_tensors) == 1 else None
         if source is None:
             return None, "its input is not one tensor"
-        if graph.single_consumer(source) is not node:
-            return None, f"{source.name} is also read elsewhere"
         producer = source._keras_history.operation
+        if graph.single_consumer(source) is not node:
+            return None, f"the output of {producer.name!r} is also read elsewhere"
         if isinstance(producer, _CONVS):
             return producer._inbound_nodes[source._keras_history.node_index], None
         if not isinstance(producer, _PER_PIXEL) or len(producer._inbound_nodes) != 1:
