@@ -69,7 +69,7 @@ def test_fold_only_where_it_is_sound(case, folded):
         assert student.get_layer("conv").strides == (2, 2)
         assert student.output_shape == model.output_shape
     else:
-        with pytest.raises(ValueError, match="no pooling can be folded; pool: " + {
+        with pytest.raises(ValueError, match="no pooling can be folded; pool: .*" + {
                 "input_shape": "a strided 'conv' would give shape", "kernel": "kernel, smaller",
                 "extra": "the output of 'relu' is also read elsewhere"}[next(iter(case))]):
             make_student(model, 0.0, fold_pooling=True)
