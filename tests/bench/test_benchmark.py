@@ -57,6 +57,19 @@ def test_compare_table_and_json(exported, mnist):
     assert f"{ratio:.2f}" in table
 
 
+def test_time_side_by_side_times_every_model_in_turns(exported, mnist):
+    paths = [exported[k] for k in ("float32", "int8", "int8io")]
+    times = bench.time_side_by_side(paths, mnist, runs=7, warmup=1, rounds=3)
+    assert [t.shape for t in times] == [(7,)] * 3  # 7 runs split into turns of 3, 2, 2
+    assert all((t > 0).all() for t in times)
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        bench.time_side_by_side(paths, rounds=0)
+    with pytest.raises(ValueError, match="at least one"):
+        bench.time_side_by_side([])
+    with pytest.raises(ValueError, match="expects inputs of shape"):
+        bench.time_side_by_side(paths, np.zeros((1, 32, 32, 3), np.float32))
+
+
 def test_inspect_reports_quantization(exported):
     info = bench.inspect_model(exported["int8io"])
     assert info["inputs"][0]["dtype"] == "int8" and info["inputs"][0]["scale"] > 0

@@ -32,8 +32,12 @@ def test_pipeline_writes_models_reports_and_meets_a_budget(trained_cnn, small, t
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["final"]["tflite_path"].endswith("03_export_int8.tflite")
     assert report["ratios"]["smaller"] >= 4
+    pair = report["side_by_side"]  # the headline speed-up comes from the two files in turns
+    assert pair["runs"] == 10 and report["ratios"]["faster_p50"] == round(
+        pair["baseline_ms_p50"] / pair["final_ms_p50"], 2)
     md = (tmp_path / "report.md").read_text()
     assert md.count("\n| ") == 5  # header + baseline + 3 steps
+    assert "timed side by side" in md
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ("00_baseline.keras", "01_prune.keras", "02_qat_int8.tflite",
                  "03_export_int8.tflite", "state.json"):

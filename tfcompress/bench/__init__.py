@@ -1,6 +1,19 @@
 """Benchmark `.tflite` models in the LiteRT interpreter."""
 
-from tfcompress.bench._benchmark import BenchmarkReport, benchmark, compare, to_json
+from tfcompress.bench._benchmark import (
+    BenchmarkReport,
+    benchmark,
+    compare,
+    time_side_by_side,
+    to_json,
+)
 from tfcompress.bench._inspect import inspect_model
 
-__all__ = ["BenchmarkReport", "benchmark", "compare", "inspect_model", "to_json"]
+__all__ = [
+    "BenchmarkReport",
+    "benchmark",
+    "compare",
+    "inspect_model",
+    "time_side_by_side",
+    "to_json",
+]

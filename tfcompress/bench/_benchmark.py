@@ -141,6 +141,64 @@ def benchmark(
     )
 
 
+def time_side_by_side(
+    paths: Sequence["str | os.PathLike"],
+    data: Any = None,
+    threads: int = 1,
+    runs: int = 50,
+    warmup: int = 5,
+    rounds: int = 10,
+) -> list[np.ndarray]:
+    """Times several `.tflite` models in turns, so that a load that comes and goes hits each
+    of them alike: the fair way to compare their latencies.
+
+    Every model gets `warmup` untimed calls, then the `runs` timed `invoke()` calls (batch 1)
+    are split into `rounds` turns taken model after model.
+
+    Args:
+        paths: The `.tflite` files.
+        data: Images to run (the first test image is used): as for `benchmark`. Defaults to
+            `None` (random input).
+        threads: Interpreter threads. Defaults to `1`.
+        runs: Timed invocations per model. Defaults to `50`.
+        warmup: Untimed invocations per model before timing. Defaults to `5`.
+        rounds: Turns the timed invocations are split into. Defaults to `10`.
+
+    Returns:
+        One array per model: its `runs` latencies in milliseconds.
+
+    Raises:
+        ValueError: If a file is not a valid model, the data does not fit it, or a count is
+            not positive.
+
+    Example:
+        >>> import tempfile, numpy as np, tfcompress as tfc
+        >>> out = tempfile.mkdtemp()
+        >>> for width in (1, 0.25):
+        ...     _ = tfc.export.to_tflite(tfc.reference.reference_cnn(width=width),
+        ...                              f"{out}/w{width}.tflite", "float32")
+        >>> big, small = time_side_by_side([f"{out}/w1.tflite", f"{out}/w0.25.tflite"], runs=20)
+        >>> len(big), bool(np.median(small) < np.median(big))
+        (20, True)
+    """
+    for name, value, low in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0),
+                             ("rounds", rounds, 1)):
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}.")
+    if not paths:
+        raise ValueError("time_side_by_side needs at least one .tflite path.")
+    interps = [_tflite.interpreter(p, num_threads=threads) for p in paths]
+    x = None if data is None else as_arrays(data, split_name="test")[0][:1]
+    samples = [x if x is not None else _random_input(i.get_input_details()[0]) for i in interps]
+    for interp, sample in zip(interps, samples, strict=True):
+        _time_invocations(interp, sample, 0, warmup)
+    times: list[list[np.ndarray]] = [[] for _ in interps]
+    for chunk in np.array_split(np.arange(runs), min(rounds, runs)):
+        for interp, sample, out in zip(interps, samples, times, strict=True):
+            out.append(_time_invocations(interp, sample, len(chunk), 0))
+    return [np.concatenate(t) for t in times]
+
+
 def _random_input(detail: dict) -> np.ndarray:
     shape = [1 if s < 0 else int(s) for s in detail["shape_signature"]]
     return np.random.default_rng(0).uniform(0, 1, size=shape).astype(np.float32)

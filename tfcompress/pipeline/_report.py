@@ -25,11 +25,15 @@ def markdown(result: Any) -> str:
             f"{r.latency_ms_p50:.3f} | {r.latency_ms_p90:.3f} | {100 * r.accuracy:.2f} % | "
             f"{r.delta:+.2f} |")
     ratios = result.ratios()
+    pair = result.side_by_side
+    timing = "LiteRT p50, 1 thread" + (
+        f"; the two files timed side by side: {pair['baseline_ms_p50']:.4f} ms vs "
+        f"{pair['final_ms_p50']:.4f} ms" if pair else "")
     lines += [
         "",
         f"Final model `{os.path.basename(result.final.tflite_path)}` against the float32 "
         f"baseline: {ratios['smaller']}x smaller on disk, {ratios['smaller_gzip']}x smaller "
-        f"gzipped, {ratios['faster_p50']}x faster (LiteRT p50, 1 thread), accuracy "
+        f"gzipped, {ratios['faster_p50']}x faster ({timing}), accuracy "
         f"{result.final.delta:+.2f} points.",
     ]
     if result.max_accuracy_drop is not None:
