@@ -47,7 +47,7 @@ def main() -> None:
 
     extra = {k: cfg[k] for k in ("image_size", "num_samples") if k in cfg}
     # Validation images for the recipe's searches are held out of the reference model's training.
-    ds, val = tfc.data.load(cfg["data"], seed=args.seed, **extra).hold_out(0.1, args.seed)
+    ds, val = tfc.data.load(cfg["data"], seed=args.seed, **extra).hold_out(seed=args.seed)
     keras.utils.set_random_seed(args.seed)
     build = reference_cnn if args.model == "cnn" else reference_mobilenet_v2
     model = compile_for_classification(build(ds.input_shape, ds.num_classes),

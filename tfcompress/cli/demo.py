@@ -38,7 +38,7 @@ def demo_command(out, data, epochs, recipe, max_accuracy_drop, runs, seed):
 
     os.makedirs(out, exist_ok=True)
     # The validation images (for the recipe's searches) are never shown to the trained CNN.
-    ds, val = load(data, seed=seed).hold_out(0.1, seed)
+    ds, val = load(data, seed=seed).hold_out(seed=seed)  # the pipeline's own split
     say(f"data: {ds}, {len(val[0])} more images held out for validation")
     model_path = os.path.join(out, "trained.keras")
     if os.path.exists(model_path):

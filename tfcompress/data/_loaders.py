@@ -66,8 +66,8 @@ class Dataset:
 
         Train a model on the returned dataset's training part and pass the held-out images
         as `val` to `tfcompress.compress`: the accuracy budget is then judged on images the
-        model has never seen. `compress` without `val` holds out the same images (same
-        `fraction` 0.1 and seed).
+        model has never seen. `compress` without `val` holds out the same images: it calls
+        this with the default `fraction` and its own seed.
 
         Args:
             fraction: Share of each class's training images to hold out, in `(0, 1)`.

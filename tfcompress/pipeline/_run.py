@@ -18,7 +18,6 @@ from tfcompress.pipeline._recipe import SEARCHED, Recipe, Step, load_recipe
 from tfcompress.quantization import count_params
 
 STATE = "state.json"
-VALIDATION_FRACTION = 0.1  # of the training images, when no validation data is given
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ def _splits(data: Any, val: Any, seed: int) -> tuple[Dataset, Dataset]:
     """(train + validation as a Dataset whose test part is the validation set, test Dataset)."""
     ds = load(data, seed=seed)
     if val is None:
-        rest, (x_val, y_val) = ds.hold_out(VALIDATION_FRACTION, seed)
+        rest, (x_val, y_val) = ds.hold_out(seed=seed)  # its default share, as documented
         x_tr, y_tr = rest.x_train, rest.y_train
     else:
         x_tr, y_tr = ds.x_train, ds.y_train
@@ -174,11 +173,11 @@ def compress(
             dict or a `Recipe`. Defaults to `"default"`.
         out_dir: Output folder (created). Defaults to `"tfcompress-out"`.
         val: Validation data for searches: a loader source, a `Dataset` (both its parts) or
-            an `(x, y)` tuple. Defaults to `None`: `data.hold_out(0.1, seed)`, 10 % of the
-            training part, set aside from every step's training (the test part is only used
+            an `(x, y)` tuple. Defaults to `None`: `data.hold_out(seed=seed)`, 10 % of
+            the training part, set aside from every step's training (the test part is only used
             for the reported figures). If the input model was trained on those images, its
             validation accuracy is optimistic and searches judge candidates too harshly: train
-            on `data.hold_out(0.1, seed)[0]` or pass held-out images.
+            on `data.hold_out(seed=seed)[0]` or pass held-out images.
         max_accuracy_drop: Accuracy budget in points against the baseline. Defaults to `None`.
         seed: Seed of the validation split and of every step. Defaults to `0`.
         runs: Timed LiteRT invocations per model. Defaults to `100`.
