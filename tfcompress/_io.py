@@ -90,6 +90,8 @@ def atomic_path(path: "str | os.PathLike", suffix: str = "") -> Iterator[str]:
     """Yields a temporary path beside `path`; moves it into place only if the block succeeds.
 
     A reader never sees a half-written file: the final rename is atomic on one filesystem.
+    The file gets the permissions a plain `open(path, "w")` would give it (the temporary file
+    is private to its owner until then).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -98,10 +100,18 @@ def atomic_path(path: "str | os.PathLike", suffix: str = "") -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _default_mode() -> int:
+    """The mode a new file gets from `open()`: 0o666 less the process umask."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_bytes_atomic(path: "str | os.PathLike", data: bytes) -> None:

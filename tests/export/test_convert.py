@@ -102,6 +102,19 @@ def test_never_overwrites_its_input(trained_cnn_path):
     assert trained_cnn_path.read_bytes() == before
 
 
+def test_written_file_gets_the_usual_permissions(trained_cnn, tmp_path):
+    # Written through a private temporary file, it must still end up as open() would make it.
+    umask = os.umask(0o022)
+    try:
+        to_tflite(trained_cnn, tmp_path / "m.tflite", "float32")
+        with open(tmp_path / "plain", "w"):
+            pass
+    finally:
+        os.umask(umask)
+    mode = (tmp_path / "m.tflite").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain").stat().st_mode & 0o777 == 0o644
+
+
 def test_float_only_op_fails_cleanly_and_writes_nothing(mnist, tmp_path):
     # Erf has no int8 kernel in TFLite.
     inputs = keras.Input((28, 28, 1))
