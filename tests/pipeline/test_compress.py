@@ -82,11 +82,13 @@ def test_same_seed_same_numbers_and_search_uses_validation(trained_cnn, small, t
         assert (x.accuracy, x.params, x.size_bytes) == (y.accuracy, y.params, y.size_bytes)
     search = a.steps[0].search
     assert [row["sparsity"] for row in search] == [0.75, 0.25]
-    chosen = [row for row in search if row["chosen"]]
-    assert len(chosen) == 1
-    within = [row for row in search if row["within_budget"]]
-    if within:  # the smallest model within budget wins
-        assert chosen[0]["size"] == min(row["size"] for row in within)
+    # 75 % of channels gives the smaller file but breaks the budget (about 68 % against 95 %
+    # on validation after one epoch); 25 % stays within it, so the larger file is chosen.
+    refused, kept = search
+    assert refused["size"] < kept["size"]
+    assert not refused["within_budget"] and not refused["chosen"]
+    assert kept["within_budget"] and kept["chosen"]
+    assert refused["val_accuracy"] < kept["val_accuracy"] - 0.1
 
 
 def test_default_validation_is_the_hold_out_split(small):
