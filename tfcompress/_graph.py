@@ -22,13 +22,15 @@ def is_functional(op: Any) -> bool:
     return isinstance(op, keras.Model) and hasattr(functional(op), "_nodes_by_depth")
 
 
-def require_functional(model: Any) -> None:
-    """Raises a `TypeError` that says what to do when the graph of `model` cannot be read."""
+def require_functional(model: Any, needed_by: str | None = None) -> None:
+    """Raises a `TypeError` that says what to do when the graph of `model` cannot be read;
+    `needed_by` names the operation that needs it, e.g. `"quantize_aware"`."""
     if not is_functional(model):
+        who = f"{needed_by} needs the model's graph, and " if needed_by else ""
         raise TypeError(
-            f"{model.name!r} is a subclassed {type(model).__name__}, whose graph cannot be read. "
-            "Build the same network with the functional API (keras.Input(...) -> layers -> "
-            "keras.Model) or as a keras.Sequential."
+            f"{who}{model.name!r} is a subclassed {type(model).__name__}, whose graph cannot be "
+            "read. Build the same network with the functional API (keras.Input(...) -> layers "
+            "-> keras.Model) or as a keras.Sequential."
         )
 
 

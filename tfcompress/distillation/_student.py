@@ -109,7 +109,7 @@ def make_student(
                          f"{channels}.")
     if round_to < 1:
         raise ValueError(f"round_to must be >= 1, got {round_to}.")
-    _graph.require_functional(teacher)
+    _graph.require_functional(teacher, "make_student")
     student = _thin(teacher, channels, round_to) if channels > 0 else teacher
     folded: tuple = ()
     not_folded: tuple = ()

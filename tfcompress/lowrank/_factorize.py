@@ -202,8 +202,7 @@ def factorize(
         raise ValueError(f"conv_mode must be one of {CONV_MODES}, got {conv_mode!r}.")
     if not isinstance(min_params, int) or min_params < 0:
         raise ValueError(f"min_params must be an integer >= 0, got {min_params!r}.")
-    if not _graph.is_functional(model):
-        _graph.rebuild(model, lambda *a: None, "")  # raises the standard subclassed error
+    _graph.require_functional(model, "factorize")
     ranks = dict(ranks or {})
     include, leave_out = _graph.as_specs(layers), _graph.as_specs(exclude)
     all_layers = model._flatten_layers(include_self=False, recursive=True)

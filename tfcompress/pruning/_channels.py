@@ -155,11 +155,7 @@ class ChannelGraph:
     """
 
     def __init__(self, model: keras.Model, selected: Callable[[Any], bool] | None = None):
-        if not _graph.is_functional(model):
-            raise TypeError(
-                f"Channel pruning needs the model's graph, and {model.name!r} is a subclassed "
-                f"{type(model).__name__}. Build it with the functional API or as a Sequential."
-            )
+        _graph.require_functional(model, "Channel pruning")
         self.model = model
         self._parent: dict[int, int] = {}
         self._groups: dict[int, ChannelGroup] = {}

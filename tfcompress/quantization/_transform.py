@@ -25,6 +25,7 @@ from tfcompress._graph import functional as _functional
 from tfcompress._graph import is_functional as _is_functional
 from tfcompress._graph import matches as _matches
 from tfcompress._graph import nodes as _nodes
+from tfcompress._graph import require_functional as _require_functional
 from tfcompress.quantization._layers import (
     ActivationQuantizer,
     QuantConv,
@@ -393,12 +394,7 @@ def quantize_aware(
     """
     if activation_bits not in (8, 16):
         raise ValueError(f"activation_bits must be 8 or 16, got {activation_bits}.")
-    if not _is_functional(model):
-        raise TypeError(
-            f"quantize_aware needs a functional or Sequential model; {model.name!r} is a "
-            f"subclassed {type(model).__name__}, whose graph cannot be read. Build the same "
-            "network with the functional API (keras.Input(...) -> layers -> keras.Model)."
-        )
+    _require_functional(model, "quantize_aware")
     specs = None if float_layers is None else (
         [float_layers] if isinstance(float_layers, (str, type)) or callable(float_layers)
         else list(float_layers))
