@@ -99,9 +99,7 @@ def benchmark(
         >>> report.fully_int8, report.accuracy
         (False, None)
     """
-    for name, value, low in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}.")
+    _check_counts(threads=threads, runs=runs, warmup=warmup)
     say = progress or (lambda _msg: None)
     interp = _tflite.interpreter(path, num_threads=threads)
     content = Path(os.fspath(path)).read_bytes()
@@ -181,10 +179,7 @@ def time_side_by_side(
         >>> len(big), bool(np.median(small) < np.median(big))
         (20, True)
     """
-    for name, value, low in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0),
-                             ("rounds", rounds, 1)):
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}.")
+    _check_counts(threads=threads, runs=runs, warmup=warmup, rounds=rounds)
     if not paths:
         raise ValueError("time_side_by_side needs at least one .tflite path.")
     interps = [_tflite.interpreter(p, num_threads=threads) for p in paths]
@@ -197,6 +192,14 @@ def time_side_by_side(
         for interp, sample, out in zip(interps, samples, times, strict=True):
             out.append(_time_invocations(interp, sample, len(chunk), 0))
     return [np.concatenate(t) for t in times]
+
+
+def _check_counts(**counts: int) -> None:
+    """Raises unless every count is >= 1 (`warmup` may be 0)."""
+    for name, value in counts.items():
+        low = 0 if name == "warmup" else 1
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}.")
 
 
 def _random_input(detail: dict) -> np.ndarray:
