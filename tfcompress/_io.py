@@ -1,10 +1,12 @@
-"""File handling shared by the library and the CLI: safe model loading and atomic writes."""
+"""File handling shared by the library and the CLI: safe model loading, checks that an output
+can be written and never lands on an input, a lock on an output folder, and atomic writes."""
 
 import contextlib
+import hashlib
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -71,18 +73,156 @@ def load_keras_model(path: "str | os.PathLike", safe_mode: bool = True, compile:
         ) from e
 
 
-def check_not_input(out: "str | os.PathLike", *inputs: "str | os.PathLike | None") -> None:
-    """Raises if `out` would overwrite one of the inputs."""
-    out_real = os.path.realpath(out)
+def input_paths(*inputs: object) -> list[str]:
+    """The real paths of those `inputs` that name an existing file or folder (a data set's
+    name such as `"mnist"`, a model object or `None` is left out)."""
+    paths = []
     for src in inputs:
-        if src is not None and isinstance(src, (str, os.PathLike)):
-            if os.path.realpath(src) == out_real:
-                raise ValueError(
-                    f"The output {os.fspath(out)} is the input file; tfcompress never overwrites "
-                    "its input. Choose another output path."
-                )
+        if isinstance(src, (str, os.PathLike)) and os.path.exists(src):
+            paths.append(os.path.realpath(src))
+    return paths
+
+
+def check_not_input(out: "str | os.PathLike", *inputs: object) -> None:
+    """Raises if writing the file `out` would overwrite or change one of the inputs.
+
+    Paths are compared after resolving symbolic links, so a link to an input (or a folder
+    link leading to it) is caught; `out` inside an input folder (image data) is refused too.
+    Also checks that `out` can be written (see `check_writable`).
+    """
+    out_real = os.path.realpath(out)
+    for src in input_paths(*inputs):
+        if src == out_real:
+            raise ValueError(
+                f"The output {os.fspath(out)} is the input {src}; tfcompress never overwrites "
+                "its input. Choose another output path."
+            )
+        if os.path.isdir(src) and out_real.startswith(src.rstrip(os.sep) + os.sep):
+            raise ValueError(
+                f"The output {os.fspath(out)} is inside the input folder {src}; writing there "
+                "would change the input. Choose an output outside it."
+            )
     if os.path.isdir(out):
         raise ValueError(f"The output {os.fspath(out)} is a directory; give a file path.")
+    check_writable(os.path.dirname(os.path.abspath(out)))
+
+
+def check_output_dir(out_dir: "str | os.PathLike", is_output: "Callable[[str], bool] | None",
+                     *inputs: object) -> None:
+    """Raises unless `out_dir` can hold a run's files without touching any input.
+
+    `is_output(name)` says whether a file name is one a run writes in `out_dir`; an input whose
+    real path is such a file in the real `out_dir` is refused, as is an `out_dir` inside an
+    input folder or equal to it.
+    """
+    text = os.fspath(out_dir)
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise ValueError(f"The output folder {text} is a file; give a folder path.")
+    out_real = os.path.realpath(text)
+    for src in input_paths(*inputs):
+        if os.path.isdir(src):
+            if out_real == src or out_real.startswith(src.rstrip(os.sep) + os.sep):
+                raise ValueError(
+                    f"The output folder {text} is inside the input folder {src}; writing there "
+                    "would change the input. Choose an output folder outside it.")
+        elif os.path.dirname(src) == out_real and is_output is not None and is_output(
+                os.path.basename(src)):
+            raise ValueError(
+                f"The input {src} is named like a file this run writes in {text} "
+                f"({os.path.basename(src)}), and tfcompress never overwrites an input. "
+                "Choose another output folder.")
+    check_writable(text)
+
+
+def check_writable(path: "str | os.PathLike") -> None:
+    """Raises unless `path` is, or can be created as, a folder this process can write in.
+
+    Called before any expensive work, so that a bad output location fails at once.
+    """
+    text = os.path.abspath(os.fspath(path))
+    probe = text
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise ValueError(
+            f"Cannot write in {os.fspath(path)}: {probe} is a file, not a folder. Choose "
+            "another output location.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"Cannot write in {os.fspath(path)}: {probe} is not writable. Choose another "
+            "output location.")
+
+
+def fingerprint(*parts: object) -> str:
+    """A short content hash of arrays, bytes and strings (for recognising a run's inputs)."""
+    import numpy as np
+
+    h = hashlib.blake2b(digest_size=12)
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            arr = np.ascontiguousarray(part)
+            h.update(f"{arr.dtype}{arr.shape}".encode())
+            h.update(arr.data)
+        elif isinstance(part, bytes):
+            h.update(part)
+        else:
+            h.update(str(part).encode())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def model_fingerprint(model) -> str:
+    """A content hash of a Keras model's architecture and weights."""
+    import numpy as np
+
+    weights = [np.asarray(w) for w in model.get_weights()]
+    try:
+        arch = model.to_json()
+    except Exception:  # noqa: BLE001 (a subclassed model: its class and weights identify it)
+        arch = type(model).__qualname__
+    return fingerprint(arch, *weights)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: "str | os.PathLike") -> Iterator[None]:
+    """Holds an exclusive lock on `folder` (a `.lock` file in it) while the block runs.
+
+    The operating system releases the lock when the process ends, however it ends, so a lock
+    left by a killed run is never in the way. A second holder is refused with the first one's
+    process id.
+    """
+    path = os.path.join(os.fspath(folder), LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            _lock_fd(fd)
+        except OSError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise ValueError(
+                f"{os.fspath(folder)} is in use by another tfcompress run (process {other}). "
+                "Wait for it to finish, or choose another output folder.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+LOCK_NAME = ".lock"
+
+
+def _lock_fd(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 @contextlib.contextmanager

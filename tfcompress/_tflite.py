@@ -22,16 +22,19 @@ def interpreter(model: "str | os.PathLike | bytes", num_threads: int = 1):
     from ai_edge_litert.interpreter import Interpreter
 
     if isinstance(model, bytes):
-        interp = Interpreter(model_content=model, num_threads=num_threads)
+        what, kwargs = "the converted model", {"model_content": model}
     else:
         path = os.fspath(model)
         if not os.path.isfile(path):
             raise ValueError(f"No .tflite file at {path}. Check the path, or export one first.")
-        try:
-            interp = Interpreter(model_path=path, num_threads=num_threads)
-        except (ValueError, RuntimeError) as e:
-            raise ValueError(f"{path} is not a valid .tflite model ({e}).") from e
-    interp.allocate_tensors()
+        what, kwargs = path, {"model_path": path}
+    try:
+        interp = Interpreter(num_threads=num_threads, **kwargs)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        detail = " ".join(str(e).split())[:300]
+        raise ValueError(f"{what} is not a valid .tflite model that LiteRT can run ({detail})."
+                         ) from None
     return interp
 
 
@@ -199,6 +202,16 @@ def run(interp: Any, x: np.ndarray) -> np.ndarray:
     results = []
     for i in range(len(x)):
         interp.set_tensor(inp["index"], quantize_input(x[i : i + 1], inp))
-        interp.invoke()
+        invoke(interp)
         results.append(dequantize_output(interp.get_tensor(out["index"]), out)[0])
     return np.stack(results)
+
+
+def invoke(interp: Any) -> None:
+    """`interp.invoke()`, with LiteRT's runtime errors (a damaged file) as one clear line."""
+    try:
+        interp.invoke()
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise ValueError(f"LiteRT could not run the model ({detail}). The .tflite file is "
+                         "damaged or was not written by a compatible converter.") from None

@@ -38,11 +38,14 @@ def copy_model(model: keras.Model) -> keras.Model:
     """A deep copy of `model` with its weights and compile settings (optimizer state too).
 
     Goes through a `.keras` round trip, which is the one copy that keeps every compile setting.
+    The file is our own, written from a model already in this process (whose Lambda code, if
+    any, the caller chose to run), so it is read back without Keras' safe mode.
     """
     with tempfile.TemporaryDirectory(prefix="tfcompress-copy-") as d:
         path = os.path.join(d, "model.keras")
         model.save(path)
-        return keras.saving.load_model(path, compile=has_compile_settings(model))
+        return keras.saving.load_model(path, compile=has_compile_settings(model),
+                                       safe_mode=False)
 
 
 def accuracy(model: keras.Model, x, y, batch_size: int = 256) -> float:
@@ -54,13 +57,82 @@ def accuracy(model: keras.Model, x, y, batch_size: int = 256) -> float:
 
 
 def check_data_fits(model: keras.Model, ds) -> None:
-    """Raises when the data's image shape is not the one `model` takes."""
+    """Raises when the data's image shape is not the one `model` takes, or its labels go
+    beyond the model's outputs."""
     expected = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
     if expected is not None and expected != ds.input_shape:
         raise ValueError(
             f"The model expects images of shape {expected}, but the data has {ds.input_shape}. "
             "Pass the data the model was trained on."
         )
+    outputs = getattr(model, "outputs", None)
+    classes = outputs[0].shape[-1] if outputs else None
+    if isinstance(classes, int):
+        check_labels(ds, classes, f"the model {model.name!r}")
+
+
+def check_labels(ds, classes: int, what: str) -> None:
+    """Raises when a label of `ds` is not below `classes` (the outputs of `what`)."""
+    top = int(max(ds.y_train.max(initial=0), ds.y_test.max(initial=0)))
+    if top >= classes:
+        raise ValueError(
+            f"The data {ds.name!r} has labels up to {top}, but {what} has {classes} outputs "
+            f"(classes 0..{classes - 1}). Pass the data the model was trained on, or labels "
+            "numbered from 0."
+        )
+
+
+def load_for(model: keras.Model, data, **kwargs):
+    """Loads `data` as `model` takes it (image folders read at its input size and channel
+    count), and checks that it fits the model."""
+    from tfcompress.data import load
+
+    shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else ()
+    if len(shape) == 3 and all(isinstance(d, int) for d in shape):
+        kwargs.setdefault("image_size", shape[:2])
+        kwargs.setdefault("channels", shape[2])
+    ds = load(data, **kwargs)
+    check_data_fits(model, ds)
+    return ds
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops training with one clear error as soon as the loss is NaN or infinite."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        import math
+
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+            raise ValueError(
+                f"Training stopped: the loss became {float(loss)} at batch {batch}. Nothing was "
+                "written. Lower the learning rate, or check the data and the model's weights "
+                "for NaN/inf."
+            )
+
+
+def fit(model: keras.Model, x, y, *, callbacks=None, **kwargs):
+    """`model.fit` that stops on a non-finite loss and refuses a model whose weights end up
+    non-finite."""
+    history = model.fit(x, y, callbacks=[*(callbacks or []), StopOnNonFinite()], **kwargs)
+    check_finite_weights(model, "after training")
+    return history
+
+
+def check_finite_weights(model: keras.Model, when: str = "") -> None:
+    """Raises naming the first weight (layer/variable path) that holds NaN or inf."""
+    import numpy as np
+
+    for w in model.weights:
+        value = np.asarray(keras.ops.convert_to_numpy(w))
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+            layer = w.path.rsplit("/", 1)[0]
+            raise ValueError(
+                f"The model's layer {layer!r} has {bad:,} non-finite weights (NaN or inf) in "
+                f"{w.path!r}{' ' + when if when else ''}. Nothing was written. Retrain it from "
+                "finite weights, with a lower learning rate.")
 
 
 def compile_like(model: keras.Model, original: keras.Model, learning_rate: float | None = None

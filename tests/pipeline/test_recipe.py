@@ -31,7 +31,7 @@ def test_yaml_and_json_files(tmp_path):
     ({"steps": [{"export": {}}, {"prune": {}}]}, "export must be the last"),
     ({"steps": [{"qat": {}, "search": {"values": [1]}}]}, "cannot be searched"),
     ({"steps": [{"prune": {}, "search": {"values": [0.5], "objective": "fun"}}]}, "objective"),
-    ({"steps": [{"export": {"mode": "int4"}}]}, "export mode"),
+    ({"steps": [{"export": {"mode": "int4"}}]}, "setting .mode.: expected one of"),
     ({"steps": []}, "at least one step"),
     ({"stepz": []}, "'steps' list"),
 ])

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from tfcompress import _tflite
-from tfcompress.data import as_arrays
+from tfcompress.data import as_arrays, load
 
 
 @dataclass(frozen=True)
@@ -108,10 +108,15 @@ def benchmark(
 
     x = y = None
     if data is not None:
-        x, y = as_arrays(data, split_name="test")
+        x, y = as_arrays(_load_as_input(data, inp), split_name="test")
         if max_samples is not None:
             x = x[:max_samples]
             y = None if y is None else y[:max_samples]
+        classes = int(interp.get_output_details()[0]["shape"][-1])
+        if y is not None and len(y) and int(y.max()) >= classes:
+            raise ValueError(
+                f"The data has labels up to {int(y.max())}, but {Path(path).name} has {classes} "
+                f"outputs (classes 0..{classes - 1}). Pass the data the model was trained on.")
     sample = x[:1] if x is not None else _random_input(inp)
 
     say(f"timing {Path(path).name}: {warmup} warm-up + {runs} runs, {threads} thread(s)")
@@ -183,7 +188,8 @@ def time_side_by_side(
     if not paths:
         raise ValueError("time_side_by_side needs at least one .tflite path.")
     interps = [_tflite.interpreter(p, num_threads=threads) for p in paths]
-    x = None if data is None else as_arrays(data, split_name="test")[0][:1]
+    x = None if data is None else as_arrays(
+        _load_as_input(data, interps[0].get_input_details()[0]), split_name="test")[0][:1]
     samples = [x if x is not None else _random_input(i.get_input_details()[0]) for i in interps]
     for interp, sample in zip(interps, samples, strict=True):
         _time_invocations(interp, sample, 0, warmup)
@@ -192,6 +198,14 @@ def time_side_by_side(
         for interp, sample, out in zip(interps, samples, times, strict=True):
             out.append(_time_invocations(interp, sample, len(chunk), 0))
     return [np.concatenate(t) for t in times]
+
+
+def _load_as_input(data: Any, detail: dict) -> Any:
+    """A loader source read at the model input's size and channel count (image folders)."""
+    shape = [int(s) for s in detail["shape"][1:]]
+    if isinstance(data, (str, os.PathLike)) and len(shape) == 3:
+        return load(data, image_size=tuple(shape[:2]), channels=shape[2])
+    return data
 
 
 def _check_counts(**counts: int) -> None:
@@ -211,6 +225,7 @@ def _time_invocations(interp: Any, sample: np.ndarray, runs: int, warmup: int) -
     inp = interp.get_input_details()[0]
     _tflite.check_input_shape(inp, sample)
     interp.set_tensor(inp["index"], _tflite.quantize_input(sample, inp))
+    _tflite.invoke(interp)  # once outside the clock: a damaged file fails here, clearly
     for _ in range(warmup):
         interp.invoke()
     times = np.empty(runs)

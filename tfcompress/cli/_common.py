@@ -1,28 +1,72 @@
-"""Helpers shared by the CLI commands: user-error handling and data/model options."""
+"""Helpers shared by the CLI commands: user-error handling, quiet output and data options."""
 
+import contextlib
 import functools
+import logging
 import os
-from collections.abc import Callable
+import sys
+import warnings
+from collections.abc import Callable, Iterator
 
 import click
 
 
 def quiet_tensorflow() -> None:
     """Silences TensorFlow's C++ start-up chatter for the command line (not for the library)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
+@contextlib.contextmanager
+def quiet_output() -> Iterator[None]:
+    """Hides what TensorFlow, the converter and LiteRT print from native code (start-up lines,
+    CUDA probes, converter settings, delegate notices) and Python warnings, while our own lines
+    on `sys.stderr` still show. Everything is put back afterwards."""
+    quiet_tensorflow()
+    for name in ("tensorflow", "absl", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        real_stderr = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a test runner's in-memory stream
+        real_stderr = False
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    old_stream = sys.stderr
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    if real_stderr:
+        sys.stderr = open(saved, "w", buffering=1, closefd=False)  # noqa: SIM115
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr = old_stream
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Turns the library's ValueError/TypeError into a one-line CLI error with exit code 1."""
+    """Turns the library's ValueError/TypeError (and file-system errors) into a one-line CLI
+    error with exit code 1, and adds `--verbose`: without it, native log lines are hidden."""
 
+    @click.option("--verbose", "show_logs", is_flag=True,
+                  help="Also show TensorFlow's, the converter's and LiteRT's own log lines.")
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        quiet_tensorflow()
+    def wrapper(*args, show_logs: bool = False, **kwargs):
+        quiet = contextlib.nullcontext() if show_logs else quiet_output()
         try:
-            return fn(*args, **kwargs)
+            with quiet:
+                return fn(*args, **kwargs)
         except (ValueError, TypeError) as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(" ".join(str(e).split("\n"))) from None
+        except OSError as e:
+            where = f" {e.filename}" if e.filename else ""
+            raise click.ClickException(
+                f"Could not read or write{where}: {e.strerror or e}. Check the path and its "
+                "permissions.") from None
 
     return wrapper
 

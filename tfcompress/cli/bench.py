@@ -17,13 +17,26 @@ from tfcompress.cli._common import data_help, say, user_errors
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
 @user_errors
 def bench_command(models, data, threads, runs, warmup, as_json):
-    """Benchmark one or more .tflite MODELS in the LiteRT interpreter (ratios vs the first)."""
-    from tfcompress.bench import benchmark, compare, to_json
-    from tfcompress.data import load
+    """Benchmark one or more .tflite MODELS in the LiteRT interpreter (ratios vs the first).
 
-    dataset = load(data) if data else None
+    With several models, their latencies come from timing them side by side (in turns), so
+    that a passing load hits them all alike.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from tfcompress.bench import benchmark, compare, time_side_by_side, to_json
+
     reports = [
-        benchmark(m, dataset, threads=threads, runs=runs, warmup=warmup, progress=say)
+        benchmark(m, data, threads=threads, runs=runs, warmup=warmup, progress=say)
         for m in models
     ]
+    if len(models) > 1:
+        say(f"timing the {len(models)} models side by side")
+        times = time_side_by_side(models, data, threads=threads, runs=runs, warmup=warmup)
+        reports = [dataclasses.replace(r, latency_ms_p50=float(np.percentile(t, 50)),
+                                       latency_ms_p90=float(np.percentile(t, 90)),
+                                       latency_ms_mean=float(np.mean(t)))
+                   for r, t in zip(reports, times, strict=True)]
     click.echo(to_json(reports) if as_json else compare(reports))

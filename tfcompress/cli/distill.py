@@ -52,9 +52,7 @@ def distill_command(teacher, student, channels, fold_pooling, data, output, epoc
             "teacher (--channels R and/or --fold-pooling), not both." if student else
             "No student: pass --student S.keras, or --channels R and/or --fold-pooling to "
             "make one from the teacher.")
-    _io.check_not_input(output, teacher)
-    if student is not None:
-        _io.check_not_input(output, student)
+    _io.check_not_input(output, teacher, student, data)
     if not output.endswith(".keras"):
         raise click.BadParameter(f"expected a .keras file name, got {output!r}.",
                                  param_hint="--output")

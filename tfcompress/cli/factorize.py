@@ -33,10 +33,11 @@ def factorize_command(model, output, energy, rank_ratio, ranks, conv_mode, min_p
                       epochs, batch_size, unsafe, as_json):
     """Split MODEL's large Dense/Conv2D layers in two by truncated SVD; report params and MACs."""
     from tfcompress import _io, _training
-    from tfcompress.data import load
     from tfcompress.lowrank import factorize
 
-    _io.check_not_input(output, model)
+    _io.check_not_input(output, model, data)
+    if rank_ratio is not None and energy is not None:
+        raise click.UsageError("Give --rank-ratio or --energy, not both.")
     if not output.endswith(".keras"):
         raise click.BadParameter(f"expected a .keras file name, got {output!r}.",
                                  param_hint="--output")
@@ -52,15 +53,14 @@ def factorize_command(model, output, energy, rank_ratio, ranks, conv_mode, min_p
                             min_params=min_params, conv_mode=conv_mode, return_report=True)
     info = report.to_dict()
     if data is not None:
-        ds = load(data)
-        _training.check_data_fits(original, ds)
+        ds = _training.load_for(original, data)
         settings = _training.compile_like(new, original)
         info["accuracy_before"] = _training.accuracy(original, ds.x_test, ds.y_test)
         info["accuracy_factorized"] = _training.accuracy(new, ds.x_test, ds.y_test)
         if epochs:
             say(f"fine-tuning for {epochs} epoch(s) with {settings} ...")
-            new.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
-                    verbose=0 if as_json else 2)
+            _training.fit(new, ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
+                          verbose=0 if as_json else 2)
         info["accuracy_after"] = _training.accuracy(new, ds.x_test, ds.y_test)
         info["epochs"] = epochs
     _io.save_model_atomic(new, output)

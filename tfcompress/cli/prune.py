@@ -39,7 +39,7 @@ def prune_command(model, data, output, sparsity, granularity, criterion, round_t
     from tfcompress import _io
     from tfcompress.pruning import prune
 
-    _io.check_not_input(output, model)
+    _io.check_not_input(output, model, data)
     if not output.endswith(".keras"):
         raise click.BadParameter(f"expected a .keras file name, got {output!r}.",
                                  param_hint="--output")

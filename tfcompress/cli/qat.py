@@ -28,17 +28,24 @@ from tfcompress.cli._common import data_help, say, user_errors
 def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_output,
                 float_layers, unsafe, as_json):
     """Fine-tune MODEL (.keras) with simulated int8 and export it as an integer-only .tflite."""
-    from tfcompress import _io
+    import os
+
+    from tfcompress import _io, _training
     from tfcompress.bench import benchmark
-    from tfcompress.data import load
     from tfcompress.export import to_tflite
     from tfcompress.quantization import train_quantized
 
-    _io.check_not_input(output, model)
+    _io.check_not_input(output, model, data)
     if keras_output:
-        _io.check_not_input(keras_output, model)
-    ds = load(data)
+        _io.check_not_input(keras_output, model, data)
+        if os.path.realpath(keras_output) == os.path.realpath(output):
+            raise click.BadParameter("the Keras model and the .tflite file need two different "
+                                     "paths.", param_hint="--keras-output")
+        if not keras_output.endswith(".keras"):
+            raise click.BadParameter(f"expected a .keras file name, got {keras_output!r}.",
+                                     param_hint="--keras-output")
     keras_model = _io.load_keras_model(model, safe_mode=not unsafe)
+    ds = _training.load_for(keras_model, data)
     say(f"quantization-aware training of {model} for {epochs} epoch(s) ...")
     q, result = train_quantized(keras_model, ds, epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, verbose=0 if as_json else 2,

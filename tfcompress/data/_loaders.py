@@ -109,6 +109,14 @@ def _check_images(x: Any, what: str) -> None:
         )
     if len(x) == 0:
         raise ValueError(f"{what} is empty: at least one image is needed.")
+    if np.issubdtype(x.dtype, np.floating):
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise ValueError(
+                f"{what} holds {bad:,} non-finite values (NaN or inf) in "
+                f"{int(np.count_nonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1))):,} "
+                "images. Remove or repair those images; training on them would make the "
+                "model's weights NaN.")
 
 
 def _check_labels(y: Any, n: int, what: str) -> None:
@@ -193,8 +201,11 @@ def _load_npz(path: Path, test_fraction: float, seed: int) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"Could not read {path} as an .npz file ({e}).") from e
+    except Exception as e:  # noqa: BLE001 (zip, zlib, EOF and format errors of a broken file)
+        raise ValueError(
+            f"Could not read {path} as an .npz file ({type(e).__name__}: {e}). The file is "
+            "truncated or not an .npz; save it again with np.savez(path, x=images, y=labels)."
+        ) from None
     names = tuple(str(c) for c in arrays["class_names"]) if "class_names" in arrays else ()
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         parts = (
@@ -220,49 +231,67 @@ def _load_npz(path: Path, test_fraction: float, seed: int) -> Dataset:
     return Dataset(*parts, class_names=names, name=path.name)
 
 
-def _load_directory(
-    path: Path, image_size: tuple[int, int] | None, test_fraction: float, seed: int
-) -> Dataset:
-    import keras
+# Larger images than this are refused before they are decoded (a 16k x 16k image already
+# takes 768 MB as RGB floats); every image is resized to one size as it is read.
+MAX_IMAGE_PIXELS = 64_000_000
 
-    subdirs = sorted(p.name for p in path.iterdir() if p.is_dir())
-    if not subdirs:
+
+def _load_directory(
+    path: Path, image_size: tuple[int, int] | None, channels: int | None,
+    test_fraction: float, seed: int
+) -> Dataset:
+    from PIL import Image, UnidentifiedImageError
+
+    root = path.resolve()
+    classes = []
+    for entry in sorted(path.iterdir(), key=lambda p: p.name):
+        # A link back to the folder itself (or above it) would be a phantom class of copies.
+        if entry.is_dir() and not (entry.is_symlink() and (
+                entry.resolve() == root or root.is_relative_to(entry.resolve()))):
+            classes.append(entry)
+    if not classes:
         raise ValueError(
             f"{path} has no class sub-folders. Expected one folder per class, each holding "
             "that class's images (e.g. data/cat/1.png, data/dog/2.png)."
         )
-    if image_size is None:
-        image_size = _first_image_size(path)
-    ds = keras.utils.image_dataset_from_directory(
-        str(path),
-        labels="inferred",
-        label_mode="int",
-        image_size=image_size,
-        batch_size=None,
-        shuffle=False,
-        verbose=False,
-    )
-    class_names = tuple(ds.class_names)
-    xs, ys = [], []
-    for img, label in ds.as_numpy_iterator():
-        xs.append(img)
-        ys.append(label)
-    if not xs:
-        raise ValueError(f"{path} has class folders {subdirs} but no images in them.")
-    x = (np.stack(xs) / 255.0).astype(np.float32)
-    y = np.asarray(ys, dtype=np.int32)
+    files: list[tuple[Path, int]] = []
+    for label, folder in enumerate(classes):
+        for dirpath, _, names in sorted(os.walk(folder)):  # links to folders are not followed
+            files += [(Path(dirpath) / n, label) for n in sorted(names)
+                      if n.lower().endswith(_IMAGE_SUFFIXES)]
+    if not files:
+        raise ValueError(
+            f"{path} has class folders {[c.name for c in classes]} but no images in them "
+            f"({', '.join(_IMAGE_SUFFIXES)}).")
+    mode = {None: None, 1: "L", 3: "RGB", 4: "RGBA"}.get(channels, "unsupported")
+    if mode == "unsupported":
+        raise ValueError(f"Images can be read with 1, 3 or 4 channels, not {channels}.")
+    x = None
+    y = np.empty(len(files), dtype=np.int32)
+    for i, (file, label) in enumerate(files):
+        try:
+            with Image.open(file) as im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise ValueError(
+                        f"{file} is {im.width} x {im.height} pixels, more than tfcompress reads "
+                        f"({MAX_IMAGE_PIXELS:,}). Resize it or remove it from the folder.")
+                if mode is None:  # no model to follow: the first image decides
+                    mode = "L" if im.mode in ("L", "I", "I;16", "1") else "RGB"
+                if image_size is None:
+                    image_size = (im.height, im.width)
+                im = im.convert(mode)
+                if (im.height, im.width) != tuple(image_size):
+                    im = im.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
+                arr = np.asarray(im, dtype=np.float32)
+        except (OSError, UnidentifiedImageError, SyntaxError) as e:
+            raise ValueError(
+                f"Could not read the image {file} ({e}). Remove or replace that file.") from None
+        if x is None:
+            x = np.empty((len(files), *image_size, 1 if mode == "L" else len(mode)), np.float32)
+        x[i] = arr.reshape(x.shape[1:]) / 255.0
+        y[i] = label
+    class_names = tuple(c.name for c in classes)
     return Dataset(*split(x, y, test_fraction, seed), class_names=class_names, name=path.name)
-
-
-def _first_image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    for root, _, files in sorted(os.walk(path)):
-        for f in sorted(files):
-            if f.lower().endswith(_IMAGE_SUFFIXES):
-                with Image.open(os.path.join(root, f)) as im:
-                    return im.size[1], im.size[0]
-    raise ValueError(f"{path} holds no images ({', '.join(_IMAGE_SUFFIXES)}).")
 
 
 def load(
@@ -272,6 +301,7 @@ def load(
     seed: int = 0,
     image_size: int | tuple[int, int] | None = None,
     num_samples: int | None = None,
+    channels: int | None = None,
 ) -> Dataset:
     """Loads images and labels from a built-in name, an `.npz` file or an image folder.
 
@@ -284,8 +314,11 @@ def load(
             Defaults to `0.2`.
         seed: Seed for the split and for generated data. Defaults to `0`.
         image_size: Images are resized to this size (folders and `shapes`); an int means a
-            square. Defaults to `None`: the first image's size for folders, 32 for `shapes`.
+            square. Pass the model's input size. Defaults to `None`: the first image's size
+            for folders, 32 for `shapes`.
         num_samples: For `shapes`, how many images to generate. Defaults to `6000`.
+        channels: For folders, read every image with this many channels (1 grey, 3 RGB),
+            e.g. the model's. Defaults to `None`: grey if the first image is, else RGB.
 
     Returns:
         A `Dataset`.
@@ -324,7 +357,7 @@ def load(
             "class sub-folders."
         )
     if path.is_dir():
-        return _load_directory(path, image_size, test_fraction, seed)
+        return _load_directory(path, image_size, channels, test_fraction, seed)
     if path.suffix.lower() == ".npz":
         return _load_npz(path, test_fraction, seed)
     raise ValueError(
@@ -359,9 +392,12 @@ def as_arrays(data: Any, *, split_name: str = "test") -> tuple[np.ndarray, np.nd
         y = _to_labels(data[1], "y")
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} images but y has {len(y)} labels.")
+        _check_images(x, "x")
         return x, y
     if isinstance(data, np.ndarray):
-        return np.asarray(data, dtype=np.float32), None
+        x = np.asarray(data, dtype=np.float32)
+        _check_images(x, "the images")
+        return x, None
     raise TypeError(
         "data must be a Dataset, a built-in name or path, an (x, y) tuple or an array of images; "
         f"got {type(data).__name__}."

@@ -59,6 +59,25 @@ def _single_output(model: keras.Model, role: str) -> None:
         )
 
 
+def _trainable_flags(model: keras.Model) -> list:
+    """The `trainable` flag of `model`, of its nested models' layers (top-down) and of every
+    variable, to put back after Keras' Distiller has frozen the model in place."""
+    layers, stack = [], [model]
+    while stack:
+        layer = stack.pop(0)
+        layers.append((layer, layer.trainable))
+        stack.extend(getattr(layer, "layers", None) or [])
+    return [layers, [(v, v.trainable) for v in model.variables]]
+
+
+def _restore_trainable_flags(flags: list) -> None:
+    layers, variables = flags
+    for layer, value in layers:  # parents first: each setter also sets its children
+        layer.trainable = value
+    for variable, value in variables:
+        variable.trainable = value
+
+
 @keras.saving.register_keras_serializable(package="tfcompress")
 class Distiller(keras.distillation.Distiller):
     """Trains a small student to match a trained teacher as well as the labels.
@@ -73,8 +92,9 @@ class Distiller(keras.distillation.Distiller):
     a plain Keras model to save or export; the student may be a `quantize_aware` model.
 
     Args:
-        teacher: A trained Keras model. It is frozen: this sets `teacher.trainable = False`
-            on the model passed in (set it back to train the teacher again).
+        teacher: A trained Keras model. The Distiller never trains it (its weights are left
+            out of the distiller's trainable weights and it runs in inference mode), and the
+            model passed in keeps its `trainable` flags.
         student: The Keras model to train; same input and output shapes as the teacher. Models
             ending in a softmax are handled: their log-probabilities serve as logits.
         temperature: Softmax temperature of the soft targets; higher is softer. Defaults to
@@ -153,9 +173,11 @@ class Distiller(keras.distillation.Distiller):
         if feature_layers is not None:
             losses.append(_ProjectedFeatureDistillation(*feature_layers, projection))
             weights.append(float(feature_weight))
+        flags = _trainable_flags(teacher)
         super().__init__(teacher=teacher, student=student, distillation_losses=losses,
                          distillation_loss_weights=weights, student_loss_weight=float(alpha),
                          name=name, **kwargs)
+        _restore_trainable_flags(flags)  # Keras freezes the teacher in place; we leave it out
         self.temperature = float(temperature)
         self.alpha = float(alpha)
         self.feature_layers = None if feature_layers is None else tuple(feature_layers)
@@ -197,6 +219,35 @@ class Distiller(keras.distillation.Distiller):
                                         name=f"{name}_feature_projection")
         projection.build(s_shape)
         return projection
+
+    # -- the teacher's weights are never trained -----------------------------------------------
+
+    def _teacher_ids(self) -> set:
+        return {id(v) for v in self.teacher.variables}
+
+    def _without_teacher(self, variables: list) -> list:
+        ids = self._teacher_ids()
+        return [v for v in variables if id(v) not in ids]
+
+    def _with_teacher(self, variables: list) -> list:
+        ids = {id(v) for v in variables}
+        return variables + [v for v in self.teacher.variables if id(v) not in ids]
+
+    @property
+    def trainable_weights(self) -> list:
+        return self._without_teacher(super().trainable_weights)
+
+    @property
+    def trainable_variables(self) -> list:
+        return self._without_teacher(super().trainable_variables)
+
+    @property
+    def non_trainable_weights(self) -> list:
+        return self._with_teacher(super().non_trainable_weights)
+
+    @property
+    def non_trainable_variables(self) -> list:
+        return self._with_teacher(super().non_trainable_variables)
 
     # -- training ----------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ from typing import Any
 import keras
 
 from tfcompress import _training
-from tfcompress.data import load
 from tfcompress.distillation._distiller import Distiller
 
 
@@ -72,20 +71,15 @@ def distill(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
-    ds = load(data)
-    _training.check_data_fits(teacher, ds)
+    ds = _training.load_for(teacher, data)
     _training.check_data_fits(student, ds)
     trained = _training.copy_model(student)
-    teacher_trainable = teacher.trainable  # the Distiller freezes it; give it back as it was
     distiller = Distiller(teacher, trained, temperature=temperature, alpha=alpha,
                           feature_layers=feature_layers, precompute_teacher=precompute_teacher)
     distiller.compile(keras.optimizers.Adam(learning_rate), metrics=["accuracy"])
     start = time.perf_counter()
-    try:
-        distiller.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
-                      callbacks=list(callbacks or []), verbose=verbose)
-    finally:
-        teacher.trainable = teacher_trainable
+    _training.fit(distiller, ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
+                  callbacks=list(callbacks or []), verbose=verbose)
     seconds = time.perf_counter() - start
     _training.compile_like(trained, student, learning_rate)
     result = DistillResult(

@@ -105,10 +105,13 @@ def _configure(converter: Any, mode: str, calib: np.ndarray | None, integer_io: 
             converter.inference_output_type = io_type
 
 
-def _convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool) -> bytes:
+def _convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
+             workdir: str) -> bytes:
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory(prefix="tfcompress-export-") as tmp:
+    # Beside the output, not in the system temp folder: a killed run leaves nothing behind
+    # where the user would never look.
+    with tempfile.TemporaryDirectory(prefix=".tfcompress-export-", dir=workdir) as tmp:
         if isinstance(model, str):  # a SavedModel directory
             saved = model
         else:
@@ -206,6 +209,10 @@ def to_tflite(
             f"{type(model).__name__}."
         )
 
+    if not isinstance(model, str):  # a NaN model can crash the LiteRT interpreter
+        from tfcompress._training import check_finite_weights
+
+        check_finite_weights(model)
     calib = None
     qat = not isinstance(model, str) and is_quantize_aware(model)
     if qat:
@@ -226,7 +233,9 @@ def to_tflite(
                 f"has shape {tuple(calib.shape[1:])}. Pass data the model was trained on."
             )
 
-    content = _convert(model, quantization, calib, integer_io)
+    workdir = os.path.dirname(os.path.abspath(path))
+    os.makedirs(workdir, exist_ok=True)
+    content = _convert(model, quantization, calib, integer_io, workdir)
     summary = _tflite.summarize(_tflite.interpreter(content))
     float_ops = summary.float_compute_ops()
     if quantization in _NEEDS_CALIBRATION and float_ops:

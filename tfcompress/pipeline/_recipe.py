@@ -34,6 +34,85 @@ STEP_SETTINGS: dict[str, dict[str, Any]] = {
 SEARCHED = {"factorize": "energy", "distill": "channels", "prune": "sparsity"}
 OBJECTIVES = ("size", "latency")
 EXPORT_MODES = ("int8", "float16", "dynamic", "int16x8", "float32")
+# How a setting is named in progress lines and reports where its key alone is ambiguous.
+_SHOWN = {"channels": "channels removed"}
+MAX_RECIPE_BYTES = 1_000_000  # a recipe is a few hundred bytes; this bounds a hostile one
+
+
+def _number(low: float | None = None, high: float | None = None, *, integer: bool = False,
+            low_open: bool = False, high_open: bool = False, optional: bool = False):
+    """A rule for a numeric setting: returns an error text for a bad value, else None."""
+    kind = "a whole number" if integer else "a number"
+    lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+    hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+    want = f"{kind} {' and '.join(p for p in (lo, hi) if p)}".strip()
+    want += " (or null)" if optional else ""
+
+    def check(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                integer and not float(value).is_integer()):
+            return f"expected {want}, got {value!r}"
+        if value != value or (low is not None and (value < low or (low_open and value == low))) \
+                or (high is not None and (value > high or (high_open and value == high))):
+            return f"expected {want}, got {value!r}"
+        return None
+
+    return check
+
+
+def _choice(*choices: str, optional: bool = False):
+    def check(value: Any) -> str | None:
+        if (value is None and optional) or value in choices:
+            return None
+        return f"expected one of {list(choices)}, got {value!r}"
+
+    return check
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+
+
+def _granularity(value: Any) -> str | None:
+    import re
+
+    if value in ("unstructured", "channel"):
+        return None
+    m = re.fullmatch(r"(\d+):(\d+)", value) if isinstance(value, str) else None
+    if m and 0 < int(m.group(1)) < int(m.group(2)):
+        return None
+    return f"expected 'unstructured', 'channel' or N:M such as '2:4', got {value!r}"
+
+
+def _model_file(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not os.path.isfile(value):
+        return f"expected the path of a .keras file, got {value!r} (no such file)"
+    return None
+
+
+# How each setting is checked before any work starts (the values in STEP_SETTINGS pass).
+RULES: dict[str, dict[str, Any]] = {
+    "factorize": {"rank_ratio": _number(0, 1, low_open=True, optional=True),
+                  "energy": _number(0, 1, low_open=True, optional=True),
+                  "conv_mode": _choice("channel", "spatial"),
+                  "min_params": _number(0, integer=True), "epochs": _number(0, integer=True),
+                  "learning_rate": _number(0, low_open=True, optional=True)},
+    "distill": {"channels": _number(0, 1, high_open=True), "fold_pooling": _flag,
+                "student": _model_file, "epochs": _number(1, integer=True),
+                "temperature": _number(0, low_open=True), "alpha": _number(0, 1),
+                "learning_rate": _number(0, low_open=True)},
+    "prune": {"granularity": _granularity,
+              "sparsity": _number(0, 1, low_open=True, high_open=True, optional=True),
+              "epochs": _number(1, integer=True), "round_to": _number(1, integer=True),
+              "criterion": _choice("l1", "l2", "bn_scale"), "shrink": _flag,
+              "scope": _choice("layer", "global"), "finetune_epochs": _number(0, integer=True)},
+    "qat": {"epochs": _number(1, integer=True), "learning_rate": _number(0, low_open=True)},
+    "export": {"mode": _choice(*EXPORT_MODES)},
+}
 
 BUILTIN: dict[str, dict] = {
     # Distill into a copy of the model with fewer channels and, where a convolution is
@@ -110,11 +189,46 @@ class Step:
                 f"Step {self.kind!r} has no setting {sorted(unknown)[0]!r}; its settings are "
                 f"{sorted(STEP_SETTINGS[self.kind])}."
             )
-        if self.search is not None and self.kind not in SEARCHED:
-            raise ValueError(f"Step {self.kind!r} cannot be searched; only {sorted(SEARCHED)}.")
-        if self.kind == "export" and self.settings.get("mode", "int8") not in EXPORT_MODES:
-            raise ValueError(
-                f"export mode must be one of {EXPORT_MODES}, got {self.settings['mode']!r}.")
+        for key, value in self.settings.items():
+            problem = RULES[self.kind][key](value)
+            if problem:
+                raise ValueError(f"Step {self.kind!r}, setting {key!r}: {problem}.")
+        if self.search is not None:
+            if self.kind not in SEARCHED:
+                raise ValueError(
+                    f"Step {self.kind!r} cannot be searched; only {sorted(SEARCHED)}.")
+            key = SEARCHED[self.kind]
+            for value in self.search.values:
+                problem = RULES[self.kind][key](value)
+                if problem:
+                    raise ValueError(
+                        f"Step {self.kind!r}, search over {key!r}: {problem}.")
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Settings that are fine alone but not together."""
+        if self.kind == "factorize" and self.settings.get("rank_ratio") is not None and (
+                self.settings.get("energy") is not None or self.search is not None):
+            raise ValueError("Step 'factorize': give rank_ratio or energy (or a search over "
+                             "energy), not both.")
+        if self.kind == "prune":
+            granularity = self.get("granularity")
+            if self.get("finetune_epochs") and not (granularity == "channel"
+                                                    and self.get("shrink")):
+                raise ValueError(
+                    "Step 'prune', setting 'finetune_epochs': training after pruning, without "
+                    "masks, only applies to channel pruning with shrink; for other "
+                    "granularities, raise epochs instead.")
+            if ":" in granularity:
+                n, m = (int(v) for v in granularity.split(":"))
+                sparsities = [self.settings.get("sparsity")] + list(
+                    self.search.values if self.search else [])
+                for value in sparsities:
+                    if value is not None and abs(value - (1 - n / m)) > 1e-9:
+                        raise ValueError(
+                            f"Step 'prune': granularity {granularity!r} means a sparsity of "
+                            f"exactly {1 - n / m:g}, got sparsity {value!r}. Leave sparsity "
+                            "out, or choose another N:M.")
 
     def get(self, key: str) -> Any:
         return self.settings.get(key, STEP_SETTINGS[self.kind][key])
@@ -130,8 +244,13 @@ class Step:
         return out
 
     def describe(self) -> str:
-        parts = ", ".join(f"{k}={v}" for k, v in self.settings.items())
-        return f"{self.kind}({parts})"
+        """`kind(setting=value, ...)`; a searched setting shows the values it tries."""
+        searched = SEARCHED.get(self.kind) if self.search is not None else None
+        parts = [f"{_SHOWN.get(k, k)}={v}" for k, v in self.settings.items() if k != searched]
+        if searched:
+            values = ", ".join(str(v) for v in self.search.values)
+            parts.append(f"{_SHOWN.get(searched, searched)} searched over [{values}]")
+        return f"{self.kind}({', '.join(parts)})"
 
 
 @dataclass(frozen=True)
@@ -175,12 +294,51 @@ class Recipe:
             settings = item[kinds[0]] or {}
             if not isinstance(settings, dict):
                 raise ValueError(f"Settings of step {i + 1} ({kinds[0]}) must be a mapping.")
-            steps.append(Step(kinds[0], dict(settings), None if search is None else Search(
-                tuple(search.get("values", ())), search.get("objective", "size"))))
+            try:
+                steps.append(Step(kinds[0], dict(settings), _search(search)))
+            except ValueError as e:
+                raise ValueError(f"Recipe step {i + 1}: {e}") from None
         return cls(str(config.get("name", "custom")), tuple(steps))
 
     def to_dict(self) -> dict:
         return {"name": self.name, "steps": [s.to_dict() for s in self.steps]}
+
+
+def _search(config: Any) -> Search | None:
+    if config is None:
+        return None
+    example = "e.g. search: {values: [0.5, 0.6], objective: size}"
+    if not isinstance(config, dict):
+        raise ValueError(f"search must be a mapping, {example}; got {config!r}.")
+    unknown = set(config) - {"values", "objective"}
+    if unknown:
+        raise ValueError(f"search has no setting {sorted(unknown)[0]!r}; {example}.")
+    values = config.get("values", ())
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"search.values must be a list, {example}; got {values!r}.")
+    return Search(tuple(values), config.get("objective", "size"))
+
+
+class _AliasError(ValueError):
+    pass
+
+
+def _safe_yaml(text: str) -> Any:
+    """`yaml.safe_load` without anchors and aliases: a few hundred bytes of aliases can expand
+    to gigabytes, and a recipe never needs them."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise _AliasError(
+                    f"Recipe YAML uses an alias (*{event.anchor}, line "
+                    f"{event.start_mark.line + 1}); tfcompress refuses anchors and aliases. "
+                    "Write each value out.")
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def load_recipe(recipe: "str | os.PathLike | dict | Recipe | None") -> Recipe:
@@ -203,17 +361,22 @@ def load_recipe(recipe: "str | os.PathLike | dict | Recipe | None") -> Recipe:
             f"Recipe {text!r} is neither a built-in name ({', '.join(sorted(BUILTIN))}) nor a "
             "file. Pass a .yaml or .json recipe file."
         )
-    with open(text, encoding="utf-8") as f:
-        raw = f.read()
+    if os.path.getsize(text) > MAX_RECIPE_BYTES:
+        raise ValueError(
+            f"Recipe {text!r} is {os.path.getsize(text):,} bytes; a recipe is a short list of "
+            f"steps (at most {MAX_RECIPE_BYTES:,} bytes). Check that this is the right file.")
     try:
+        with open(text, encoding="utf-8") as f:
+            raw = f.read()
         if text.endswith((".yaml", ".yml")):
-            import yaml
-
-            config = yaml.safe_load(raw)
+            config = _safe_yaml(raw)
         else:
             config = json.loads(raw)
+    except _AliasError:
+        raise
     except Exception as e:  # noqa: BLE001 (any parse error becomes one clear message)
-        raise ValueError(f"Could not read recipe {text!r}: {e}") from None
+        detail = " ".join(str(e).split())
+        raise ValueError(f"Could not read recipe {text!r}: {detail}") from None
     recipe_obj = Recipe.from_dict(config)
     if recipe_obj.name == "custom":
         recipe_obj = Recipe(os.path.splitext(os.path.basename(text))[0], recipe_obj.steps)

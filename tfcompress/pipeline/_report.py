@@ -13,7 +13,8 @@ def markdown(result: Any) -> str:
     lines = [
         f"# tfcompress report: recipe `{result.recipe['name']}` on {result.data}",
         "",
-        "| step | params | size | gzip size | p50 ms | p90 ms | accuracy | vs baseline |",
+        "| step | parameters | size (bytes) | gzip size (bytes) | p50 (ms) | p90 (ms) | "
+        "accuracy (%) | vs baseline (points) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -22,13 +23,12 @@ def markdown(result: Any) -> str:
             name += f" (skipped: {r.skipped})"
         lines.append(
             f"| {r.index}. {name} | {r.params:,} | {r.size_bytes:,} | {r.gzip_bytes:,} | "
-            f"{r.latency_ms_p50:.3f} | {r.latency_ms_p90:.3f} | {100 * r.accuracy:.2f} % | "
+            f"{r.latency_ms_p50:.4f} | {r.latency_ms_p90:.4f} | {100 * r.accuracy:.2f} | "
             f"{r.delta:+.2f} |")
     ratios = result.ratios()
     pair = result.side_by_side
     timing = "LiteRT p50, 1 thread" + (
-        f"; the two files timed side by side: {pair['baseline_ms_p50']:.4f} ms vs "
-        f"{pair['final_ms_p50']:.4f} ms" if pair else "")
+        "; the baseline and the final file timed side by side, as in the table" if pair else "")
     lines += [
         "",
         f"Final model `{os.path.basename(result.final.tflite_path)}` against the float32 "
@@ -36,9 +36,8 @@ def markdown(result: Any) -> str:
         f"gzipped, {ratios['faster_p50']}x faster ({timing}), accuracy "
         f"{result.final.delta:+.2f} points.",
     ]
-    if result.max_accuracy_drop is not None:
-        verdict = "meets" if result.meets_budget else "does NOT meet"
-        lines.append(f"It {verdict} the accuracy budget of -{result.max_accuracy_drop} points.")
+    verdict = "meets" if result.meets_budget else "does NOT meet"
+    lines.append(f"It {verdict} the accuracy budget of -{result.max_accuracy_drop:g} points.")
     for r in result.steps:
         if r.search:
             key = next(k for k in r.search[0] if k not in (
@@ -47,8 +46,16 @@ def markdown(result: Any) -> str:
                 f"{row[key]}: {100 * row['val_accuracy']:.2f} %"
                 f"{' (chosen)' if row['chosen'] else ''}" for row in r.search)
             lines.append(f"Step {r.index} searched {key} on the validation data: {tried}.")
+    for text in result.warnings:
+        lines.append(f"Warning: {text}")
+    sources = result.data_sources or {}
     lines += ["", "Every row's model and .tflite are in this folder; accuracy is measured in "
-              "LiteRT on the test split, latency with 1 thread.", ""]
+              "LiteRT, latency with 1 thread. Images behind each figure:"]
+    lines += [f"- {part}: {where}" for part, where in (
+        ("training (every step)", sources.get("train")),
+        ("validation (the searches' budget)", sources.get("validation")),
+        ("test (accuracy in the table)", sources.get("test"))) if where]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -69,16 +76,15 @@ def plot(result: Any, path: str) -> None:
         ys = [100 * r.accuracy for r in rows]
         ax.plot(xs[1:], ys[1:], "o-", color="tab:blue", label="steps")
         ax.plot(xs[:1], ys[:1], "*", markersize=14, color="tab:red", label="baseline (float32)")
-        if result.max_accuracy_drop is not None:
-            ax.axhline(ys[0] - result.max_accuracy_drop, color="tab:red", linestyle="--",
-                       linewidth=1, label=f"budget (-{result.max_accuracy_drop} points)")
+        ax.axhline(ys[0] - result.max_accuracy_drop, color="tab:red", linestyle="--",
+                   linewidth=1, label=f"budget (-{result.max_accuracy_drop:g} points)")
         spots: dict[tuple[str, str], tuple[float, float, list[str]]] = {}
         for r, x, y in zip(rows, xs, ys, strict=True):  # one label per spot at plot resolution
             spot = spots.setdefault((f"{x:.2g}", f"{y:.3g}"), (x, y, []))
             spot[2].append(f"{r.index}. {r.step}")
-        for x, y, names in spots.values():
-            ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(4, 4),
-                        fontsize=8)
+        for i, (x, y, names) in enumerate(spots.values()):  # labels alternate above and below
+            ax.annotate(", ".join(names), (x, y), textcoords="offset points",
+                        xytext=(4, 6 if i % 2 == 0 else -12), fontsize=8)
         if key == "size_bytes":
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))

@@ -4,20 +4,23 @@ import contextlib
 import json
 import os
 import random
+import re
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import keras
 import numpy as np
 
 from tfcompress import _io, _training
-from tfcompress.data import Dataset, as_arrays, load
+from tfcompress.data import Dataset, as_arrays, load, split
 from tfcompress.pipeline import _steps
 from tfcompress.pipeline._recipe import SEARCHED, Recipe, Step, load_recipe
 from tfcompress.quantization import count_params
 
 STATE = "state.json"
+HOLD_OUT = 0.1  # the share of training images held out for validation, as Dataset.hold_out
 
 
 @dataclass(frozen=True)
@@ -51,44 +54,54 @@ class StepRecord:
 
 @dataclass(frozen=True)
 class PipelineResult:
-    """Everything a `compress` run measured; also written to OUT_DIR/report.json."""
+    """Everything a `compress` run measured; also written to OUT_DIR/report.json.
+
+    `max_accuracy_drop` is the budget in force (1 point unless another was given) and
+    `meets_budget` its verdict; `data_sources` says which images each figure comes from;
+    `warnings` lists what the run noticed and could not fix (e.g. a search with no value within
+    budget).
+    """
 
     recipe: dict
     data: str
     seed: int
     baseline: StepRecord
     steps: tuple[StepRecord, ...]
-    max_accuracy_drop: float | None
+    max_accuracy_drop: float
     out_dir: str
     side_by_side: dict | None = None
+    data_sources: dict | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def final(self) -> StepRecord:
         return self.steps[-1] if self.steps else self.baseline
 
     @property
-    def meets_budget(self) -> bool | None:
-        if self.max_accuracy_drop is None:
-            return None
+    def meets_budget(self) -> bool:
         return -self.final.delta <= self.max_accuracy_drop + 1e-9
 
     def ratios(self) -> dict:
         """Final vs baseline: how many times smaller on disk and gzipped, and faster (p50;
-        from the two files timed side by side at the end of the run, where they were)."""
+        from the two files timed side by side at the end of the run, where they were), the
+        accuracy change in points and the budget's verdict."""
         b, f = self.baseline, self.final
         pair = self.side_by_side or {"baseline_ms_p50": b.latency_ms_p50,
                                      "final_ms_p50": f.latency_ms_p50}
         return {"smaller": round(b.size_bytes / f.size_bytes, 2),
                 "smaller_gzip": round(b.gzip_bytes / f.gzip_bytes, 2),
-                "faster_p50": round(pair["baseline_ms_p50"] / pair["final_ms_p50"], 2)}
+                "faster_p50": round(pair["baseline_ms_p50"] / pair["final_ms_p50"], 2),
+                "accuracy_delta": f.delta, "meets_budget": self.meets_budget}
 
     def to_dict(self) -> dict:
         return {"recipe": self.recipe, "data": self.data, "seed": self.seed,
+                "data_sources": self.data_sources,
                 "baseline": self.baseline.to_dict(),
                 "steps": [s.to_dict() for s in self.steps],
                 "final": self.final.to_dict(), "ratios": self.ratios(),
                 "side_by_side": self.side_by_side,
-                "max_accuracy_drop": self.max_accuracy_drop, "meets_budget": self.meets_budget}
+                "max_accuracy_drop": self.max_accuracy_drop, "meets_budget": self.meets_budget,
+                "warnings": list(self.warnings)}
 
 
 @contextlib.contextmanager
@@ -104,22 +117,46 @@ def _seeded(seed: int):
         np.random.set_state(np_state)
 
 
-def _splits(data: Any, val: Any, seed: int) -> tuple[Dataset, Dataset]:
-    """(train + validation as a Dataset whose test part is the validation set, test Dataset)."""
-    ds = load(data, seed=seed)
+def _all_images(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([ds.x_train, ds.x_test]), np.concatenate([ds.y_train, ds.y_test])
+
+
+def _splits(data: Any, val: Any, seed: int, test: Any = None, model: Any = None
+            ) -> tuple[Dataset, Dataset, dict]:
+    """(train + validation as a Dataset whose test part is the validation set, test Dataset,
+    where each part's images come from)."""
+    def read(source):
+        return load(source, seed=seed) if model is None else _training.load_for(
+            model, source, seed=seed)
+
+    ds = read(data)
+    if test is None:
+        test_ds, test_from = ds, f"{ds.name}: its test part ({len(ds.x_test):,} images)"
+        x_tr, y_tr, train_from = ds.x_train, ds.y_train, f"{ds.name}: its training part"
+    else:  # --data is all for training; --test only for the reported figures
+        t = read(test) if not isinstance(test, tuple) else None
+        x_te, y_te = _all_images(t) if t is not None else as_arrays(test)
+        test_ds = Dataset(x_te, y_te, x_te, y_te, ds.class_names,
+                          t.name if t is not None else "test arrays")
+        test_from = f"{test_ds.name}: all of it ({len(x_te):,} images, used for nothing else)"
+        x_tr, y_tr = _all_images(ds)
+        train_from = f"{ds.name}: all of it"
     if val is None:
-        rest, (x_val, y_val) = ds.hold_out(seed=seed)  # its default share, as documented
-        x_tr, y_tr = rest.x_train, rest.y_train
+        x_tr, y_tr, x_val, y_val = split(x_tr, y_tr, HOLD_OUT, seed)
+        val_from = f"{ds.name}: {len(x_val):,} training images held out (seed {seed})"
+        train_from += " less the validation images"
     else:
-        x_tr, y_tr = ds.x_train, ds.y_train
         if isinstance(val, tuple):
             x_val, y_val = as_arrays(val)
+            val_from = f"(x, y) arrays ({len(x_val):,} images)"
         else:
-            v = load(val, seed=seed)
-            x_val = np.concatenate([v.x_train, v.x_test])
-            y_val = np.concatenate([v.y_train, v.y_test])
+            v = read(val)
+            x_val, y_val = _all_images(v)
+            val_from = f"{v.name}: all of it ({len(x_val):,} images)"
     fit = Dataset(x_tr, y_tr, x_val, y_val, ds.class_names, f"{ds.name} (train/val)")
-    return fit, ds
+    sources = {"train": f"{train_from} ({len(x_tr):,} images)", "validation": val_from,
+               "test": test_from}
+    return fit, test_ds, sources
 
 
 def _export(model: keras.Model, path: str, mode: str, calib: Dataset) -> str:
@@ -141,6 +178,19 @@ def _measure(model: keras.Model, path: str, mode: str, calib: Dataset, test: Dat
             "accuracy": bench["accuracy"]}
 
 
+_OUTPUT_NAME = re.compile(r"(\d\d_.*\.(keras|tflite)|report\.(json|md|png)|state\.json|"
+                          r"\.lock|\..*\.(keras|tflite|json|md|png))")
+
+
+def is_run_output(name: str) -> bool:
+    """True for the file names a run writes in its output folder."""
+    return _OUTPUT_NAME.fullmatch(name) is not None
+
+
+def _stderr_lines(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def compress(
     model: "keras.Model | str | os.PathLike",
     data: Any,
@@ -148,12 +198,14 @@ def compress(
     out_dir: "str | os.PathLike" = "tfcompress-out",
     *,
     val: Any = None,
+    test: Any = None,
     max_accuracy_drop: float | None = None,
     seed: int = 0,
     runs: int = 100,
     batch_size: int = 64,
     verbose: int = 0,
     progress: Any = None,
+    safe_mode: bool = True,
 ) -> PipelineResult:
     """Runs a recipe on a trained model and measures every step in LiteRT.
 
@@ -161,49 +213,132 @@ def compress(
     model's compile settings, and is saved to OUT_DIR as `NN_<step>.keras` with its int8 export
     `NN_<step>.tflite` (timed and scored in LiteRT, 1 thread). The baseline row is the input
     model as float32 TFLite. A step with a `search` tries each value on the validation data
-    and keeps the smallest or fastest model within `max_accuracy_drop` (1 point if not given).
-    `report.json`, `report.md` and `report.png` (accuracy against size and latency) are
-    written at the end; `state.json` after every step, so a run that stops resumes after its
-    last completed step when called again with the same OUT_DIR, recipe and seed.
+    and keeps the smallest or fastest model within the budget. `report.json`, `report.md` and
+    `report.png` (accuracy against size and latency) are written at the end; `state.json` after
+    every step, so a run that stops resumes after its last completed step when called again
+    with the same inputs (a changed step of the recipe is redone from there on).
+
+    Everything is checked before the first expensive step: the recipe's values, the data, and
+    that OUT_DIR can be written and holds no input. OUT_DIR is locked while a run uses it. A
+    run that fails before its first step is done leaves no trace (a folder it created is
+    removed).
 
     Args:
         model: A trained Keras model or the path of a `.keras` file.
-        data: Training and test data: `"mnist"`, `"shapes"`, an `.npz`, a folder, a `Dataset`.
+        data: Training data: `"mnist"`, `"shapes"`, an `.npz`, a folder, a `Dataset`. Without
+            `test`, its test part gives the reported figures and its training part trains.
         recipe: A built-in name (`default`, `quick`, `lowrank`, `distill`), a YAML/JSON file, a
             dict or a `Recipe`. Defaults to `"default"`.
         out_dir: Output folder (created). Defaults to `"tfcompress-out"`.
         val: Validation data for searches: a loader source, a `Dataset` (both its parts) or
-            an `(x, y)` tuple. Defaults to `None`: `data.hold_out(seed=seed)`, 10 % of
-            the training part, set aside from every step's training (the test part is only used
-            for the reported figures). If the input model was trained on those images, its
-            validation accuracy is optimistic and searches judge candidates too harshly: train
-            on `data.hold_out(seed=seed)[0]` or pass held-out images.
-        max_accuracy_drop: Accuracy budget in points against the baseline. Defaults to `None`.
+            an `(x, y)` tuple. Defaults to `None`: 10 % of the training images (stratified,
+            `seed`), set aside from every step's training. If the input model was trained on
+            those images, its validation accuracy is optimistic: pass held-out images.
+        test: Images used for nothing but the reported figures (all of them): a loader source,
+            a `Dataset` or an `(x, y)` tuple; then all of `data` trains. Defaults to `None`:
+            the test part of `data`. If the model was trained on the images that score it,
+            every figure against the baseline is wrong; the run warns when the baseline scores
+            far higher on them than on the validation images.
+        max_accuracy_drop: Accuracy budget in points against the baseline, for the searches and
+            the verdict. Defaults to `None`: 1 point.
         seed: Seed of the validation split and of every step. Defaults to `0`.
         runs: Timed LiteRT invocations per model. Defaults to `100`.
         batch_size: Training batch size. Defaults to `64`.
         verbose: Keras `fit` verbosity. Defaults to `0`.
-        progress: A function called with one line of text per stage. Defaults to `None`.
+        progress: A function called with one line of text per stage, or `False` for silence.
+            Defaults to `None`: lines on standard error.
+        safe_mode: Keras' safe mode when loading `.keras` files (the model, a recipe's student,
+            resumed steps); `False` lets their Lambda layers run code. Defaults to `True`.
 
     Returns:
         A `PipelineResult`.
 
     Raises:
         ValueError: For a bad recipe, data that does not fit the model, a step that cannot
-            apply (the message says which and why), or an OUT_DIR holding another run.
+            apply (the message says which and why), an OUT_DIR that holds an input, another
+            run's files or another running run, or a step whose training diverged.
     """
-    say = progress or (lambda text: None)
+    say = (lambda text: None) if progress is False else (progress or _stderr_lines)
     plan = load_recipe(recipe)
+    budget = 1.0 if max_accuracy_drop is None else max_accuracy_drop
+    for name, value, low in (("max_accuracy_drop", budget, 0), ("runs", runs, 1),
+                             ("batch_size", batch_size, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (
+                name != "max_accuracy_drop" and not float(value).is_integer()):
+            kind = "number" if name == "max_accuracy_drop" else "whole number"
+            raise ValueError(f"{name} must be a {kind} >= {low}, got {value!r}.")
+    budget = float(budget)
     out = os.fspath(out_dir)
-    os.makedirs(out, exist_ok=True)
+    students = [s.get("student") for s in plan.steps if s.kind == "distill"]
+    recipe_file = recipe if isinstance(recipe, (str, os.PathLike)) else None
+    _io.check_output_dir(out, is_run_output, model if isinstance(model, (str, os.PathLike))
+                         else None, data, val, test, recipe_file, *students)
     if not isinstance(model, keras.Model):
-        model = _io.load_keras_model(model)
-    fit_ds, test_ds = _splits(data, val, seed)
-    _training.check_data_fits(model, test_ds)
+        model = _io.load_keras_model(model, safe_mode=safe_mode)
+    fit_ds, test_ds, sources = _splits(data, val, seed, test, model)
+    identity = {"model": _io.model_fingerprint(model),
+                "data": _io.fingerprint(fit_ds.x_train, fit_ds.y_train, fit_ds.x_test,
+                                        fit_ds.y_test, test_ds.x_test, test_ds.y_test),
+                "seed": seed, "max_accuracy_drop": budget, "batch_size": batch_size,
+                "versions": _versions()}
+    created = not os.path.exists(out)
+    os.makedirs(out, exist_ok=True)
+    try:
+        with _io.folder_lock(out):
+            return _run(model, plan, out, fit_ds, test_ds, sources, identity, budget, seed,
+                        runs, batch_size, verbose, say, safe_mode)
+    except BaseException:
+        _clean_up_unfinished(out, created)
+        raise
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from tfcompress import __version__
+
+    found = {"tfcompress": __version__}
+    for package in ("tensorflow", "keras"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def _clean_up_unfinished(out: str, created: bool) -> None:
+    """After a failure: a run with no completed step leaves nothing behind (its baseline files
+    and state go; the folder too if this run made it)."""
     state_path = os.path.join(out, STATE)
-    identity = {"recipe": plan.to_dict(), "seed": seed, "data": test_ds.name}
-    state = _read_state(state_path, identity)
-    budget = 1.0 if max_accuracy_drop is None else float(max_accuracy_drop)
+    try:
+        with open(state_path, encoding="utf-8") as f:
+            completed = json.load(f).get("completed")
+    except (OSError, ValueError, AttributeError):
+        completed = None
+    if completed:
+        return
+    for name in os.listdir(out) if os.path.isdir(out) else []:
+        if name.startswith("00_baseline") or name in (STATE, _io.LOCK_NAME) or (
+                name.startswith(".") and is_run_output(name)):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(out, name))
+    if created:
+        with contextlib.suppress(OSError):
+            os.rmdir(out)  # only if nothing else is in it
+
+
+def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: Dataset,
+         sources: dict, identity: dict, budget: float, seed: int, runs: int, batch_size: int,
+         verbose: int, say: Any, safe_mode: bool) -> PipelineResult:
+    state_path = os.path.join(out, STATE)
+    state = _read_state(state_path, identity, plan, say)
+    warnings: list[str] = list(state.get("warnings", []))
+
+    def warn(text: str) -> None:
+        say(f"warning: {text}")
+        if text not in warnings:
+            warnings.append(text)
+        state["warnings"] = warnings
 
     if state.get("baseline") is None:
         say("baseline: the input model as float32 TFLite")
@@ -216,14 +351,19 @@ def compress(
                                        count_params(model), delta=0.0, seconds=0.0, **m
                                        ).to_dict()
         state["baseline_val_accuracy"] = _training.accuracy(model, fit_ds.x_test, fit_ds.y_test)
-        _write_state(state_path, state)
+        _check_test_is_unseen(m["accuracy"], state["baseline_val_accuracy"], len(test_ds.y_test),
+                              len(fit_ds.y_test), warn)
+        _write_state(state_path, state, out)
     baseline = StepRecord(**state["baseline"])
 
     current = model
     records = [StepRecord(**r) for r in state["completed"]]
-    if records:
+    if records and len(records) == len(plan.steps):
+        say(f"all {len(records)} steps were completed earlier in {out}; timing and reporting")
+    elif records:
         say(f"resuming after step {len(records)} ({records[-1].step})")
-        current = _io.load_keras_model(records[-1].model_path)
+    if records and len(records) < len(plan.steps):
+        current = _io.load_keras_model(records[-1].model_path, safe_mode=safe_mode)
     for index, step in enumerate(plan.steps, start=1):
         if index <= len(records):
             continue
@@ -242,9 +382,14 @@ def compress(
                 tflite = f"{stem}_int8.tflite"
                 if step.search is not None:
                     outcome, search = _search(step, current, fit_ds, state, budget, batch_size,
-                                              verbose, runs, out, index, say)
+                                              verbose, runs, out, index, say, safe_mode)
+                    if not any(row["within_budget"] for row in search):
+                        warn(f"step {index} ({step.kind}): no searched value of "
+                             f"{SEARCHED[step.kind]} is within the budget of -{budget:g} "
+                             f"points on the validation data; kept the most accurate "
+                             f"({outcome.info['chosen']}).")
                 else:
-                    outcome = _steps.run(step, current, fit_ds, batch_size, verbose)
+                    outcome = _steps.run(step, current, fit_ds, batch_size, verbose, safe_mode)
                 new, info, skipped = outcome.model, outcome.info, outcome.skipped
                 mode = "int8"
         if skipped:
@@ -256,6 +401,8 @@ def compress(
         if search is not None:
             chosen = step.with_setting(SEARCHED[step.kind], info["chosen"])
             description = f"{chosen.describe()}, searched"
+        if step.kind == "prune" and "sparsity_after" in info:
+            description += f"; reached sparsity {info['sparsity_after']:.3f}"
         record = StepRecord(index, step.kind, description, model_path, tflite,
                             count_params(new), delta=round(100 * (m["accuracy"]
                                                                    - baseline.accuracy), 2),
@@ -263,11 +410,11 @@ def compress(
                             info=_jsonable(info), search=search, **m)
         records.append(record)
         state["completed"].append(record.to_dict())
-        _write_state(state_path, state)
+        _write_state(state_path, state, out)
         current = new
         say(f"  {record.params:,} params, {record.size_bytes:,} bytes, p50 "
             f"{record.latency_ms_p50:.3f} ms, accuracy {100 * record.accuracy:.2f} % "
-            f"({record.delta:+.2f})")
+            f"({record.delta:+.2f} points)")
 
     side_by_side = None
     if records:  # the headline speed-up: both files timed in turns, so load hits both alike
@@ -278,23 +425,50 @@ def compress(
                                  runs=2 * runs)
         side_by_side = {"baseline_ms_p50": float(np.percentile(pair[0], 50)),
                         "final_ms_p50": float(np.percentile(pair[1], 50)), "runs": 2 * runs}
+        # One baseline latency and one final latency in every report: the side-by-side ones.
+        baseline = _retimed(baseline, pair[0])
+        records[-1] = _retimed(records[-1], pair[1])
     result = PipelineResult(plan.to_dict(), test_ds.name, seed, baseline, tuple(records),
-                            max_accuracy_drop, out, side_by_side)
+                            budget, out, side_by_side, sources, tuple(warnings))
+    if not result.meets_budget:
+        say(f"the final model is {-result.final.delta:.2f} points below the baseline: it does "
+            f"NOT meet the accuracy budget of -{budget:g} points")
     from tfcompress.pipeline._report import write_reports
 
     write_reports(result)
     return result
 
 
+def _retimed(record: StepRecord, times: np.ndarray) -> StepRecord:
+    return replace(record, latency_ms_p50=float(np.percentile(times, 50)),
+                   latency_ms_p90=float(np.percentile(times, 90)))
+
+
+def _check_test_is_unseen(test_acc: float, val_acc: float, n_test: int, n_val: int,
+                          warn: Any) -> None:
+    """Warns when the baseline scores far higher on the test images than on the validation
+    images: a sign that it was trained on the test images."""
+    p = (test_acc + val_acc) / 2
+    noise = 3 * np.sqrt(max(p * (1 - p), 1e-4) * (1 / max(n_test, 1) + 1 / max(n_val, 1)))
+    gap = test_acc - val_acc
+    if gap > max(0.01, noise):
+        warn(f"the input model scores {100 * test_acc:.2f} % on the test images but "
+             f"{100 * val_acc:.2f} % on the validation images: it may have been trained on the "
+             "test images, and then every figure against the baseline is optimistic. Pass "
+             "images it never saw with --test (Python: test=...).")
+
+
 def _search(step: Step, model: keras.Model, fit_ds: Dataset, state: dict, budget: float,
             batch_size: int, verbose: int, runs: int, out: str, index: int,
-            say: Any) -> tuple[_steps.Outcome, list]:
+            say: Any, safe_mode: bool) -> tuple[_steps.Outcome, list]:
     """Tries each searched value; keeps the best within budget on the validation data."""
     key = SEARCHED[step.kind]
     base_val = state["baseline_val_accuracy"]
     candidates = []
     for value in step.search.values:
-        outcome = _steps.run(step.with_setting(key, value), model, fit_ds, batch_size, verbose)
+        say(f"  trying {key}={value}")
+        outcome = _steps.run(step.with_setting(key, value), model, fit_ds, batch_size, verbose,
+                             safe_mode)
         val_acc = _training.accuracy(outcome.model, fit_ds.x_test, fit_ds.y_test)
         path = _export(outcome.model, os.path.join(out, f"{index:02d}_{step.kind}_search_{value}"
                                                    ".tflite"), "int8", fit_ds)
@@ -329,20 +503,73 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: str(o)))
 
 
-def _read_state(path: str, identity: dict) -> dict:
+def _read_state(path: str, identity: dict, plan: Recipe, say: Any) -> dict:
+    """The state of the run in this folder, checked against this run's inputs.
+
+    A changed input model, data, seed, budget, batch size or library version is an error; a
+    changed recipe keeps the completed steps it still starts with and redoes the rest.
+    """
+    out = os.path.dirname(path) or "."
+    fresh = {**identity, "recipe": plan.to_dict(), "baseline": None, "completed": []}
     if not os.path.exists(path):
-        return {**identity, "baseline": None, "completed": []}
-    with open(path, encoding="utf-8") as f:
-        state = json.load(f)
+        return fresh
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable tfcompress state file ({e}). Delete it, or "
+                         "choose another output folder.") from None
+    if not isinstance(state, dict) or not isinstance(state.get("completed"), list) or (
+            "baseline" not in state):
+        raise ValueError(f"{path} is not a tfcompress state file. Delete it, or choose another "
+                         "output folder.")
+    if not state["completed"]:  # nothing worth keeping: start over
+        return fresh
     for key, value in identity.items():
         if state.get(key) != value:
             raise ValueError(
-                f"{os.path.dirname(path) or '.'} holds a run with a different {key} "
-                f"({state.get(key)!r} vs {value!r}). Use another output folder, or delete this "
-                "one to start over."
-            )
+                f"{out} holds a run with a different {_IDENTITY_WORDS[key]} "
+                f"({_describe(key, state.get(key), value)}). Delete the folder to start over, "
+                "choose another output folder, or run with the inputs it was made from to "
+                "resume.")
+    kept = 0
+    old_steps = state.get("recipe", {}).get("steps", [])
+    for old, new in zip(old_steps, plan.to_dict()["steps"], strict=False):
+        if old != new or kept >= len(state["completed"]):
+            break
+        kept += 1
+    if kept < len(state["completed"]):
+        say(f"the recipe differs from step {kept + 1} on: keeping {kept} completed step(s), "
+            "redoing the rest")
+    state["completed"] = [{**r, "model_path": os.path.join(out, r["model_path"]),
+                           "tflite_path": os.path.join(out, r["tflite_path"])}
+                          for r in state["completed"][:kept]]
+    base = state["baseline"]
+    state["baseline"] = {**base, "model_path": os.path.join(out, base["model_path"]),
+                         "tflite_path": os.path.join(out, base["tflite_path"])}
+    state["recipe"] = plan.to_dict()
     return state
 
 
-def _write_state(path: str, state: dict) -> None:
-    _io.write_text_atomic(path, json.dumps(state, indent=2))
+_IDENTITY_WORDS = {"model": "input model (its architecture or weights)",
+                   "data": "data (the images or labels)", "seed": "seed",
+                   "max_accuracy_drop": "accuracy budget", "batch_size": "batch size",
+                   "versions": "library version"}
+
+
+def _describe(key: str, old: Any, new: Any) -> str:
+    if key in ("model", "data"):
+        return f"content fingerprint {old} then, {new} now"
+    return f"{old!r} then, {new!r} now"
+
+
+def _write_state(path: str, state: dict, out: str) -> None:
+    """Writes the state with every file path relative to the output folder, so the folder
+    can be moved or resumed from anywhere."""
+    def rel(record: dict) -> dict:
+        return {**record, "model_path": os.path.relpath(record["model_path"], out),
+                "tflite_path": os.path.relpath(record["tflite_path"], out)}
+
+    saved = {**state, "baseline": rel(state["baseline"]),
+             "completed": [rel(r) for r in state["completed"]]}
+    _io.write_text_atomic(path, json.dumps(saved, indent=2))

@@ -19,13 +19,15 @@ class Outcome:
     skipped: str | None = None
 
 
-def run(step: Step, model: keras.Model, ds: Dataset, batch_size: int, verbose: int) -> Outcome:
+def run(step: Step, model: keras.Model, ds: Dataset, batch_size: int, verbose: int,
+        safe_mode: bool = True) -> Outcome:
     """Runs one step (not export) on `model` with training data `ds.x_train` and evaluation
-    data `ds.x_test` (the validation split inside the pipeline)."""
+    data `ds.x_test` (the validation split inside the pipeline); `safe_mode` is Keras' safe
+    mode for a student loaded from a file."""
     if step.kind == "factorize":
         return _factorize(step, model, ds, batch_size, verbose)
     if step.kind == "distill":
-        return _distill(step, model, ds, batch_size, verbose)
+        return _distill(step, model, ds, batch_size, verbose, safe_mode)
     if step.kind == "prune":
         return _prune(step, model, ds, batch_size, verbose)
     if step.kind == "qat":
@@ -52,18 +54,18 @@ def _factorize(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
                        skipped="no layer gets smaller at this rank (see the report)")
     _training.compile_like(new, model, step.get("learning_rate"))
     if step.get("epochs"):
-        new.fit(ds.x_train, ds.y_train, epochs=step.get("epochs"), batch_size=batch_size,
-                verbose=verbose)
+        _training.fit(new, ds.x_train, ds.y_train, epochs=step.get("epochs"),
+                      batch_size=batch_size, verbose=verbose)
     return Outcome(new, report.to_dict())
 
 
 def _distill(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
-             verbose: int) -> Outcome:
+             verbose: int, safe_mode: bool) -> Outcome:
     from tfcompress import _io
     from tfcompress.distillation import distill, make_student
 
     if step.get("student"):
-        student = _io.load_keras_model(step.get("student"))
+        student = _io.load_keras_model(step.get("student"), safe_mode=safe_mode)
     else:
         try:
             student = make_student(model, float(step.get("channels")),
@@ -83,22 +85,23 @@ def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
     from tfcompress.pruning import prune
 
     granularity = step.get("granularity")
-    extra = step.get("finetune_epochs")
-    if extra and not (granularity == "channel" and step.get("shrink")):
-        raise ValueError(
-            "finetune_epochs (training after pruning, without masks) only applies to channel "
-            "pruning with shrink; for other granularities, raise epochs instead."
-        )
+    extra = step.get("finetune_epochs")  # the recipe has checked it goes with channel + shrink
     pruned, result = prune(model, ds, sparsity=step.get("sparsity"), granularity=granularity,
                            scope=step.get("scope"), epochs=step.get("epochs"),
                            batch_size=batch_size, criterion=step.get("criterion"),
                            round_to=step.get("round_to"),
                            shrink_model=granularity == "channel" and step.get("shrink"),
                            verbose=verbose)
+    target = step.get("sparsity")
+    if granularity != "channel" and target is not None and result.sparsity_after < target - 0.02:
+        raise ValueError(
+            f"prune step: the model reached a sparsity of {result.sparsity_after:.3f}, not the "
+            f"{target:g} asked for. Check that its layers are trainable and prunable "
+            "(tfcompress.pruning.sparsity_report lists them).")
     if extra:
         lr = getattr(pruned.optimizer, "learning_rate", None)
         if lr is not None:
             pruned.optimizer.learning_rate = float(ops.convert_to_numpy(lr)) / 10
-        pruned.fit(ds.x_train, ds.y_train, epochs=extra, batch_size=batch_size,
-                   verbose=verbose)
+        _training.fit(pruned, ds.x_train, ds.y_train, epochs=extra, batch_size=batch_size,
+                      verbose=verbose)
     return Outcome(pruned, result.to_dict())

@@ -8,7 +8,6 @@ import keras
 from keras import ops
 
 from tfcompress import _training
-from tfcompress.data import load
 from tfcompress.pruning._callback import Pruning
 from tfcompress.pruning._masks import parse_granularity
 from tfcompress.pruning._report import SparsityReport, sparsity_report
@@ -108,8 +107,12 @@ def prune(
         )
     if sparsity is None:
         sparsity = {"n:m": gran.pattern_sparsity, "channel": 0.5}.get(gran.kind, 0.8)
-    ds = load(data)
-    _training.check_data_fits(model, ds)
+    ds = _training.load_for(model, data)
+    if not model.trainable_weights:
+        raise ValueError(
+            f"The model {model.name!r} has no trainable weights (model.trainable is "
+            f"{model.trainable}), so fine-tuning cannot prune it. Set model.trainable = True "
+            "(a Distiller's teacher, for one, is frozen).")
     pruned = _training.copy_model(model)
     settings = "the model's saved compile settings"
     if not _training.has_compile_settings(pruned):
@@ -126,8 +129,8 @@ def prune(
     )
     callback = Pruning(schedule, granularity=granularity, scope=scope, layers=layers,
                        exclude=exclude, criterion=criterion, round_to=round_to)
-    pruned.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size, verbose=verbose,
-               callbacks=[callback])
+    _training.fit(pruned, ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
+                  verbose=verbose, callbacks=[callback])
     after = _training.accuracy(pruned, ds.x_test, ds.y_test)
     report = sparsity_report(pruned, layers, exclude)
     shrink_report = None

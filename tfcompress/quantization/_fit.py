@@ -6,7 +6,6 @@ from typing import Any
 import keras
 
 from tfcompress import _training
-from tfcompress.data import load
 from tfcompress.quantization._transform import quantize_aware
 
 
@@ -56,8 +55,7 @@ def train_quantized(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
-    ds = load(data)
-    _training.check_data_fits(model, ds)
+    ds = _training.load_for(model, data)
     q = quantize_aware(model, **quantize_kwargs)
     if _training.has_compile_settings(model):
         loss = model.loss
@@ -68,7 +66,8 @@ def train_quantized(
         settings = (f"sparse categorical cross-entropy (from_logits={logits}), "
                     f"Adam(learning_rate={learning_rate:g})")
     q.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
-    q.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size, verbose=verbose)
+    _training.fit(q, ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
+                  verbose=verbose)
     result = QatResult(
         accuracy_float=_training.accuracy(model, ds.x_test, ds.y_test),
         accuracy_qat=_training.accuracy(q, ds.x_test, ds.y_test),
