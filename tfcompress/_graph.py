@@ -3,8 +3,12 @@
 `quantize_aware`, `factorize` and `shrink` all return a new model made by walking the input
 model's functional graph once, in order, and deciding per node what to put in its place.
 Nested functional models (a `keras.applications` backbone inside a classifier) are inlined.
+
+This module is where tfcompress touches Keras' private API; `tests/test_graph_keras.py` pins
+what it relies on.
 """
 
+import contextlib
 import fnmatch
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -74,11 +78,25 @@ def as_specs(specs: Any) -> list | None:
     return list(specs)
 
 
+@contextlib.contextmanager
+def copying_loaded_code():
+    """Lets Keras rebuild Lambda layers from their config while copying a model that is
+    already in this process (its code already runs here: the user loaded it, with `--unsafe`
+    where it came from a file). Keras' safe mode is put back afterwards. Keras has no public
+    scope for this (`keras.config.enable_unsafe_deserialization` is global and final), so this
+    uses its private `SafeModeScope`."""
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    with SafeModeScope(False):
+        yield
+
+
 def clone_layer(layer: Any) -> Any:
     """A fresh copy of a layer with the same config and weights (the input is never shared)."""
     if not isinstance(layer, keras.layers.Layer):
         return layer  # a stateless keras.ops operation
-    new = layer.__class__.from_config(layer.get_config())
+    with copying_loaded_code():
+        new = layer.__class__.from_config(layer.get_config())
     if layer.weights:
         new.build(layer.input.shape if not isinstance(layer.input, list)
                   else [t.shape for t in layer.input])

@@ -150,10 +150,13 @@ def check_writable(path: "str | os.PathLike") -> None:
         raise ValueError(
             f"Cannot write in {os.fspath(path)}: {probe} is a file, not a folder. Choose "
             "another output location.")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    try:  # a real write: permission bits alone do not tell root or a read-only mount
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
         raise ValueError(
-            f"Cannot write in {os.fspath(path)}: {probe} is not writable. Choose another "
-            "output location.")
+            f"Cannot write in {os.fspath(path)}: {probe} is not writable ({e.strerror}). "
+            "Choose another output location.") from None
 
 
 def fingerprint(*parts: object) -> str:

@@ -2,17 +2,11 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tfcompress.cli import main
 
 COMMANDS = ["demo", "export", "bench", "inspect", "prune", "qat", "distill", "factorize",
             "compress"]
-
-
-@pytest.fixture
-def runner():
-    return CliRunner()
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -35,15 +29,6 @@ def test_help_does_not_import_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-@pytest.fixture(scope="module")
-def int8_path(trained_cnn_path, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "m_int8.tflite"
-    result = CliRunner().invoke(main, ["export", str(trained_cnn_path), "-o", str(out),
-                                       "--quantize", "int8", "--data", "mnist", "--json"])
-    assert result.exit_code == 0, result.output
-    return out
 
 
 def test_export_int8(int8_path):

@@ -3,6 +3,7 @@ import pytest
 from PIL import Image
 
 from tfcompress import data
+from tfcompress.data import Dataset, as_arrays, load
 
 
 def test_mnist_is_real_and_split(mnist):
@@ -120,3 +121,66 @@ def test_dataset_validates_shapes():
     with pytest.raises(ValueError, match="one integer label per image"):
         data.Dataset(np.zeros((3, 2, 2, 1)), np.zeros(2, np.int32), np.zeros((1, 2, 2, 1)),
                      np.zeros(1, np.int32))
+
+
+# -- issue 12: data that would lose or mix things ---------------------------------------------
+
+
+def _png(path, size, mode="L", value=128):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value if mode == "L" else (value, 0, 0)).save(path)
+
+
+def test_non_finite_images_are_refused_with_a_count(tmp_path):
+    x = np.zeros((10, 4, 4, 1), "float32")
+    x[2, 0, 0, 0] = np.nan
+    x[5, 1, 1, 0] = np.inf
+    with pytest.raises(ValueError, match="x_train holds 2 non-finite values .* in 2 images"):
+        Dataset(x, np.zeros(10, "int32"), x[:2] * 0, np.zeros(2, "int32"))
+    np.savez(tmp_path / "nan.npz", x=x, y=np.arange(10) % 2)
+    with pytest.raises(ValueError, match="non-finite"):
+        load(tmp_path / "nan.npz")
+    with pytest.raises(ValueError, match="non-finite"):
+        as_arrays((x, np.zeros(10)))
+
+
+def test_a_truncated_npz_is_one_clear_error(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((50, 8, 8), "uint8"), y=np.arange(50) % 2)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ValueError, match="truncated or not an .npz"):
+        load(path)
+
+
+def test_a_corrupt_image_is_named(tmp_path):
+    _png(tmp_path / "a" / "1.png", (8, 8))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(ValueError, match=r"broken\.png"):
+        load(tmp_path)
+
+
+def test_every_image_is_resized_and_huge_ones_are_refused(tmp_path, monkeypatch):
+    from tfcompress.data import _loaders
+
+    _png(tmp_path / "a" / "1.png", (8, 8))
+    _png(tmp_path / "b" / "2.png", (640, 480))  # a first-image size would not fit it
+    ds = load(tmp_path, image_size=8, channels=1, test_fraction=0.5)
+    assert ds.input_shape == (8, 8, 1)
+    monkeypatch.setattr(_loaders, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ValueError, match=r"2\.png is 640 x 480 pixels"):
+        load(tmp_path, image_size=8)
+
+
+def test_a_link_to_the_folder_itself_is_no_class_and_channels_follow_the_model(tmp_path):
+    for c in ("cat", "dog"):
+        for i in range(3):
+            _png(tmp_path / c / f"{i}.png", (6, 6), "L", 40 * i)
+    (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)
+    grey = load(tmp_path, test_fraction=0.34)
+    assert grey.class_names == ("cat", "dog") and grey.input_shape == (6, 6, 1)
+    rgb = load(tmp_path, channels=3, test_fraction=0.34)
+    assert rgb.input_shape == (6, 6, 3)
+    np.testing.assert_allclose(rgb.x_train[..., 0], rgb.x_train[..., 2])

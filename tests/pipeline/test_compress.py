@@ -92,9 +92,9 @@ def test_same_seed_same_numbers_and_search_uses_validation(trained_cnn, small, t
 
 
 def test_default_validation_is_the_hold_out_split(small):
-    fit, test = _run._splits(small, None, seed=3)
+    fit, test, _ = _run._splits(small, None, seed=3)
     rest, val = small.hold_out(seed=3)  # the default share is the pipeline's
-    explicit, _ = _run._splits(rest, val, seed=3)
+    explicit, _, _ = _run._splits(rest, val, seed=3)
     for part in ("x_train", "y_train", "x_test", "y_test"):
         np.testing.assert_array_equal(getattr(fit, part), getattr(explicit, part))
     assert test is small

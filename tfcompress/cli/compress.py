@@ -19,7 +19,7 @@ BUDGET_MISSED = 3
                              "trains). Pass images the model never saw.")
 @click.option("--recipe", default="default", show_default=True,
               help="A built-in recipe (default, quick, lowrank, distill) or a .yaml/.json file.")
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(),
               help="Output folder: every step's model, the .tflite files and the reports.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0), default=1.0, show_default=True,
               help="Accuracy budget in points against the input model (also bounds searches).")

@@ -42,7 +42,7 @@ def distill_command(teacher, student, channels, fold_pooling, data, output, epoc
     The student is a .keras file (--student) or made from the teacher (--channels and/or
     --fold-pooling).
     """
-    from tfcompress import _io
+    from tfcompress import _io, _training
     from tfcompress.distillation import distill, make_student
 
     made = channels is not None or fold_pooling
@@ -57,6 +57,7 @@ def distill_command(teacher, student, channels, fold_pooling, data, output, epoc
         raise click.BadParameter(f"expected a .keras file name, got {output!r}.",
                                  param_hint="--output")
     t = _io.load_keras_model(teacher, safe_mode=not unsafe)
+    data = _training.load_for(t, data)  # checked before any progress line
     if student is not None:
         s = _io.load_keras_model(student, safe_mode=not unsafe)
     else:

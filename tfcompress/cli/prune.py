@@ -36,7 +36,7 @@ def prune_command(model, data, output, sparsity, granularity, criterion, round_t
                   scope,
                   epochs, batch_size, unsafe, as_json):
     """Prune MODEL (.keras) by magnitude while fine-tuning it; report accuracy and sparsity."""
-    from tfcompress import _io
+    from tfcompress import _io, _training
     from tfcompress.pruning import prune
 
     _io.check_not_input(output, model, data)
@@ -44,6 +44,7 @@ def prune_command(model, data, output, sparsity, granularity, criterion, round_t
         raise click.BadParameter(f"expected a .keras file name, got {output!r}.",
                                  param_hint="--output")
     keras_model = _io.load_keras_model(model, safe_mode=not unsafe)
+    data = _training.load_for(keras_model, data)  # checked before any progress line
     say(f"pruning {model} to {granularity} sparsity for {epochs} epoch(s) ...")
     pruned, result = prune(keras_model, data, sparsity=sparsity, granularity=granularity,
                            scope=scope, epochs=epochs, batch_size=batch_size,

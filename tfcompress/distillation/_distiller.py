@@ -356,7 +356,7 @@ class Distiller(keras.distillation.Distiller):
 
     def get_compile_config(self) -> dict | None:
         config = super().get_compile_config()
-        if config is not None:
+        if config is not None and hasattr(self, "_student_loss_for_serialization"):
             config["loss"] = keras.saving.serialize_keras_object(
                 self._student_loss_for_serialization)
         return config

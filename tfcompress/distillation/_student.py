@@ -140,7 +140,8 @@ def _thin(model: keras.Model, ratio: float, round_to: int) -> keras.Model:
     first), physically shrunk; `model` itself if no group can be pruned."""
     from tfcompress.pruning import _channels, shrink
 
-    copy = keras.models.clone_model(model)
+    with _graph.copying_loaded_code():
+        copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     graph = _channels.ChannelGraph(copy)
     groups = [g for g in graph.groups if g.prunable]

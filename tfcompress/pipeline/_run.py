@@ -276,6 +276,7 @@ def compress(
     if not isinstance(model, keras.Model):
         model = _io.load_keras_model(model, safe_mode=safe_mode)
     fit_ds, test_ds, sources = _splits(data, val, seed, test, model)
+    _check_steps_apply(plan, model)
     identity = {"model": _io.model_fingerprint(model),
                 "data": _io.fingerprint(fit_ds.x_train, fit_ds.y_train, fit_ds.x_test,
                                         fit_ds.y_test, test_ds.x_test, test_ds.y_test),
@@ -285,11 +286,30 @@ def compress(
     os.makedirs(out, exist_ok=True)
     try:
         with _io.folder_lock(out):
-            return _run(model, plan, out, fit_ds, test_ds, sources, identity, budget, seed,
-                        runs, batch_size, verbose, say, safe_mode)
+            trace: dict = {"written": [], "steps_done": 0}
+            try:
+                return _run(model, plan, out, fit_ds, test_ds, sources, identity, budget, seed,
+                            runs, batch_size, verbose, say, safe_mode, trace)
+            except BaseException:
+                _clean_up_unfinished(out, created, trace)  # while the folder is still ours
+                raise
     except BaseException:
-        _clean_up_unfinished(out, created)
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(out)  # only if nothing is left in it
         raise
+
+
+def _check_steps_apply(plan: Recipe, model: keras.Model) -> None:
+    """Checks on the input model, before any work, what would otherwise fail late: a layer that
+    quantization-aware training cannot handle."""
+    if any(step.kind == "qat" for step in plan.steps):
+        from tfcompress.quantization import quantize_aware
+
+        try:
+            quantize_aware(model)
+        except ValueError as e:
+            raise ValueError(f"The recipe's qat step cannot apply: {e}") from None
 
 
 def _versions() -> dict:
@@ -306,32 +326,25 @@ def _versions() -> dict:
     return found
 
 
-def _clean_up_unfinished(out: str, created: bool) -> None:
-    """After a failure: a run with no completed step leaves nothing behind (its baseline files
-    and state go; the folder too if this run made it)."""
-    state_path = os.path.join(out, STATE)
-    try:
-        with open(state_path, encoding="utf-8") as f:
-            completed = json.load(f).get("completed")
-    except (OSError, ValueError, AttributeError):
-        completed = None
-    if completed:
+def _clean_up_unfinished(out: str, created: bool, trace: dict) -> None:
+    """After a failure, with the folder locked: a run that leaves no completed step behind
+    removes the files it wrote (its baseline files and state), and the lock file too if it
+    made the folder, which the caller then removes."""
+    if trace["steps_done"]:
         return
-    for name in os.listdir(out) if os.path.isdir(out) else []:
-        if name.startswith("00_baseline") or name in (STATE, _io.LOCK_NAME) or (
-                name.startswith(".") and is_run_output(name)):
-            with contextlib.suppress(OSError):
-                os.remove(os.path.join(out, name))
-    if created:
+    for path in trace["written"] + ([os.path.join(out, _io.LOCK_NAME)] if created else []):
         with contextlib.suppress(OSError):
-            os.rmdir(out)  # only if nothing else is in it
+            os.remove(path)
 
 
 def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: Dataset,
          sources: dict, identity: dict, budget: float, seed: int, runs: int, batch_size: int,
-         verbose: int, say: Any, safe_mode: bool) -> PipelineResult:
+         verbose: int, say: Any, safe_mode: bool, trace: dict) -> PipelineResult:
+    """The run itself, in a locked folder; `trace` collects the files it writes before its
+    first completed step and how many steps the folder holds."""
     state_path = os.path.join(out, STATE)
     state = _read_state(state_path, identity, plan, say)
+    trace["steps_done"] = len(state["completed"])
     warnings: list[str] = list(state.get("warnings", []))
 
     def warn(text: str) -> None:
@@ -343,6 +356,7 @@ def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: D
     if state.get("baseline") is None:
         say("baseline: the input model as float32 TFLite")
         path = os.path.join(out, "00_baseline.keras")
+        trace["written"] += [path, os.path.join(out, "00_baseline_float32.tflite"), state_path]
         _io.save_model_atomic(model, path)
         m = _measure(model, os.path.join(out, "00_baseline_float32.tflite"), "float32", fit_ds,
                      test_ds, runs)
@@ -411,6 +425,7 @@ def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: D
         records.append(record)
         state["completed"].append(record.to_dict())
         _write_state(state_path, state, out)
+        trace["steps_done"] = len(state["completed"])
         current = new
         say(f"  {record.params:,} params, {record.size_bytes:,} bytes, p50 "
             f"{record.latency_ms_p50:.3f} ms, accuracy {100 * record.accuracy:.2f} % "
@@ -506,8 +521,10 @@ def _jsonable(value: Any) -> Any:
 def _read_state(path: str, identity: dict, plan: Recipe, say: Any) -> dict:
     """The state of the run in this folder, checked against this run's inputs.
 
-    A changed input model, data, seed, budget, batch size or library version is an error; a
-    changed recipe keeps the completed steps it still starts with and redoes the rest.
+    A changed input model, data, seed, budget, batch size or library version is an error, and
+    so is a changed recipe after a finished run. An unfinished run (stopped, or failed in a
+    step) resumed with a changed recipe keeps the completed steps the new recipe still starts
+    with and redoes the rest.
     """
     out = os.path.dirname(path) or "."
     fresh = {**identity, "recipe": plan.to_dict(), "baseline": None, "completed": []}
@@ -532,8 +549,13 @@ def _read_state(path: str, identity: dict, plan: Recipe, say: Any) -> dict:
                 f"({_describe(key, state.get(key), value)}). Delete the folder to start over, "
                 "choose another output folder, or run with the inputs it was made from to "
                 "resume.")
-    kept = 0
     old_steps = state.get("recipe", {}).get("steps", [])
+    if old_steps != plan.to_dict()["steps"] and len(state["completed"]) >= len(old_steps):
+        raise ValueError(
+            f"{out} holds a finished run of a different recipe "
+            f"({state.get('recipe', {}).get('name')!r}). Delete the folder or choose another "
+            "output folder; tfcompress does not replace finished results.")
+    kept = 0
     for old, new in zip(old_steps, plan.to_dict()["steps"], strict=False):
         if old != new or kept >= len(state["completed"]):
             break

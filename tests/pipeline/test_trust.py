@@ -1,0 +1,246 @@
+"""Issue 12: a run never loses or mixes anything: inputs, resume identity, locking, budget."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tfcompress import _io
+from tfcompress.data import Dataset
+from tfcompress.pipeline import compress
+
+# No training: a float32 baseline and a float16 export, a few seconds.
+FAST = {"name": "fast", "steps": [{"export": {"mode": "float16"}}]}
+
+
+@pytest.fixture(scope="module")
+def small(mnist):
+    return Dataset(mnist.x_train[:600], mnist.y_train[:600], mnist.x_test[:200],
+                   mnist.y_test[:200], name="mnist-600")
+
+
+def _digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _run(model, data, out, **kwargs):
+    kwargs.setdefault("progress", False)
+    return compress(model, data, kwargs.pop("recipe", FAST), out, runs=3, **kwargs)
+
+
+def test_an_output_folder_that_links_to_the_input_folder_is_refused(trained_cnn, tmp_path,
+                                                                   small):
+    src = tmp_path / "models"
+    src.mkdir()
+    model = src / "01_prune.keras"  # named like a step output
+    trained_cnn.save(model)
+    before = _digest(model)
+    link = tmp_path / "out"
+    link.symlink_to(src, target_is_directory=True)
+    with pytest.raises(ValueError, match="named like a file this run writes"):
+        _run(str(model), small, link)
+    assert _digest(model) == before and sorted(os.listdir(src)) == ["01_prune.keras"]
+    # An output folder inside an image-folder input would add to the data.
+    with pytest.raises(ValueError, match="inside the input folder"):
+        _run(trained_cnn, str(src), src / "out")
+    assert not (src / "out").exists()
+
+
+def test_resume_refuses_another_model_data_or_budget(trained_cnn, small, tmp_path):
+    out = tmp_path / "out"
+    recipe = FAST
+    first = _run(trained_cnn, small, out, recipe=recipe)
+    other = keras.models.clone_model(trained_cnn)  # same architecture, other weights
+    with pytest.raises(ValueError, match="different input model"):
+        _run(other, small, out, recipe=recipe)
+    changed = Dataset(small.x_train[::-1].copy(), small.y_train[::-1].copy(), small.x_test,
+                      small.y_test, name=small.name)  # same name, other contents
+    with pytest.raises(ValueError, match="different data"):
+        _run(trained_cnn, changed, out, recipe=recipe)
+    with pytest.raises(ValueError, match="different accuracy budget"):
+        _run(trained_cnn, small, out, recipe=recipe, max_accuracy_drop=3.0)
+    again = _run(trained_cnn, small, out, recipe=recipe)  # the same inputs resume
+    assert again.final.accuracy == first.final.accuracy
+
+
+def test_a_running_run_locks_its_folder_and_a_killed_one_does_not(trained_cnn, small,
+                                                                  tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with _io.folder_lock(out), pytest.raises(ValueError, match="in use by another"):
+        _run(trained_cnn, small, out)
+    code = ("import sys, time; from tfcompress import _io\n"
+            "with _io.folder_lock(sys.argv[1]):\n print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError, match=f"process {holder.pid}"):
+            _run(trained_cnn, small, out)
+        holder.send_signal(signal.SIGKILL)  # a killed run leaves its lock file behind
+        holder.wait(10)
+    finally:
+        holder.kill()
+    assert (out / ".lock").exists()
+    assert _run(trained_cnn, small, out).final.step == "export"
+
+
+def test_state_paths_are_relative_so_a_moved_folder_resumes_from_itself(trained_cnn, small,
+                                                                        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _run(trained_cnn, small, "out")
+    state = json.loads((tmp_path / "out" / "state.json").read_text())
+    assert state["baseline"]["model_path"] == "00_baseline.keras"
+    assert state["completed"][0]["tflite_path"] == "01_export_float16.tflite"
+    shutil.copytree(tmp_path / "out", tmp_path / "copy")
+    shutil.rmtree(tmp_path / "out")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = _run(trained_cnn, small, tmp_path / "copy")
+    assert result.final.tflite_path == str(tmp_path / "copy" / "01_export_float16.tflite")
+
+
+def test_bad_recipe_values_fail_before_any_work_and_leave_nothing(trained_cnn, small,
+                                                                  tmp_path):
+    out = tmp_path / "out"
+    for recipe, match in (
+            ({"steps": [{"prune": {"epochs": -1}}]}, "'prune', setting 'epochs'"),
+            ({"steps": [{"prune": {"sparsity": "half"}}]}, "setting 'sparsity'"),
+            ({"steps": [{"prune": {}, "search": 5}]}, "search must be a mapping")):
+        with pytest.raises(ValueError, match=match):
+            _run(trained_cnn, small, out, recipe=recipe)
+        assert not out.exists()
+
+
+def test_a_failed_first_step_leaves_no_folder_and_the_corrected_recipe_runs(
+        trained_cnn, small, tmp_path, monkeypatch):
+    from tfcompress.pipeline import _steps
+
+    def diverge(*args, **kwargs):
+        raise ValueError("Training stopped: the loss became nan at batch 3.")
+
+    out = tmp_path / "out"
+    recipe = {"steps": [{"qat": {"epochs": 1, "learning_rate": 1e-4}}]}
+    monkeypatch.setattr(_steps, "run", diverge)
+    with pytest.raises(ValueError, match="loss became nan"):
+        _run(trained_cnn, small, out, recipe=recipe)
+    assert not out.exists()
+    monkeypatch.undo()
+    assert _run(trained_cnn, small, out).final.step == "export"
+
+
+def test_state_file_that_is_not_ours_is_one_clear_error(trained_cnn, small, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "state.json").write_text("[1, 2, 3]")
+    with pytest.raises(ValueError, match="not a tfcompress state file"):
+        _run(trained_cnn, small, out)
+    assert json.loads((out / "state.json").read_text()) == [1, 2, 3]
+
+
+def test_the_budget_always_has_a_verdict_and_misses_are_said(trained_cnn, small, tmp_path):
+    result = _run(trained_cnn, small, tmp_path / "a")
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["max_accuracy_drop"] == 1.0 and report["meets_budget"] is True
+    assert result.ratios()["meets_budget"] is True and "accuracy_delta" in result.ratios()
+    assert "meets the accuracy budget of -1 points" in (tmp_path / "a" / "report.md").read_text()
+    lines = []
+    recipe = {"steps": [{"prune": {"epochs": 1}, "search": {"values": [0.97]}}]}
+    result = compress(trained_cnn, small, recipe, tmp_path / "b", runs=3, progress=lines.append,
+                      max_accuracy_drop=0.0)
+    md = (tmp_path / "b" / "report.md").read_text()
+    assert any("no searched value of sparsity is within the budget" in x for x in lines)
+    assert "Warning: step 1 (prune): no searched value" in md
+    assert report["data_sources"]["validation"].startswith("mnist-600: 60 training images")
+
+
+def test_test_images_are_used_only_for_the_figures_and_a_seen_test_set_is_flagged(
+        mnist, tmp_path):
+    from tfcompress.reference import compile_for_classification, reference_cnn
+
+    keras.utils.set_random_seed(0)
+    memorised = compile_for_classification(reference_cnn())
+    memorised.fit(mnist.x_train[:300], mnist.y_train[:300], epochs=25, verbose=0)
+    seen = Dataset(mnist.x_train[300:800], mnist.y_train[300:800], mnist.x_train[:300],
+                   mnist.y_train[:300], name="seen")  # the model trained on its test part
+    unseen = (mnist.x_test[:300], mnist.y_test[:300])
+    lines = []
+    result = compress(memorised, seen, FAST, tmp_path / "a", runs=3, progress=lines.append,
+                      val=(mnist.x_test[300:600], mnist.y_test[300:600]))
+    assert any("may have been trained on the test images" in x for x in lines)
+    assert "--test" in (tmp_path / "a" / "report.md").read_text()
+    clean = compress(memorised, seen, FAST, tmp_path / "b", runs=3, progress=False,
+                     val=(mnist.x_test[300:600], mnist.y_test[300:600]), test=unseen)
+    assert not clean.warnings
+    assert clean.data_sources["test"].startswith("test arrays: all of it (300 images")
+    assert clean.baseline.accuracy < result.baseline.accuracy
+
+
+def test_compress_never_changes_the_model_and_prints_progress(trained_cnn, small, tmp_path,
+                                                               capsys):
+    weights = [w.copy() for w in trained_cnn.get_weights()]
+    _run(trained_cnn, small, tmp_path / "out", progress=None)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, trained_cnn.get_weights(),
+                                                    strict=True))
+    assert "[1/1] export(mode=float16)" in capsys.readouterr().err
+
+
+def test_a_frozen_model_cannot_be_pruned_and_says_so(trained_cnn, small):
+    from tfcompress.pruning import prune
+
+    frozen = keras.models.clone_model(trained_cnn)
+    frozen.trainable = False
+    with pytest.raises(ValueError, match="no trainable weights"):
+        prune(frozen, small, sparsity=0.5, epochs=1)
+
+
+def test_a_killed_export_leaves_nothing_in_the_system_temp_folder(trained_cnn, tmp_path,
+                                                                 monkeypatch):
+    import tempfile
+
+    from tfcompress.export import to_tflite
+
+    made = []
+    real = tempfile.TemporaryDirectory
+
+    def recording(*args, **kwargs):
+        made.append(kwargs.get("dir"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", recording)
+    to_tflite(trained_cnn, tmp_path / "sub" / "m.tflite", "float32")
+    assert made == [str(tmp_path / "sub")]
+    assert os.listdir(tmp_path / "sub") == ["m.tflite"]
+
+
+def test_an_unfinished_run_resumes_with_a_corrected_recipe(trained_cnn, small, tmp_path,
+                                                            monkeypatch):
+    from tfcompress.pipeline import _steps
+
+    real = _steps.run
+    recipe = {"name": "r", "steps": [{"prune": {"sparsity": 0.5, "epochs": 1}},
+                                     {"qat": {"epochs": 1, "learning_rate": 10.0}}]}
+
+    def diverging(step, *args, **kwargs):
+        if step.kind == "qat":
+            raise ValueError("Training stopped: the loss became nan at batch 0.")
+        return real(step, *args, **kwargs)
+
+    monkeypatch.setattr(_steps, "run", diverging)
+    with pytest.raises(ValueError, match="loss became nan"):
+        _run(trained_cnn, small, tmp_path, recipe=recipe)
+    calls = []
+    monkeypatch.setattr(_steps, "run", lambda step, *a, **k: calls.append(step.kind) or real(
+        step, *a, **k))
+    recipe["steps"][1] = {"qat": {"epochs": 1}}
+    result = _run(trained_cnn, small, tmp_path, recipe=recipe)
+    assert calls == ["qat"] and [r.step for r in result.steps] == ["prune", "qat"]
+    assert "reached sparsity 0.5" in result.steps[0].description
