@@ -199,8 +199,10 @@ def run(interp: Any, x: np.ndarray) -> np.ndarray:
     inp = interp.get_input_details()[0]
     out = interp.get_output_details()[0]
     check_input_shape(inp, x)
+    from tfcompress._progress import track
+
     results = []
-    for i in range(len(x)):
+    for i in track(range(len(x)), len(x), "scoring in LiteRT"):
         interp.set_tensor(inp["index"], quantize_input(x[i : i + 1], inp))
         invoke(interp)
         results.append(dequantize_output(interp.get_tensor(out["index"]), out)[0])

@@ -9,6 +9,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+
 from tfcompress.cli import main
 
 

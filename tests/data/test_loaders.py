@@ -165,10 +165,11 @@ def test_a_corrupt_image_is_named(tmp_path):
 def test_every_image_is_resized_and_huge_ones_are_refused(tmp_path, monkeypatch):
     from tfcompress.data import _loaders
 
-    _png(tmp_path / "a" / "1.png", (8, 8))
-    _png(tmp_path / "b" / "2.png", (640, 480))  # a first-image size would not fit it
+    for name, size in (("a/0.png", (8, 8)), ("a/1.png", (8, 8)), ("b/2.png", (640, 480)),
+                       ("b/3.png", (30, 20))):
+        _png(tmp_path / name, size)
     ds = load(tmp_path, image_size=8, channels=1, test_fraction=0.5)
-    assert ds.input_shape == (8, 8, 1)
+    assert ds.input_shape == (8, 8, 1) and len(ds.x_train) + len(ds.x_test) == 4
     monkeypatch.setattr(_loaders, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(ValueError, match=r"2\.png is 640 x 480 pixels"):
         load(tmp_path, image_size=8)

@@ -56,9 +56,11 @@ def user_errors(fn: Callable) -> Callable:
                   help="Also show TensorFlow's, the converter's and LiteRT's own log lines.")
     @functools.wraps(fn)
     def wrapper(*args, show_logs: bool = False, **kwargs):
+        from tfcompress._progress import shown
+
         quiet = contextlib.nullcontext() if show_logs else quiet_output()
         try:
-            with quiet:
+            with quiet, shown():
                 return fn(*args, **kwargs)
         except (ValueError, TypeError) as e:
             raise click.ClickException(" ".join(str(e).split("\n"))) from None

@@ -88,7 +88,9 @@ def _configure(converter: Any, mode: str, calib: np.ndarray | None, integer_io: 
     else:
 
         def representative():
-            for i in range(len(calib)):
+            from tfcompress._progress import track
+
+            for i in track(range(len(calib)), len(calib), "calibrating activation ranges"):
                 yield [calib[i : i + 1]]
 
         converter.representative_dataset = representative

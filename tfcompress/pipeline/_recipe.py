@@ -39,6 +39,11 @@ _SHOWN = {"channels": "channels removed"}
 MAX_RECIPE_BYTES = 1_000_000  # a recipe is a few hundred bytes; this bounds a hostile one
 
 
+def shown_name(key: str) -> str:
+    """How a setting is named in progress lines and reports."""
+    return _SHOWN.get(key, key)
+
+
 def _number(low: float | None = None, high: float | None = None, *, integer: bool = False,
             low_open: bool = False, high_open: bool = False, optional: bool = False):
     """A rule for a numeric setting: returns an error text for a bad value, else None."""
@@ -246,10 +251,10 @@ class Step:
     def describe(self) -> str:
         """`kind(setting=value, ...)`; a searched setting shows the values it tries."""
         searched = SEARCHED.get(self.kind) if self.search is not None else None
-        parts = [f"{_SHOWN.get(k, k)}={v}" for k, v in self.settings.items() if k != searched]
+        parts = [f"{shown_name(k)}={v}" for k, v in self.settings.items() if k != searched]
         if searched:
             values = ", ".join(str(v) for v in self.search.values)
-            parts.append(f"{_SHOWN.get(searched, searched)} searched over [{values}]")
+            parts.append(f"{shown_name(searched)} searched over [{values}]")
         return f"{self.kind}({', '.join(parts)})"
 
 

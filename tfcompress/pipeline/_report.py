@@ -5,6 +5,7 @@ import os
 from typing import Any
 
 from tfcompress import _io
+from tfcompress.pipeline._recipe import shown_name
 
 
 def markdown(result: Any) -> str:
@@ -45,7 +46,8 @@ def markdown(result: Any) -> str:
             tried = ", ".join(
                 f"{row[key]}: {100 * row['val_accuracy']:.2f} %"
                 f"{' (chosen)' if row['chosen'] else ''}" for row in r.search)
-            lines.append(f"Step {r.index} searched {key} on the validation data: {tried}.")
+            lines.append(f"Step {r.index} searched {shown_name(key)} on the validation data: "
+                         f"{tried}.")
     for text in result.warnings:
         lines.append(f"Warning: {text}")
     sources = result.data_sources or {}

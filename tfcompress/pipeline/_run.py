@@ -16,7 +16,7 @@ import numpy as np
 from tfcompress import _io, _training
 from tfcompress.data import Dataset, as_arrays, load, split
 from tfcompress.pipeline import _steps
-from tfcompress.pipeline._recipe import SEARCHED, Recipe, Step, load_recipe
+from tfcompress.pipeline._recipe import SEARCHED, Recipe, Step, load_recipe, shown_name
 from tfcompress.quantization import count_params
 
 STATE = "state.json"
@@ -480,8 +480,13 @@ def _search(step: Step, model: keras.Model, fit_ds: Dataset, state: dict, budget
     key = SEARCHED[step.kind]
     base_val = state["baseline_val_accuracy"]
     candidates = []
-    for value in step.search.values:
-        say(f"  trying {key}={value}")
+    started = time.perf_counter()
+    for n, value in enumerate(step.search.values):
+        left = ""
+        if n:
+            each = (time.perf_counter() - started) / n
+            left = f", about {each * (len(step.search.values) - n):.0f} s left for the search"
+        say(f"  trying {shown_name(key)}={value} ({n + 1} of {len(step.search.values)}{left})")
         outcome = _steps.run(step.with_setting(key, value), model, fit_ds, batch_size, verbose,
                              safe_mode)
         val_acc = _training.accuracy(outcome.model, fit_ds.x_test, fit_ds.y_test)
@@ -502,7 +507,7 @@ def _search(step: Step, model: keras.Model, fit_ds: Dataset, state: dict, budget
         ok = 100 * (base_val - val_acc) <= budget + 1e-9
         tried.append({key: value, "val_accuracy": val_acc, "within_budget": ok,
                       step.search.objective: objective})
-        say(f"  search {key}={value}: validation accuracy {100 * val_acc:.2f} % "
+        say(f"  search {shown_name(key)}={value}: validation accuracy {100 * val_acc:.2f} % "
             f"({'within' if ok else 'outside'} budget), {step.search.objective} {objective:.4g}")
         rank = (not ok, objective if ok else -val_acc)
         if best is None or rank < best[0]:
