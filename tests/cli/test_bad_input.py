@@ -146,6 +146,10 @@ def test_flags_are_named_in_errors(runner, trained_cnn_path, tmp_path):
     result = runner.invoke(main, ["factorize", str(trained_cnn_path), "--energy", "0.9",
                                   "--rank-ratio", "0.5", "-o", str(tmp_path / "f.keras")])
     assert result.exit_code == 2 and "--rank-ratio or --energy" in result.output
+    result = runner.invoke(main, ["prune", str(trained_cnn_path), "--data", "mnist",
+                                  "--sparsity", "0.8", "--granularity", "2:4",
+                                  "-o", str(tmp_path / "p.keras")])
+    assert result.exit_code == 2 and "leave out --sparsity" in result.output
 
 
 def test_strict_fails_a_run_that_misses_its_budget(runner, trained_cnn_path, small_npz,

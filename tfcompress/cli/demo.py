@@ -34,8 +34,10 @@ def demo_command(out, data, epochs, recipe, max_accuracy_drop, runs, seed):
     from tfcompress.data import load
     from tfcompress.pipeline import compress
     from tfcompress.pipeline._report import markdown
+    from tfcompress.pipeline._run import is_run_output
     from tfcompress.reference import compile_for_classification, reference_cnn
 
+    _io.check_output_dir(out, is_run_output, data, recipe)
     os.makedirs(out, exist_ok=True)
     # The validation images (for the recipe's searches) are never shown to the trained CNN.
     ds, val = load(data, seed=seed).hold_out(seed=seed)  # the pipeline's own split

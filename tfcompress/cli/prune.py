@@ -40,6 +40,12 @@ def prune_command(model, data, output, sparsity, granularity, criterion, round_t
     from tfcompress.pruning import prune
 
     _io.check_not_input(output, model, data)
+    if ":" in granularity and sparsity is not None:
+        n, _, m = granularity.partition(":")
+        if n.isdigit() and m.isdigit() and int(m) and abs(sparsity - (1 - int(n) / int(m))) > 1e-9:
+            raise click.UsageError(
+                f"--granularity {granularity} sets the sparsity to {1 - int(n) / int(m):g} by "
+                f"itself; leave out --sparsity (got {sparsity:g}).")
     if not output.endswith(".keras"):
         raise click.BadParameter(f"expected a .keras file name, got {output!r}.",
                                  param_hint="--output")

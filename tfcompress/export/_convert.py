@@ -199,7 +199,7 @@ def to_tflite(
     if num_calibration_samples < 1:
         raise ValueError(f"num_calibration_samples must be >= 1, got {num_calibration_samples}.")
     source = model if isinstance(model, (str, os.PathLike)) else None
-    _io.check_not_input(path, source)
+    _io.check_not_input(path, source, representative_data)
     if source is not None:
         if _io.is_saved_model_dir(source):
             model = os.fspath(source)
