@@ -159,7 +159,8 @@ def test_the_budget_always_has_a_verdict_and_misses_are_said(trained_cnn, small,
     md = (tmp_path / "b" / "report.md").read_text()
     assert any("no searched value of sparsity is within the budget" in x for x in lines)
     assert "Warning: step 1 (prune): no searched value" in md
-    assert report["data_sources"]["validation"].startswith("mnist-600: 60 training images")
+    assert report["data_sources"]["validation"] == (
+        "mnist-600: training images held out (seed 0) (60 images)")
 
 
 def test_test_images_are_used_only_for_the_figures_and_a_seen_test_set_is_flagged(
@@ -180,7 +181,8 @@ def test_test_images_are_used_only_for_the_figures_and_a_seen_test_set_is_flagge
     clean = compress(memorised, seen, FAST, tmp_path / "b", runs=3, progress=False,
                      val=(mnist.x_test[300:600], mnist.y_test[300:600]), test=unseen)
     assert not clean.warnings
-    assert clean.data_sources["test"].startswith("test arrays: all of it (300 images")
+    assert clean.data_sources["test"] == (
+        "(x, y) arrays: all of it, used for nothing else (300 images)")
     assert clean.baseline.accuracy < result.baseline.accuracy
 
 

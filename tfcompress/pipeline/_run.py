@@ -124,38 +124,43 @@ def _all_images(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
 def _splits(data: Any, val: Any, seed: int, test: Any = None, model: Any = None
             ) -> tuple[Dataset, Dataset, dict]:
     """(train + validation as a Dataset whose test part is the validation set, test Dataset,
-    where each part's images come from)."""
-    def read(source):
+    where each part's images come from). With `model`, folders are read as it takes them and
+    every part is checked against it."""
+    def read(source: Any) -> Dataset:
         return load(source, seed=seed) if model is None else _training.load_for(
             model, source, seed=seed)
 
+    def whole(source: Any) -> tuple[np.ndarray, np.ndarray, str]:
+        """All images of a source that is used whole (validation or test data)."""
+        if isinstance(source, tuple):
+            return (*as_arrays(source), "(x, y) arrays")
+        d = read(source)
+        return (*_all_images(d), d.name)
+
     ds = read(data)
     if test is None:
-        test_ds, test_from = ds, f"{ds.name}: its test part ({len(ds.x_test):,} images)"
+        x_te, y_te, test_from = ds.x_test, ds.y_test, f"{ds.name}: its test part"
         x_tr, y_tr, train_from = ds.x_train, ds.y_train, f"{ds.name}: its training part"
     else:  # --data is all for training; --test only for the reported figures
-        t = read(test) if not isinstance(test, tuple) else None
-        x_te, y_te = _all_images(t) if t is not None else as_arrays(test)
-        test_ds = Dataset(x_te, y_te, x_te, y_te, ds.class_names,
-                          t.name if t is not None else "test arrays")
-        test_from = f"{test_ds.name}: all of it ({len(x_te):,} images, used for nothing else)"
+        x_te, y_te, name = whole(test)
+        test_from = f"{name}: all of it, used for nothing else"
         x_tr, y_tr = _all_images(ds)
         train_from = f"{ds.name}: all of it"
     if val is None:
         x_tr, y_tr, x_val, y_val = split(x_tr, y_tr, HOLD_OUT, seed)
-        val_from = f"{ds.name}: {len(x_val):,} training images held out (seed {seed})"
+        val_from = f"{ds.name}: training images held out (seed {seed})"
         train_from += " less the validation images"
     else:
-        if isinstance(val, tuple):
-            x_val, y_val = as_arrays(val)
-            val_from = f"(x, y) arrays ({len(x_val):,} images)"
-        else:
-            v = read(val)
-            x_val, y_val = _all_images(v)
-            val_from = f"{v.name}: all of it ({len(x_val):,} images)"
+        x_val, y_val, name = whole(val)
+        val_from = f"{name}: all of it"
     fit = Dataset(x_tr, y_tr, x_val, y_val, ds.class_names, f"{ds.name} (train/val)")
-    sources = {"train": f"{train_from} ({len(x_tr):,} images)", "validation": val_from,
-               "test": test_from}
+    test_ds = ds if test is None else Dataset(x_te, y_te, x_te, y_te, ds.class_names, ds.name)
+    if model is not None:
+        for part in (fit, test_ds):
+            _training.check_data_fits(model, part)
+    sources = {"train": f"{train_from} ({len(x_tr):,} images)",
+               "validation": f"{val_from} ({len(x_val):,} images)",
+               "test": f"{test_from} ({len(x_te):,} images)"}
     return fit, test_ds, sources
 
 
