@@ -41,11 +41,15 @@ def copy_model(model: keras.Model) -> keras.Model:
     The file is our own, written from a model already in this process (whose Lambda code, if
     any, the caller chose to run), so it is read back without Keras' safe mode.
     """
+    import warnings
+
     with tempfile.TemporaryDirectory(prefix="tfcompress-copy-") as d:
         path = os.path.join(d, "model.keras")
         model.save(path)
-        return keras.saving.load_model(path, compile=has_compile_settings(model),
-                                       safe_mode=False)
+        with warnings.catch_warnings():  # the saved optimizer was never built: nothing to restore
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return keras.saving.load_model(path, compile=has_compile_settings(model),
+                                           safe_mode=False)
 
 
 def accuracy(model: keras.Model, x, y, batch_size: int = 256) -> float:

@@ -192,3 +192,21 @@ def test_distill_helper_leaves_the_teacher_trainable(teacher, mnist):
     student, result = distill(teacher, reference_cnn(width=0.5), mnist, epochs=1)
     assert teacher.trainable and result.param_ratio < 0.26
     assert student.count_params() == result.student_params
+
+
+def test_the_distiller_never_trains_or_changes_the_teacher(teacher, mnist):
+    import copy
+
+    teacher.trainable = True
+    teacher.get_layer("conv1").trainable = False  # a partly frozen teacher keeps its flags
+    flags = {layer.name: layer.trainable for layer in teacher.layers}
+    weights = copy.deepcopy(teacher.get_weights())
+    d = Distiller(teacher=teacher, student=reference_cnn(width=0.5), precompute_teacher=False)
+    assert {layer.name: layer.trainable for layer in teacher.layers} == flags
+    teacher_ids = {id(v) for v in teacher.variables}
+    assert not teacher_ids & {id(v) for v in d.trainable_variables}
+    assert teacher_ids <= {id(v) for v in d.non_trainable_variables}
+    d.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    d.fit(mnist.x_train[:256], mnist.y_train[:256], epochs=1, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, teacher.get_weights(), strict=True))
+    teacher.get_layer("conv1").trainable = True
