@@ -17,10 +17,40 @@ _FLOAT_DTYPES = frozenset({"float16", "float32", "float64"})
 _INT_ACTIVATION_DTYPES = {"int8": ("int8", "uint8"), "int16x8": ("int16",)}
 
 
-def interpreter(model: "str | os.PathLike | bytes", num_threads: int = 1):
-    """Creates an allocated LiteRT interpreter for a `.tflite` path or its bytes."""
-    from ai_edge_litert.interpreter import Interpreter
+# The runtimes a file can be verified and measured on: LiteRT with its default XNNPACK
+# delegate, LiteRT's builtin reference kernels (what other delegates and most accelerators are
+# checked against), and TensorFlow Lite for Microcontrollers (the `micro` extra).
+TARGETS: tuple[str, ...] = ("litert", "litert-reference", "tflm")
+TARGET_NAMES = {"litert": "LiteRT (XNNPACK)", "litert-reference": "LiteRT reference kernels",
+                "tflm": "TFLite Micro"}
 
+
+def check_target(target: str) -> None:
+    """Raises for an unknown target, or `tflm` without the `tflite-micro` package."""
+    if target not in TARGETS:
+        raise ValueError(f"Unknown target {target!r}; expected one of {TARGETS}.")
+    if target == "tflm":
+        try:
+            import tflite_micro  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                "target 'tflm' needs TensorFlow Lite for Microcontrollers' Python interpreter: "
+                "pip install 'tfcompress[micro]' (or pip install tflite-micro).") from None
+
+
+def interpreter(model: "str | os.PathLike | bytes", num_threads: int = 1,
+                target: str = "litert"):
+    """Creates an allocated interpreter for a `.tflite` path or its bytes on `target`: a
+    LiteRT interpreter, or for `tflm` an object with the same calls (details, set_tensor,
+    invoke, get_tensor) running TFLite Micro."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    check_target(target)
+    if target == "tflm":
+        content = model if isinstance(model, bytes) else _read(model)
+        return MicroInterpreter(content)
+    resolver = OpResolverType.BUILTIN_REF if target == "litert-reference" else \
+        OpResolverType.AUTO
     if isinstance(model, bytes):
         what, kwargs = "the converted model", {"model_content": model}
     else:
@@ -29,13 +59,114 @@ def interpreter(model: "str | os.PathLike | bytes", num_threads: int = 1):
             raise ValueError(f"No .tflite file at {path}. Check the path, or export one first.")
         what, kwargs = path, {"model_path": path}
     try:
-        interp = Interpreter(num_threads=num_threads, **kwargs)
+        interp = Interpreter(num_threads=num_threads, experimental_op_resolver_type=resolver,
+                             **kwargs)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         detail = " ".join(str(e).split())[:300]
         raise ValueError(f"{what} is not a valid .tflite model that LiteRT can run ({detail})."
                          ) from None
     return interp
+
+
+def _read(path: "str | os.PathLike") -> bytes:
+    text = os.fspath(path)
+    if not os.path.isfile(text):
+        raise ValueError(f"No .tflite file at {text}. Check the path, or export one first.")
+    with open(text, "rb") as f:
+        return f.read()
+
+
+class MicroInterpreter:
+    """TFLite Micro's Python interpreter behind the calls tfcompress makes of a LiteRT one.
+
+    Tensor details (names, shapes, quantization) come from LiteRT reading the same file; the
+    arithmetic is TFLite Micro's. The arena is `arena_size` bytes (by default, what
+    `micro_arena_bytes` measures for this model).
+    """
+
+    def __init__(self, content: bytes, arena_size: int | None = None):
+        self._details = interpreter(content)  # LiteRT: the tensors' details
+        arena = arena_size or micro_arena_bytes(content)
+        self._micro = _micro_interpreter(content, arena)
+        self.arena_size = arena
+
+    def get_input_details(self) -> list[dict]:
+        return self._details.get_input_details()
+
+    def get_output_details(self) -> list[dict]:
+        return self._details.get_output_details()
+
+    def get_tensor_details(self) -> list[dict]:
+        return self._details.get_tensor_details()
+
+    def _position(self, index: int, details: list[dict]) -> int:
+        return next(i for i, d in enumerate(details) if d["index"] == index)
+
+    def set_tensor(self, index: int, value: np.ndarray) -> None:
+        self._micro.set_input(value, self._position(index, self.get_input_details()))
+
+    def invoke(self) -> None:
+        self._micro.invoke()
+
+    def get_tensor(self, index: int) -> np.ndarray:
+        return self._micro.get_output(self._position(index, self.get_output_details()))
+
+
+def _micro_interpreter(content: bytes, arena_size: int):
+    """A TFLite Micro interpreter, or one clear error naming the op TFLM lacks."""
+    from tflite_micro import runtime
+
+    from tfcompress._quiet import captured_stderr
+
+    with captured_stderr() as log:
+        try:
+            interp = runtime.Interpreter.from_bytes(content, arena_size=arena_size)
+            # TFLM allocates on the first invoke; run it once on zeros so that a missing kernel
+            # or a too-small arena fails here.
+            details = interpreter(content).get_input_details()
+            for i, d in enumerate(details):
+                interp.set_input(np.zeros([max(1, int(s)) for s in d["shape"]], d["dtype"]), i)
+            interp.invoke()
+            return interp
+        except (RuntimeError, ValueError) as e:
+            failure = e
+    text = log.text()
+    missing = re.search(r"Didn't find op for builtin opcode '(\w+)'", text)
+    if missing:
+        raise MissingMicroOp(missing.group(1))
+    if "allocate" in text.lower() or "arena" in text.lower():
+        raise MicroArenaTooSmall(arena_size)
+    detail = " ".join(text.split())[-300:] or str(failure)
+    raise ValueError(f"TFLite Micro could not run the model ({detail}).")
+
+
+class MissingMicroOp(ValueError):
+    """TFLite Micro has no kernel for an op of the model."""
+
+    def __init__(self, op: str):
+        super().__init__(f"TFLite Micro has no kernel for {op}.")
+        self.op = op
+
+
+class MicroArenaTooSmall(ValueError):
+    def __init__(self, size: int):
+        super().__init__(f"The model does not fit a TFLite Micro arena of {size:,} bytes.")
+        self.size = size
+
+
+def micro_arena_bytes(content: bytes) -> int:
+    """The tensor arena TFLite Micro uses for this model, as its recording allocator measures
+    it (the total of head and tail, without headroom)."""
+    from tfcompress._quiet import captured_stderr
+
+    interp = _micro_interpreter(content, max(16 * 1024, 16 * len(content)))  # has run once
+    with captured_stderr() as log:
+        interp.print_allocations()
+    found = re.search(r"Arena allocation total (\d+) bytes", log.text())
+    if not found:
+        raise ValueError("TFLite Micro did not report its arena use.")
+    return int(found.group(1))
 
 
 def layer_of(tensor_name: str) -> str:

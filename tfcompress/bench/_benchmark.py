@@ -33,6 +33,7 @@ class BenchmarkReport:
     input_dtype: str
     op_dtypes: dict[str, list[str]] = field(default_factory=dict)
     op_counts: dict[str, int] = field(default_factory=dict)
+    target: str = "litert"
 
     @property
     def name(self) -> str:
@@ -54,6 +55,8 @@ class BenchmarkReport:
             "input_dtype": self.input_dtype,
             "op_dtypes": dict(self.op_dtypes),
             "op_counts": dict(self.op_counts),
+            "target": self.target,
+            "runtime": _tflite.TARGET_NAMES[self.target],
         }
 
 
@@ -66,6 +69,7 @@ def benchmark(
     *,
     max_samples: int | None = None,
     progress: Callable[[str], None] | None = None,
+    target: str = "litert",
 ) -> BenchmarkReport:
     """Measures a `.tflite` model in the LiteRT interpreter.
 
@@ -83,6 +87,9 @@ def benchmark(
         warmup: Untimed invocations before timing. Defaults to `5`.
         max_samples: Score at most this many samples. Defaults to `None` (all).
         progress: Called with a short message at each phase. Defaults to `None`.
+        target: The runtime that runs the model: `"litert"` (XNNPACK), `"litert-reference"`
+            (LiteRT's reference kernels, which TFLite Micro matches) or `"tflm"` (TFLite Micro;
+            its host latency says nothing of a microcontroller's). Defaults to `"litert"`.
 
     Returns:
         A `BenchmarkReport`.
@@ -101,9 +108,9 @@ def benchmark(
     """
     _check_counts(threads=threads, runs=runs, warmup=warmup)
     say = progress or (lambda _msg: None)
-    interp = _tflite.interpreter(path, num_threads=threads)
+    interp = _tflite.interpreter(path, num_threads=threads, target=target)
     content = Path(os.fspath(path)).read_bytes()
-    summary = _tflite.summarize(interp)
+    summary = _tflite.summarize(interp if target != "tflm" else _tflite.interpreter(content))
     inp = interp.get_input_details()[0]
 
     x = y = None
@@ -119,7 +126,8 @@ def benchmark(
                 f"outputs (classes 0..{classes - 1}). Pass the data the model was trained on.")
     sample = x[:1] if x is not None else _random_input(inp)
 
-    say(f"timing {Path(path).name}: {warmup} warm-up + {runs} runs, {threads} thread(s)")
+    say(f"timing {Path(path).name} in {_tflite.TARGET_NAMES[target]}: {warmup} warm-up + "
+        f"{runs} runs, {threads} thread(s)")
     times = _time_invocations(interp, sample, runs, warmup)
     accuracy = None
     if y is not None:
@@ -141,6 +149,7 @@ def benchmark(
         input_dtype=summary.inputs[0].dtype,
         op_dtypes=summary.op_dtypes(),
         op_counts=summary.op_counts(),
+        target=target,
     )
 
 
@@ -151,6 +160,7 @@ def time_side_by_side(
     runs: int = 50,
     warmup: int = 5,
     rounds: int = 10,
+    target: str = "litert",
 ) -> list[np.ndarray]:
     """Times several `.tflite` models in turns, so that a load that comes and goes hits each
     of them alike: the fair way to compare their latencies.
@@ -166,6 +176,7 @@ def time_side_by_side(
         runs: Timed invocations per model. Defaults to `50`.
         warmup: Untimed invocations per model before timing. Defaults to `5`.
         rounds: Turns the timed invocations are split into. Defaults to `10`.
+        target: The runtime, as for `benchmark`. Defaults to `"litert"`.
 
     Returns:
         One array per model: its `runs` latencies in milliseconds.
@@ -187,7 +198,7 @@ def time_side_by_side(
     _check_counts(threads=threads, runs=runs, warmup=warmup, rounds=rounds)
     if not paths:
         raise ValueError("time_side_by_side needs at least one .tflite path.")
-    interps = [_tflite.interpreter(p, num_threads=threads) for p in paths]
+    interps = [_tflite.interpreter(p, num_threads=threads, target=target) for p in paths]
     x = None if data is None else as_arrays(
         _load_as_input(data, interps[0].get_input_details()[0]), split_name="test")[0][:1]
     samples = [x if x is not None else _random_input(i.get_input_details()[0]) for i in interps]
@@ -268,6 +279,8 @@ def compare(reports: Sequence[BenchmarkReport], baseline: int = 0) -> str:
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
                        enumerate(zip(row, widths, strict=True))) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    runtimes = sorted({_tflite.TARGET_NAMES[r.target] for r in reports})
+    lines.append(f"measured in {', '.join(runtimes)}, {base.threads} thread(s)")
     return "\n".join(lines)
 
 

@@ -14,9 +14,12 @@ from tfcompress.cli._common import data_help, say, user_errors
               help="Timed invocations per model.")
 @click.option("--warmup", default=5, show_default=True, type=click.IntRange(0),
               help="Untimed invocations before timing.")
+@click.option("--target", type=click.Choice(["litert", "litert-reference", "tflm"]),
+              default="litert", show_default=True,
+              help="Runtime: LiteRT (XNNPACK), LiteRT's reference kernels, or TFLite Micro.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
 @user_errors
-def bench_command(models, data, threads, runs, warmup, as_json):
+def bench_command(models, data, threads, runs, warmup, target, as_json):
     """Benchmark one or more .tflite MODELS in the LiteRT interpreter (ratios vs the first).
 
     With several models, their latencies come from timing them side by side (in turns), so
@@ -29,12 +32,14 @@ def bench_command(models, data, threads, runs, warmup, as_json):
     from tfcompress.bench import benchmark, compare, time_side_by_side, to_json
 
     reports = [
-        benchmark(m, data, threads=threads, runs=runs, warmup=warmup, progress=say)
+        benchmark(m, data, threads=threads, runs=runs, warmup=warmup, progress=say,
+                  target=target)
         for m in models
     ]
     if len(models) > 1:
         say(f"timing the {len(models)} models side by side")
-        times = time_side_by_side(models, data, threads=threads, runs=runs, warmup=warmup)
+        times = time_side_by_side(models, data, threads=threads, runs=runs, warmup=warmup,
+                                  target=target)
         reports = [dataclasses.replace(r, latency_ms_p50=float(np.percentile(t, 50)),
                                        latency_ms_p90=float(np.percentile(t, 90)),
                                        latency_ms_mean=float(np.mean(t)))

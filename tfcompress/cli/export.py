@@ -1,4 +1,4 @@
-"""`tfcompress export`: a Keras model to a verified `.tflite`."""
+"""`tfcompress export`: a Keras model to a verified `.tflite` (and a microcontroller artifact)."""
 
 import json
 
@@ -7,6 +7,7 @@ import click
 from tfcompress.cli._common import data_help, say, user_errors
 
 _MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
+_TARGETS = ("litert", "litert-reference", "tflm")
 
 
 @click.command("export")
@@ -15,27 +16,33 @@ _MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
               help="Where to write the .tflite file.")
 @click.option("--quantize", "quantization", type=click.Choice(_MODES), default="int8",
               show_default=True, help="Quantization mode.")
-@click.option("--data", help=f"Calibration data for int8/int16x8. {data_help}")
-@click.option("--integer-io", is_flag=True,
-              help="int8/int16x8 only: integer input and output tensors too.")
+@click.option("--data", help="Calibration data for int8/int16x8 (not needed for a model from "
+                             f"QAT), also used to check agreement. {data_help}")
+@click.option("--target", type=click.Choice(_TARGETS), default="litert", show_default=True,
+              help="Runtime to verify on: LiteRT (XNNPACK), LiteRT's reference kernels, or "
+                   "TFLite Micro (writes .h/.cc/_ops.h beside the file; needs the micro extra).")
+@click.option("--integer-io/--float-io", default=None,
+              help="int8/int16x8: integer input and output tensors (default: on for tflm).")
+@click.option("--max-flash", type=click.IntRange(1), metavar="BYTES",
+              help="tflm: refuse a model larger than this.")
+@click.option("--max-ram", type=click.IntRange(1), metavar="BYTES",
+              help="tflm: refuse a model whose tensor arena is larger than this.")
 @click.option("--calibration-samples", default=200, show_default=True, type=click.IntRange(1),
               help="Images used to calibrate activation ranges.")
 @click.option("--unsafe", is_flag=True,
               help="Allow a .keras file's Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
 @user_errors
-def export_command(model, output, quantization, data, integer_io, calibration_samples, unsafe,
-                   as_json):
+def export_command(model, output, quantization, data, target, integer_io, max_flash, max_ram,
+                   calibration_samples, unsafe, as_json):
     """Convert MODEL (.keras file or SavedModel directory) to a verified .tflite file."""
     from tfcompress.export import to_tflite
 
-    if quantization in ("int8", "int16x8") and not data:
-        raise click.UsageError(
-            f"--quantize {quantization} needs --data to calibrate activation ranges "
-            "(e.g. --data mnist or --data train.npz)."
-        )
-    say(f"converting {model} to {quantization} ...")
+    if target != "tflm" and (max_flash or max_ram):
+        raise click.UsageError("--max-flash and --max-ram go with --target tflm.")
+    say(f"converting {model} to {quantization} for {target} ...")
     report = to_tflite(model, output, quantization, representative_data=data,
                        integer_io=integer_io, num_calibration_samples=calibration_samples,
-                       safe_mode=not unsafe)
+                       safe_mode=not unsafe, target=target, max_flash=max_flash,
+                       max_ram=max_ram)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))

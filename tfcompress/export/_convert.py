@@ -1,5 +1,6 @@
 """Keras 3 model -> verified `.tflite`, in every quantization mode the converter offers."""
 
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -9,6 +10,9 @@ import numpy as np
 
 from tfcompress import _io, _tflite
 from tfcompress.data import Dataset, as_arrays
+from tfcompress.export import _micro
+from tfcompress.export._fixups import widen_int16_biases
+from tfcompress.export._micro import MicroReport
 from tfcompress.quantization import check_ranges_learned, is_quantize_aware
 
 QUANTIZATION_MODES: tuple[str, ...] = ("float32", "float16", "dynamic", "int8", "int16x8")
@@ -28,9 +32,18 @@ class ExportReport:
     float_ops: tuple[_tflite.OpInfo, ...] = ()
     integer_only: bool = False
     calibration_samples: int = 0
+    target: str = "litert"
+    agreement: float | None = None
+    agreement_samples: int = 0
+    micro: MicroReport | None = None
 
     def to_dict(self) -> dict:
         return {
+            "target": self.target,
+            "runtime": _tflite.TARGET_NAMES[self.target],
+            "agreement": self.agreement,
+            "agreement_samples": self.agreement_samples,
+            "micro": None if self.micro is None else self.micro.to_dict(),
             "path": self.path,
             "quantization": self.quantization,
             "size_bytes": self.size_bytes,
@@ -45,10 +58,18 @@ class ExportReport:
     def __str__(self) -> str:
         ops = ", ".join(f"{k} x{v}" for k, v in self.op_counts.items())
         kind = "integer-only" if self.integer_only else "has float compute"
-        return (
+        text = (
             f"{self.path}: {self.quantization}, {self.size_bytes:,} bytes, {kind}; "
-            f"input {self.inputs[0].dtype}, output {self.outputs[0].dtype}; ops: {ops}"
+            f"input {self.inputs[0].dtype}{list(self.inputs[0].shape)}, output "
+            f"{self.outputs[0].dtype}; ops: {ops}"
         )
+        if self.agreement is not None:
+            text += (f"\ntop-1 agreement with the Keras model in "
+                     f"{_tflite.TARGET_NAMES[self.target]}: {100 * self.agreement:.2f} % of "
+                     f"{self.agreement_samples} images")
+        if self.micro is not None:
+            text += f"\n{self.micro}\nwrote {', '.join(self.micro.files)}"
+        return text
 
 
 def _calibration_arrays(data: Any, num_samples: int) -> np.ndarray:
@@ -81,10 +102,16 @@ def _configure(converter: Any, mode: str, calib: np.ndarray | None, integer_io: 
         converter.target_spec.supported_types = [tf.float16]
     elif mode == "dynamic":
         pass
-    elif calib is None:  # int8 from a quantization-aware model: ranges come from its fake-quant
+    elif calib is None:  # a quantization-aware model: the ranges come from its fake-quant
+        io_type = tf.int8
+        if mode == "int16x8":
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            ]
+            io_type = tf.int16
         if integer_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
+            converter.inference_input_type = io_type
+            converter.inference_output_type = io_type
     else:
 
         def representative():
@@ -108,7 +135,7 @@ def _configure(converter: Any, mode: str, calib: np.ndarray | None, integer_io: 
 
 
 def _convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
-             workdir: str) -> bytes:
+             workdir: str, batch: int | None = None) -> bytes:
     import tensorflow as tf
 
     # Beside the output, not in the system temp folder: a killed run leaves nothing behind
@@ -118,11 +145,20 @@ def _convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
             saved = model
         else:
             saved = os.path.join(tmp, "saved_model")
-            model.export(saved, format="tf_saved_model", verbose=False)
+            signature = None
+            if batch is not None:  # a fixed batch: no SHAPE/STRIDED_SLICE/PACK for reshapes
+                import keras
+
+                specs = [keras.InputSpec(shape=(batch, *t.shape[1:]), dtype=t.dtype)
+                         for t in model.inputs]
+                signature = specs if len(specs) == 1 else [specs]
+            model.export(saved, format="tf_saved_model", verbose=False,
+                         input_signature=signature)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         _configure(converter, mode, calib, integer_io)
         try:
-            return converter.convert()
+            content = converter.convert()
+            return widen_int16_biases(content) if mode == "int16x8" else content
         except Exception as e:  # the converter raises ConverterError and RuntimeError
             text = str(e).strip().splitlines()
             detail = next((ln for ln in text if "op" in ln.lower()), text[0] if text else "")
@@ -143,9 +179,14 @@ def to_tflite(
     quantization: str = "int8",
     representative_data: Any = None,
     *,
-    integer_io: bool = False,
+    integer_io: bool | None = None,
     num_calibration_samples: int = 200,
     safe_mode: bool = True,
+    target: str = "litert",
+    verify_data: Any = None,
+    max_flash: int | None = None,
+    max_ram: int | None = None,
+    class_names: "list[str] | tuple[str, ...] | None" = None,
 ) -> ExportReport:
     """Converts a Keras 3 model to a `.tflite` file and verifies it in the LiteRT interpreter.
 
@@ -166,10 +207,27 @@ def to_tflite(
             `None` (an error for the modes that need it, except `int8` of a quantization-aware
             model).
         integer_io: For `int8`/`int16x8`, make the model's input and output integer too (no
-            QUANTIZE/DEQUANTIZE at the edges). Defaults to `False`.
+            QUANTIZE/DEQUANTIZE at the edges). Defaults to `None`: `True` for `target="tflm"`,
+            else `False`.
         num_calibration_samples: How many images calibrate the activation ranges. Defaults to
             `200`.
         safe_mode: Keras' safe mode when `model` is a `.keras` path. Defaults to `True`.
+        target: The runtime the file is verified on: `"litert"` (LiteRT with XNNPACK),
+            `"litert-reference"` (LiteRT's reference kernels) or `"tflm"` (TensorFlow Lite for
+            Microcontrollers, the `micro` extra). For `"tflm"` the batch is fixed to 1, and
+            C++ sources are written beside the file: `<stem>.h` and `<stem>.cc` (the model
+            as an aligned array, the arena size measured in TFLite Micro plus headroom, input
+            and output scale and zero point, class names) and `<stem>_ops.h` (the exact op
+            list as a `tflite::MicroMutableOpResolver`). Defaults to `"litert"`.
+        verify_data: Images on which the top-1 agreement between the Keras model and the file
+            on `target` is measured (at most 200). Defaults to `None`: the representative
+            data, if any.
+        max_flash: With `"tflm"`, refuse a model larger than this many bytes. Defaults to
+            `None`.
+        max_ram: With `"tflm"`, refuse a model whose arena (with headroom) is larger than
+            this many bytes. Defaults to `None`.
+        class_names: Class names for the C header. Defaults to `None`: those of a `Dataset`
+            passed as data, else none.
 
     Returns:
         An `ExportReport`.
@@ -192,6 +250,11 @@ def to_tflite(
         raise ValueError(
             f"Unknown quantization {quantization!r}; expected one of {QUANTIZATION_MODES}."
         )
+    _tflite.check_target(target)
+    if target != "tflm" and (max_flash is not None or max_ram is not None):
+        raise ValueError("max_flash and max_ram apply to target='tflm' (a microcontroller).")
+    if integer_io is None:
+        integer_io = target == "tflm" and quantization in _NEEDS_CALIBRATION
     if integer_io and quantization not in _NEEDS_CALIBRATION:
         raise ValueError(
             f"integer_io applies to 'int8' and 'int16x8' exports, not {quantization!r}."
@@ -219,7 +282,15 @@ def to_tflite(
     qat = not isinstance(model, str) and is_quantize_aware(model)
     if qat:
         check_ranges_learned(model)
-    if quantization in _NEEDS_CALIBRATION and not (qat and quantization == "int8"):
+    from tfcompress.quantization._transform import activation_bits
+
+    learned = {8: "int8", 16: "int16x8"}.get(activation_bits(model)) if qat else None
+    if quantization in _NEEDS_CALIBRATION and learned not in (None, quantization):
+        raise ValueError(
+            f"The quantization-aware model simulates {learned} but the export asks for "
+            f"{quantization}. Export it as {learned!r}, or build it with quantize_aware(..., "
+            f"activation_bits={16 if quantization == 'int16x8' else 8}).")
+    if quantization in _NEEDS_CALIBRATION and learned != quantization:
         if representative_data is None:
             raise ValueError(
                 f"{quantization} export needs representative_data to calibrate activation "
@@ -237,7 +308,8 @@ def to_tflite(
 
     workdir = os.path.dirname(os.path.abspath(path))
     os.makedirs(workdir, exist_ok=True)
-    content = _convert(model, quantization, calib, integer_io, workdir)
+    content = _convert(model, quantization, calib, integer_io, workdir,
+                       batch=1 if target == "tflm" and not isinstance(model, str) else None)
     summary = _tflite.summarize(_tflite.interpreter(content))
     float_ops = summary.float_compute_ops()
     if quantization in _NEEDS_CALIBRATION and float_ops:
@@ -248,7 +320,18 @@ def to_tflite(
             f"The {quantization} model would still compute in float: {listed}. Nothing was "
             "written. Replace or remove those layers, or export as 'dynamic' or 'float16'."
         )
+    micro = _micro.measure(content, max_flash, max_ram) if target == "tflm" else None
+    agreement, samples = None, 0
+    check = verify_data if verify_data is not None else representative_data
+    if check is not None and not isinstance(model, str):
+        agreement, samples = _agreement(model, content, check, target)
     _io.write_bytes_atomic(path, content)
+    if micro is not None:
+        names = class_names
+        if names is None and isinstance(check, Dataset):
+            names = check.class_names
+        files = _micro.write_sources(content, path, micro, names, _version())
+        micro = dataclasses.replace(micro, files=files)
     return ExportReport(
         path=os.fspath(path),
         quantization=quantization,
@@ -261,7 +344,26 @@ def to_tflite(
         if quantization in _NEEDS_CALIBRATION
         else False,
         calibration_samples=0 if calib is None else len(calib),
+        target=target,
+        agreement=agreement,
+        agreement_samples=samples,
+        micro=micro,
     )
+
+
+def _agreement(model: Any, content: bytes, data: Any, target: str, limit: int = 200
+               ) -> tuple[float, int]:
+    """Top-1 agreement between the Keras model and the file run on `target`."""
+    x = _calibration_arrays(data, limit)
+    keras_top = np.argmax(model.predict(x, batch_size=64, verbose=0), axis=-1)
+    file_top = np.argmax(_tflite.run(_tflite.interpreter(content, target=target), x), axis=-1)
+    return float(np.mean(keras_top == file_top)), len(x)
+
+
+def _version() -> str:
+    from tfcompress import __version__
+
+    return __version__
 
 
 def _expected_input_shape(model: Any) -> tuple[int, ...] | None:

@@ -15,8 +15,8 @@ def markdown(result: Any) -> str:
         f"# tfcompress report: recipe `{result.recipe['name']}` on {result.data}",
         "",
         "| step | parameters | size (bytes) | gzip size (bytes) | p50 (ms) | p90 (ms) | "
-        "accuracy (%) | vs baseline (points) |",
-        "|---|---|---|---|---|---|---|---|",
+        "accuracy (%) | reference kernels (%) | vs baseline (points) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         name = r.description if r.step != "baseline" else "baseline (float32)"
@@ -25,7 +25,7 @@ def markdown(result: Any) -> str:
         lines.append(
             f"| {r.index}. {name} | {r.params:,} | {r.size_bytes:,} | {r.gzip_bytes:,} | "
             f"{r.latency_ms_p50:.4f} | {r.latency_ms_p90:.4f} | {100 * r.accuracy:.2f} | "
-            f"{r.delta:+.2f} |")
+            f"{_percent(r.accuracy_reference)} | {r.delta:+.2f} |")
     ratios = result.ratios()
     pair = result.side_by_side
     timing = "LiteRT p50, 1 thread" + (
@@ -51,14 +51,20 @@ def markdown(result: Any) -> str:
     for text in result.warnings:
         lines.append(f"Warning: {text}")
     sources = result.data_sources or {}
-    lines += ["", "Every row's model and .tflite are in this folder; accuracy is measured in "
-              "LiteRT, latency with 1 thread. Images behind each figure:"]
+    lines += ["", "Every row's model and .tflite are in this folder. Accuracy is measured in "
+              "LiteRT with XNNPACK (as on phones and boards) and with LiteRT's reference "
+              "kernels (what TFLite Micro and most other delegates compute); latency with "
+              "XNNPACK, 1 thread. Images behind each figure:"]
     lines += [f"- {part}: {where}" for part, where in (
         ("training (every step)", sources.get("train")),
         ("validation (the searches' budget)", sources.get("validation")),
         ("test (accuracy in the table)", sources.get("test"))) if where]
     lines.append("")
     return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
 
 
 def plot(result: Any, path: str) -> None:

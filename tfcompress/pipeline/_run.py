@@ -27,8 +27,9 @@ HOLD_OUT = 0.1  # the share of training images held out for validation, as Datas
 class StepRecord:
     """One row of the report: a step's model, its int8 (or final) TFLite file and measurements.
 
-    Accuracy is measured in LiteRT on the test split; `delta` is in points against the
-    baseline (the input model as float32 TFLite).
+    Accuracy is measured in LiteRT (XNNPACK) on the test images, and again with LiteRT's
+    reference kernels (`accuracy_reference`, what TFLite Micro computes); `delta` is in points
+    against the baseline (the input model as float32 TFLite).
     """
 
     index: int
@@ -47,6 +48,7 @@ class StepRecord:
     skipped: str | None = None
     info: dict | None = None
     search: list | None = None
+    accuracy_reference: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -178,9 +180,10 @@ def _measure(model: keras.Model, path: str, mode: str, calib: Dataset, test: Dat
     from tfcompress.bench import benchmark
 
     bench = benchmark(_export(model, path, mode, calib), test, runs=runs, threads=1).to_dict()
+    reference = benchmark(path, test, runs=1, warmup=0, target="litert-reference")
     return {"size_bytes": bench["size_bytes"], "gzip_bytes": bench["gzip_bytes"],
             "latency_ms_p50": bench["latency_ms_p50"], "latency_ms_p90": bench["latency_ms_p90"],
-            "accuracy": bench["accuracy"]}
+            "accuracy": bench["accuracy"], "accuracy_reference": reference.accuracy}
 
 
 _OUTPUT_NAME = re.compile(r"(\d\d_.*\.(keras|tflite)|report\.(json|md|png)|state\.json|"

@@ -429,6 +429,12 @@ def check_ranges_learned(model: keras.Model) -> None:
         )
 
 
+def activation_bits(model: Any) -> int | None:
+    """The activation width a quantization-aware model simulates (8 or 16), else `None`."""
+    bits = {q.num_bits for q in _quantizers(model)}
+    return max(bits) if bits else None
+
+
 def is_quantize_aware(model: Any) -> bool:
     """True when `model` holds fake-quant layers made by `quantize_aware`."""
     return bool(_quantizers(model))

@@ -1,0 +1,137 @@
+"""Deploying where users deploy: verification on LiteRT's reference kernels and TFLite Micro, the
+microcontroller artifact, integer I/O helpers and int16x8 from quantization-aware training."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tfcompress import _tflite
+from tfcompress.bench import benchmark
+from tfcompress.cli import main
+from tfcompress.export import dequantize_output, quantize_input, to_tflite
+from tfcompress.quantization import quantize_aware
+
+
+@pytest.fixture(scope="module")
+def qat_cnn(trained_cnn, mnist):
+    q = quantize_aware(trained_cnn)
+    q.compile(keras.optimizers.Adam(1e-4), trained_cnn.loss)
+    q.fit(mnist.x_train[:512], mnist.y_train[:512], epochs=1, verbose=0)
+    return q
+
+
+@pytest.fixture(scope="module")
+def micro(qat_cnn, mnist, tmp_path_factory):
+    path = tmp_path_factory.mktemp("micro") / "cnn.tflite"
+    return to_tflite(qat_cnn, path, "int8", verify_data=mnist, target="tflm",
+                     class_names=mnist.class_names)
+
+
+def test_microcontroller_export_is_fixed_batch_integer_and_agrees(micro):
+    assert micro.integer_only and micro.target == "tflm"
+    assert micro.inputs[0].shape == (1, 28, 28, 1) and micro.inputs[0].dtype == "int8"
+    assert micro.outputs[0].dtype == "int8"
+    assert not {"SHAPE", "STRIDED_SLICE", "PACK"} & set(micro.op_counts)
+    assert micro.agreement >= 0.995 and micro.agreement_samples == 200
+    report = micro.micro
+    assert report.ops == tuple(sorted(micro.op_counts))
+    assert 0 < report.arena_bytes_measured < report.arena_bytes < 64 * 1024
+    assert report.model_flash_bytes == micro.size_bytes
+
+
+def test_the_c_sources_hold_the_model_and_compile(micro):
+    h, cc, ops = micro.micro.files
+    header = open(h).read()
+    assert f"constexpr int kCnnArenaSize = {micro.micro.arena_bytes};" in header
+    assert f"constexpr int kCnnInputZeroPoint = {micro.inputs[0].zero_point};" in header
+    assert "kCnnNumClasses = 10;" in header
+    assert f"g_cnn_model_len = {micro.size_bytes};" in open(cc).read()
+    resolver = open(ops).read()
+    assert f"MicroMutableOpResolver<{len(micro.micro.ops)}>" in resolver
+    for call in ("AddConv2D", "AddDepthwiseConv2D", "AddFullyConnected", "AddMaxPool2D"):
+        assert f"resolver.{call}()" in resolver
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler on this machine")
+    out = subprocess.run([compiler, "-std=c++17", "-Wall", "-Werror", "-c", cc, "-o",
+                          cc + ".o"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert os.path.getsize(cc + ".o") > micro.size_bytes  # the array is in the object
+
+
+def test_budgets_and_missing_kernels_refuse_and_write_nothing(qat_cnn, tmp_path):
+    path = tmp_path / "m.tflite"
+    with pytest.raises(ValueError, match="over --max-ram 4,096"):
+        to_tflite(qat_cnn, path, "int8", target="tflm", max_ram=4096)
+    with pytest.raises(ValueError, match="over --max-flash 1,000"):
+        to_tflite(qat_cnn, path, "int8", target="tflm", max_flash=1000)
+    inputs = keras.Input((8,))
+    x = keras.layers.Lambda(lambda t: keras.ops.sort(t), name="sorter")(
+        keras.layers.Dense(8)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    with pytest.raises(ValueError, match=r"no kernel for TOPK_V2 \(from layer 'sorter'\)"):
+        to_tflite(model, path, "float32", target="tflm")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reference_kernels_and_tflm_agree_to_one_step(micro, mnist):
+    x = mnist.x_test[:100]
+    ref = _tflite.run(_tflite.interpreter(micro.path, target="litert-reference"), x)
+    tflm = _tflite.run(_tflite.interpreter(micro.path, target="tflm"), x)
+    step = micro.outputs[0].scale  # at most one rounding step apart, same top-1
+    np.testing.assert_allclose(ref, tflm, rtol=0, atol=step * 1.001)
+    assert np.mean(np.argmax(ref, -1) == np.argmax(tflm, -1)) >= 0.99
+    reports = [benchmark(micro.path, mnist, runs=3, target=t, max_samples=200)
+               for t in ("litert", "litert-reference", "tflm")]
+    assert [r.to_dict()["runtime"] for r in reports] == [
+        "LiteRT (XNNPACK)", "LiteRT reference kernels", "TFLite Micro"]
+    assert reports[1].accuracy == reports[2].accuracy > 0.85
+
+
+def test_integer_io_helpers_read_the_files_parameters(micro, qat_cnn, mnist):
+    x = mnist.x_test[:20]
+    q = quantize_input(x, micro)
+    scale, zero = micro.inputs[0].scale, micro.inputs[0].zero_point
+    assert q.dtype == np.int8
+    np.testing.assert_array_equal(q, np.clip(np.round(x / scale) + zero, -128, 127))
+    interp = _tflite.interpreter(micro.path)
+    out = []
+    for i in range(len(x)):
+        interp.set_tensor(interp.get_input_details()[0]["index"], q[i:i + 1])
+        interp.invoke()
+        out.append(dequantize_output(interp.get_tensor(
+            interp.get_output_details()[0]["index"]), micro.path)[0])
+    agree = np.argmax(np.stack(out), -1) == np.argmax(qat_cnn.predict(x, verbose=0), -1)
+    assert agree.mean() >= 0.95
+
+
+def test_int16x8_from_16_bit_qat_runs_on_litert_and_tflm(trained_cnn, mnist, tmp_path):
+    q = quantize_aware(trained_cnn, activation_bits=16)
+    q.compile(keras.optimizers.Adam(1e-4), trained_cnn.loss)
+    q.fit(mnist.x_train[:256], mnist.y_train[:256], epochs=1, verbose=0)
+    for target in ("litert", "tflm"):
+        report = to_tflite(q, tmp_path / f"{target}.tflite", "int16x8", verify_data=mnist,
+                           target=target)
+        assert report.integer_only and report.agreement >= 0.99, (target, report.agreement)
+    with pytest.raises(ValueError, match="simulates int16x8"):
+        to_tflite(q, tmp_path / "x.tflite", "int8")
+
+
+def test_cli_exports_a_qat_model_for_tflm_without_data(qat_cnn, tmp_path):
+    path = tmp_path / "qat.keras"
+    qat_cnn.save(path)
+    out = tmp_path / "m.tflite"
+    result = CliRunner().invoke(main, ["export", str(path), "-o", str(out), "--target", "tflm",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["runtime"] == "TFLite Micro" and info["micro"]["arena_bytes"] > 0
+    assert (tmp_path / "m.h").is_file() and (tmp_path / "m_ops.h").is_file()
+    result = CliRunner().invoke(main, ["bench", str(out), "--target", "tflm", "--runs", "3"])
+    assert result.exit_code == 0 and "TFLite Micro" in result.stdout
