@@ -107,3 +107,90 @@ def reference_mobilenet_v2(
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def reference_resnet8(
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    num_classes: int = 10,
+    name: str = "resnet8",
+) -> keras.Model:
+    """Builds ResNet-8 as MLPerf Tiny's image-classification benchmark defines it (Keras 3).
+
+    A 16-filter stem and three residual stacks of 16, 32 and 64 filters (the last two halve
+    the resolution, with a 1x1 convolution on the shortcut), average pooling and a dense head;
+    it outputs logits. About 78,000 parameters at 32 x 32 x 3.
+
+    Args:
+        input_shape: Shape of one image. Defaults to `(32, 32, 3)` (CIFAR-10's).
+        num_classes: Number of classes. Defaults to `10`.
+        name: Model name. Defaults to `"resnet8"`.
+
+    Returns:
+        An uncompiled functional `keras.Model`.
+
+    Example:
+        >>> reference_resnet8().output_shape
+        (None, 10)
+    """
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Conv2D(16, 3, padding="same", name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for i, (filters, stride) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
+        y = layers.Conv2D(filters, 3, strides=stride, padding="same", name=f"s{i}_conv1")(x)
+        y = layers.BatchNormalization(name=f"s{i}_bn1")(y)
+        y = layers.ReLU(name=f"s{i}_relu1")(y)
+        y = layers.Conv2D(filters, 3, padding="same", name=f"s{i}_conv2")(y)
+        y = layers.BatchNormalization(name=f"s{i}_bn2")(y)
+        if stride != 1:
+            x = layers.Conv2D(filters, 1, strides=stride, name=f"s{i}_shortcut")(x)
+        x = layers.ReLU(name=f"s{i}_relu2")(layers.Add(name=f"s{i}_add")([x, y]))
+    x = layers.AveragePooling2D(pool_size=x.shape[1:3], name="pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def reference_ds_cnn(
+    input_shape: tuple[int, int, int] = (49, 10, 1),
+    num_classes: int = 12,
+    name: str = "ds_cnn",
+) -> keras.Model:
+    """Builds DS-CNN as MLPerf Tiny's keyword-spotting benchmark defines it (Keras 3).
+
+    Input: 49 frames of 10 MFCC features. A 64-filter 10 x 4 convolution with stride 2, four
+    depthwise-separable blocks of 64 channels, average pooling and a dense head; it outputs
+    logits. About 24,000 parameters.
+
+    Args:
+        input_shape: Shape of one spectrogram, `(frames, features, 1)`. Defaults to
+            `(49, 10, 1)`.
+        num_classes: Number of keywords. Defaults to `12`.
+        name: Model name. Defaults to `"ds_cnn"`.
+
+    Returns:
+        An uncompiled functional `keras.Model`.
+
+    Example:
+        >>> reference_ds_cnn().output_shape
+        (None, 12)
+    """
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape, name="features")
+    x = layers.Conv2D(64, (10, 4), strides=2, padding="same", name="conv1")(inputs)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.ReLU(name="relu1")(x)
+    x = layers.Dropout(0.2, name="drop1")(x)
+    for i in range(1, 5):
+        x = layers.DepthwiseConv2D(3, padding="same", name=f"dw{i}")(x)
+        x = layers.BatchNormalization(name=f"dw{i}_bn")(x)
+        x = layers.ReLU(name=f"dw{i}_relu")(x)
+        x = layers.Conv2D(64, 1, name=f"pw{i}")(x)
+        x = layers.BatchNormalization(name=f"pw{i}_bn")(x)
+        x = layers.ReLU(name=f"pw{i}_relu")(x)
+    x = layers.Dropout(0.4, name="drop2")(x)
+    x = layers.AveragePooling2D(pool_size=x.shape[1:3], name="pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)

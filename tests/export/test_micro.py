@@ -135,3 +135,15 @@ def test_cli_exports_a_qat_model_for_tflm_without_data(qat_cnn, tmp_path):
     assert (tmp_path / "m.h").is_file() and (tmp_path / "m_ops.h").is_file()
     result = CliRunner().invoke(main, ["bench", str(out), "--target", "tflm", "--runs", "3"])
     assert result.exit_code == 0 and "TFLite Micro" in result.stdout
+
+
+def test_a_fixed_batch_of_one_survives_qat_and_export(mnist, tmp_path):
+    inputs = keras.Input(batch_shape=(1, 28, 28, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
+    q = quantize_aware(model)
+    assert tuple(q.inputs[0].shape) == (1, 28, 28, 1)
+    report = to_tflite(model, tmp_path / "m.tflite", "int8", mnist)
+    assert not {"SHAPE", "STRIDED_SLICE", "PACK"} & set(report.op_counts)
+    detail = _tflite.interpreter(report.path).get_input_details()[0]
+    assert list(detail["shape_signature"]) == [1, 28, 28, 1]

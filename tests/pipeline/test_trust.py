@@ -246,3 +246,18 @@ def test_an_unfinished_run_resumes_with_a_corrected_recipe(trained_cnn, small, t
     result = _run(trained_cnn, small, tmp_path, recipe=recipe)
     assert calls == ["qat"] and [r.step for r in result.steps] == ["prune", "qat"]
     assert "reached sparsity 0.5" in result.steps[0].description
+
+
+def test_a_microcontroller_budget_constrains_the_search_and_the_export(trained_cnn, small,
+                                                                       tmp_path):
+    recipe = {"name": "mcu", "steps": [
+        {"prune": {"granularity": "channel", "round_to": 8, "epochs": 1},
+         "search": {"values": [0.25, 0.75], "objective": "size"}},
+        {"export": {"mode": "int8", "target": "tflm", "max_flash": 40_000}}]}
+    result = _run(trained_cnn, small, tmp_path, recipe=recipe, max_accuracy_drop=100)
+    rows = {row["sparsity"]: row for row in result.steps[0].search}
+    assert rows[0.25]["fits_device"] is False and rows[0.75]["fits_device"] is True
+    assert rows[0.75]["chosen"] and result.final.size_bytes <= 40_000
+    assert result.final.accuracy_reference is not None
+    header = (tmp_path / "02_export_int8.h").read_text()
+    assert "ArenaSize" in header and (tmp_path / "02_export_int8_ops.h").is_file()

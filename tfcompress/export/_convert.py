@@ -309,7 +309,7 @@ def to_tflite(
     workdir = os.path.dirname(os.path.abspath(path))
     os.makedirs(workdir, exist_ok=True)
     content = _convert(model, quantization, calib, integer_io, workdir,
-                       batch=1 if target == "tflm" and not isinstance(model, str) else None)
+                       batch=_fixed_batch(model, target))
     summary = _tflite.summarize(_tflite.interpreter(content))
     float_ops = summary.float_compute_ops()
     if quantization in _NEEDS_CALIBRATION and float_ops:
@@ -349,6 +349,16 @@ def to_tflite(
         agreement_samples=samples,
         micro=micro,
     )
+
+
+def _fixed_batch(model: Any, target: str) -> int | None:
+    """1 for a microcontroller; the model's own batch size where its inputs fix one."""
+    if isinstance(model, str):  # a SavedModel directory keeps its own signature
+        return None
+    sizes = {t.shape[0] for t in getattr(model, "inputs", None) or []}
+    fixed = next(iter(sizes)) if len(sizes) == 1 and isinstance(next(iter(sizes)), int) \
+        else None
+    return 1 if target == "tflm" else fixed
 
 
 def _agreement(model: Any, content: bytes, data: Any, target: str, limit: int = 200

@@ -28,7 +28,7 @@ STEP_SETTINGS: dict[str, dict[str, Any]] = {
     "prune": {"granularity": "unstructured", "sparsity": None, "epochs": 3, "round_to": 1,
               "criterion": "l1", "shrink": True, "scope": "layer", "finetune_epochs": 0},
     "qat": {"epochs": 1, "learning_rate": 1e-4},
-    "export": {"mode": "int8"},
+    "export": {"mode": "int8", "target": "litert", "max_flash": None, "max_ram": None},
 }
 # The setting a `search` varies, per step kind.
 SEARCHED = {"factorize": "energy", "distill": "channels", "prune": "sparsity"}
@@ -116,7 +116,10 @@ RULES: dict[str, dict[str, Any]] = {
               "criterion": _choice("l1", "l2", "bn_scale"), "shrink": _flag,
               "scope": _choice("layer", "global"), "finetune_epochs": _number(0, integer=True)},
     "qat": {"epochs": _number(1, integer=True), "learning_rate": _number(0, low_open=True)},
-    "export": {"mode": _choice(*EXPORT_MODES)},
+    "export": {"mode": _choice(*EXPORT_MODES),
+               "target": _choice("litert", "litert-reference", "tflm"),
+               "max_flash": _number(1, integer=True, optional=True),
+               "max_ram": _number(1, integer=True, optional=True)},
 }
 
 BUILTIN: dict[str, dict] = {
@@ -212,6 +215,10 @@ class Step:
 
     def _check_combinations(self) -> None:
         """Settings that are fine alone but not together."""
+        if self.kind == "export" and self.get("target") != "tflm" and (
+                self.get("max_flash") is not None or self.get("max_ram") is not None):
+            raise ValueError("Step 'export': max_flash and max_ram go with target: tflm (a "
+                             "microcontroller).")
         if self.kind == "factorize" and self.settings.get("rank_ratio") is not None and (
                 self.settings.get("energy") is not None or self.search is not None):
             raise ValueError("Step 'factorize': give rank_ratio or energy (or a search over "
@@ -307,6 +314,15 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "steps": [s.to_dict() for s in self.steps]}
+
+    def device_limits(self) -> dict | None:
+        """`{"max_flash": ..., "max_ram": ...}` when the export step targets a
+        microcontroller with a budget: the searches then keep only models that fit it."""
+        last = self.steps[-1]
+        if last.kind != "export" or last.get("target") != "tflm":
+            return None
+        limits = {"max_flash": last.get("max_flash"), "max_ram": last.get("max_ram")}
+        return limits if any(v is not None for v in limits.values()) else None
 
 
 def _search(config: Any) -> Search | None:

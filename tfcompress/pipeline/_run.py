@@ -166,27 +166,29 @@ def _splits(data: Any, val: Any, seed: int, test: Any = None, model: Any = None
     return fit, test_ds, sources
 
 
-def _export(model: keras.Model, path: str, mode: str, calib: Dataset) -> str:
-    """Writes `model` as a `mode` .tflite (calibrated on `calib` where it needs data)."""
+def _export(model: keras.Model, path: str, mode: str, calib: Dataset, **device: Any) -> str:
+    """Writes `model` as a `mode` .tflite (calibrated on `calib` where it needs data);
+    `device` (target, max_flash, max_ram) goes to `to_tflite`."""
     from tfcompress.export import to_tflite
     from tfcompress.quantization import is_quantize_aware
 
     needs_data = mode in ("int8", "int16x8") and not is_quantize_aware(model)
-    return to_tflite(model, path, mode, calib if needs_data else None).path
+    return to_tflite(model, path, mode, calib if needs_data else None, **device).path
 
 
 def _measure(model: keras.Model, path: str, mode: str, calib: Dataset, test: Dataset,
-             runs: int) -> dict:
+             runs: int, **device: Any) -> dict:
     from tfcompress.bench import benchmark
 
-    bench = benchmark(_export(model, path, mode, calib), test, runs=runs, threads=1).to_dict()
+    bench = benchmark(_export(model, path, mode, calib, **device), test, runs=runs,
+                      threads=1).to_dict()
     reference = benchmark(path, test, runs=1, warmup=0, target="litert-reference")
     return {"size_bytes": bench["size_bytes"], "gzip_bytes": bench["gzip_bytes"],
             "latency_ms_p50": bench["latency_ms_p50"], "latency_ms_p90": bench["latency_ms_p90"],
             "accuracy": bench["accuracy"], "accuracy_reference": reference.accuracy}
 
 
-_OUTPUT_NAME = re.compile(r"(\d\d_.*\.(keras|tflite)|report\.(json|md|png)|state\.json|"
+_OUTPUT_NAME = re.compile(r"(\d\d_.*\.(keras|tflite|h|cc)|report\.(json|md|png)|state\.json|"
                           r"\.lock|\..*\.(keras|tflite|json|md|png))")
 
 
@@ -310,7 +312,12 @@ def compress(
 
 def _check_steps_apply(plan: Recipe, model: keras.Model) -> None:
     """Checks on the input model, before any work, what would otherwise fail late: a layer that
-    quantization-aware training cannot handle."""
+    quantization-aware training cannot handle, a target whose runtime is not installed."""
+    from tfcompress._tflite import check_target
+
+    for step in plan.steps:
+        if step.kind == "export":
+            check_target(step.get("target"))
     if any(step.kind == "qat" for step in plan.steps):
         from tfcompress.quantization import quantize_aware
 
@@ -404,7 +411,8 @@ def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: D
                 tflite = f"{stem}_int8.tflite"
                 if step.search is not None:
                     outcome, search = _search(step, current, fit_ds, state, budget, batch_size,
-                                              verbose, runs, out, index, say, safe_mode)
+                                              verbose, runs, out, index, say, safe_mode,
+                                              plan.device_limits())
                     if not any(row["within_budget"] for row in search):
                         warn(f"step {index} ({step.kind}): no searched value of "
                              f"{SEARCHED[step.kind]} is within the budget of -{budget:g} "
@@ -418,7 +426,10 @@ def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: D
             say(f"  skipped: {skipped}")
         model_path = f"{stem}.keras"
         _io.save_model_atomic(new, model_path)
-        m = _measure(new, tflite, mode, fit_ds, test_ds, runs)
+        device = {}
+        if step.kind == "export":
+            device = {k: step.get(k) for k in ("target", "max_flash", "max_ram")}
+        m = _measure(new, tflite, mode, fit_ds, test_ds, runs, **device)
         description = step.describe()
         if search is not None:
             chosen = step.with_setting(SEARCHED[step.kind], info["chosen"])
@@ -483,8 +494,10 @@ def _check_test_is_unseen(test_acc: float, val_acc: float, n_test: int, n_val: i
 
 def _search(step: Step, model: keras.Model, fit_ds: Dataset, state: dict, budget: float,
             batch_size: int, verbose: int, runs: int, out: str, index: int,
-            say: Any, safe_mode: bool) -> tuple[_steps.Outcome, list]:
-    """Tries each searched value; keeps the best within budget on the validation data."""
+            say: Any, safe_mode: bool, plan_limits: dict | None = None
+            ) -> tuple[_steps.Outcome, list]:
+    """Tries each searched value; keeps the best within budget on the validation data (and,
+    with `plan_limits`, within the microcontroller's flash and RAM)."""
     key = SEARCHED[step.kind]
     base_val = state["baseline_val_accuracy"]
     candidates = []
@@ -500,7 +513,8 @@ def _search(step: Step, model: keras.Model, fit_ds: Dataset, state: dict, budget
         val_acc = _training.accuracy(outcome.model, fit_ds.x_test, fit_ds.y_test)
         path = _export(outcome.model, os.path.join(out, f"{index:02d}_{step.kind}_search_{value}"
                                                    ".tflite"), "int8", fit_ds)
-        candidates.append((value, outcome, val_acc, path))
+        fits = _fits_device(path, plan_limits)
+        candidates.append((value, outcome, val_acc, path, fits))
     if step.search.objective == "latency":  # side by side: a passing load hits all alike
         from tfcompress.bench import time_side_by_side
 
@@ -510,13 +524,20 @@ def _search(step: Step, model: keras.Model, fit_ds: Dataset, state: dict, budget
         objectives = [os.path.getsize(c[3]) for c in candidates]
     tried = []
     best = None
-    for (value, outcome, val_acc, path), objective in zip(candidates, objectives, strict=True):
+    for (value, outcome, val_acc, path, fits), objective in zip(candidates, objectives,
+                                                                strict=True):
         os.remove(path)
-        ok = 100 * (base_val - val_acc) <= budget + 1e-9
-        tried.append({key: value, "val_accuracy": val_acc, "within_budget": ok,
-                      step.search.objective: objective})
+        ok = 100 * (base_val - val_acc) <= budget + 1e-9 and fits is None
+        row = {key: value, "val_accuracy": val_acc, "within_budget": ok,
+               step.search.objective: objective}
+        if plan_limits:
+            row["fits_device"] = fits is None
+        tried.append(row)
+        device = "" if not plan_limits else (", fits the device" if fits is None else
+                                             f", does not fit the device: {fits}")
         say(f"  search {shown_name(key)}={value}: validation accuracy {100 * val_acc:.2f} % "
-            f"({'within' if ok else 'outside'} budget), {step.search.objective} {objective:.4g}")
+            f"({'within' if ok else 'outside'} budget), {step.search.objective} {objective:.4g}"
+            f"{device}")
         rank = (not ok, objective if ok else -val_acc)
         if best is None or rank < best[0]:
             best = (rank, value, outcome)
@@ -525,6 +546,21 @@ def _search(step: Step, model: keras.Model, fit_ds: Dataset, state: dict, budget
         row["chosen"] = row[key] == value
     outcome.info = {**outcome.info, "searched": key, "chosen": value}
     return outcome, tried
+
+
+def _fits_device(path: str, limits: dict | None) -> str | None:
+    """None when the int8 file fits the flash and RAM `limits` in TFLite Micro, else why not."""
+    if not limits:
+        return None
+    from tfcompress.export._micro import measure
+
+    with open(path, "rb") as f:
+        content = f.read()
+    try:
+        measure(content, limits["max_flash"], limits["max_ram"])
+    except ValueError as e:
+        return str(e).split(". Nothing was written")[0]
+    return None
 
 
 def _jsonable(value: Any) -> Any:

@@ -400,8 +400,8 @@ def quantize_aware(
         else list(float_layers))
     graph = _functional(model)
     rewriter = _Rewriter(graph, specs, per_channel_weights, activation_bits, keep_zeros)
-    inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=getattr(t, "name", None))
-              for t in graph.inputs]
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=getattr(t, "name", None))
+              for t in graph.inputs]  # a fixed batch (e.g. 1 for a microcontroller) is kept
     quantized_inputs = [ActivationQuantizer(num_bits=activation_bits, name=f"input_quant_{i}")(x)
                         for i, x in enumerate(inputs)]
     outputs = rewriter.run(graph, quantized_inputs)
