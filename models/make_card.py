@@ -57,20 +57,54 @@ def main() -> None:
     folder = HERE / cfg["folder"]
     work = Path(tempfile.mkdtemp(prefix=f"tfc-card-{args.model}-"))
     print("models and .tflite files in", work, flush=True)
-    tfc.compress(model, ds, folder / "recipe.yaml", work, val=val,
+    result = tfc.compress(model, ds, folder / "recipe.yaml", work, val=val,
                  max_accuracy_drop=args.max_accuracy_drop, seed=args.seed, runs=args.runs,
                  batch_size=cfg["batch_size"], progress=lambda s: print(s, flush=True))
     card = folder / "card"
     card.mkdir(exist_ok=True)
     for name in ("report.json", "report.png"):
         shutil.copy(work / name, card / name)
-    (card / "report.md").write_text((work / "report.md").read_text() + _tfmot_section(folder))
+    (card / "report.md").write_text((work / "report.md").read_text()
+                                    + _micro_section(result, ds) + _tfmot_section(folder))
     (card / "machine.txt").write_text(
-        f"{platform.machine()}, {os.cpu_count()} cores; TensorFlow "
+        f"{platform.machine()}, {os.cpu_count()} cores, {_vector_units()}; TensorFlow "
         f"{__import__('tensorflow').__version__}, Keras {keras.__version__}\n"
         f"python models/make_card.py --model {args.model} --max-accuracy-drop "
         f"{args.max_accuracy_drop} --runs {args.runs} --seed {args.seed}\n")
     print((card / "report.md").read_text())
+
+
+def _vector_units() -> str:
+    """Which SIMD extensions XNNPACK can use here (int8 vs float32 speed depends on them)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "CPU flags unknown"
+    found = [n for n, f in (("AVX2", "avx2"), ("AVX-512", "avx512f"),
+                            ("AVX-512 VNNI", "avx512_vnni")) if f in flags]
+    return ", ".join(found) or "no AVX2"
+
+
+def _micro_section(result, ds) -> str:
+    """The final quantization-aware model exported for TFLite Micro: agreement, arena, flash."""
+    import keras
+
+    from tfcompress.export import to_tflite
+
+    qat = next((s for s in reversed(result.steps) if s.step == "qat"), None)
+    if qat is None:
+        return ""
+    model = keras.saving.load_model(qat.model_path)
+    path = Path(result.out_dir) / "micro" / "model.tflite"
+    report = to_tflite(model, path, "int8", verify_data=(ds.x_test, ds.y_test), target="tflm")
+    m = report.micro
+    return "\n".join([
+        "", "## On a microcontroller", "",
+        f"The final model exported with `to_tflite(..., target=\"tflm\")` (batch 1, int8 input "
+        f"and output): top-1 agreement with the Keras model in TFLite Micro "
+        f"{100 * report.agreement:.2f} % of {report.agreement_samples} test images; tensor "
+        f"arena {m.arena_bytes_measured:,} bytes measured ({m.arena_bytes:,} with headroom), "
+        f"model {m.model_flash_bytes:,} bytes of flash; ops {', '.join(m.ops)}.", ""])
 
 
 def _tfmot_section(folder: Path) -> str:
