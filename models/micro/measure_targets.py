@@ -131,7 +131,13 @@ def demo_model(out: Path, fast: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="one epoch each, for a smoke run")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite targets.md from targets.json without measuring")
     args = parser.parse_args()
+    if args.report_only:
+        (HERE / "targets.md").write_text(markdown(json.loads((HERE / "targets.json")
+                                                             .read_text())))
+        return
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -169,7 +175,7 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         m = r["micro"]
         lines.append(
-            f"| {r['model']} | {r['params']:,} | {100 * r['tflm_vs_keras']:.2f} % | "
+            f"| {r['model']}, {r['test_images']:,} test images | {r['params']:,} | {100 * r['tflm_vs_keras']:.2f} % | "
             f"{100 * r['xnnpack_vs_reference']:.2f} % | {100 * r['qat_accuracy']:.2f} / "
             f"{100 * r['tflm_accuracy']:.2f} / {100 * r['xnnpack_accuracy']:.2f} % | "
             f"{m['arena_bytes_measured']:,} | {m['arena_bytes']:,} | "
