@@ -81,15 +81,15 @@ class MicroInterpreter:
     """TFLite Micro's Python interpreter behind the calls tfcompress makes of a LiteRT one.
 
     Tensor details (names, shapes, quantization) come from LiteRT reading the same file; the
-    arithmetic is TFLite Micro's. The arena is `arena_size` bytes (by default, what
-    `micro_arena_bytes` measures for this model).
+    arithmetic is TFLite Micro's. The arena is `arena_size` bytes (by default a generous one;
+    `micro_arena_bytes` measures what the model needs).
     """
 
     def __init__(self, content: bytes, arena_size: int | None = None):
         self._details = interpreter(content)  # LiteRT: the tensors' details
-        arena = arena_size or micro_arena_bytes(content)
-        self._micro = _micro_interpreter(content, arena)
-        self.arena_size = arena
+        self.arena_size = arena_size or _generous_arena(content)
+        self._micro = _micro_interpreter(content, self.arena_size,
+                                         self._details.get_input_details())
 
     def get_input_details(self) -> list[dict]:
         return self._details.get_input_details()
@@ -113,8 +113,13 @@ class MicroInterpreter:
         return self._micro.get_output(self._position(index, self.get_output_details()))
 
 
-def _micro_interpreter(content: bytes, arena_size: int):
-    """A TFLite Micro interpreter, or one clear error naming the op TFLM lacks."""
+def _generous_arena(content: bytes) -> int:
+    return max(16 * 1024, 16 * len(content))
+
+
+def _micro_interpreter(content: bytes, arena_size: int, inputs: list[dict]):
+    """A TFLite Micro interpreter that has run once on zeros (`inputs`: the model's input
+    details), or one clear error naming the op TFLM lacks."""
     from tflite_micro import runtime
 
     from tfcompress._quiet import captured_stderr
@@ -122,10 +127,8 @@ def _micro_interpreter(content: bytes, arena_size: int):
     with captured_stderr() as log:
         try:
             interp = runtime.Interpreter.from_bytes(content, arena_size=arena_size)
-            # TFLM allocates on the first invoke; run it once on zeros so that a missing kernel
-            # or a too-small arena fails here.
-            details = interpreter(content).get_input_details()
-            for i, d in enumerate(details):
+            # TFLM allocates on the first invoke: a missing kernel or a small arena fails here.
+            for i, d in enumerate(inputs):
                 interp.set_input(np.zeros([max(1, int(s)) for s in d["shape"]], d["dtype"]), i)
             interp.invoke()
             return interp
@@ -160,7 +163,8 @@ def micro_arena_bytes(content: bytes) -> int:
     it (the total of head and tail, without headroom)."""
     from tfcompress._quiet import captured_stderr
 
-    interp = _micro_interpreter(content, max(16 * 1024, 16 * len(content)))  # has run once
+    interp = _micro_interpreter(content, _generous_arena(content),
+                                interpreter(content).get_input_details())
     with captured_stderr() as log:
         interp.print_allocations()
     found = re.search(r"Arena allocation total (\d+) bytes", log.text())

@@ -355,10 +355,10 @@ def _fixed_batch(model: Any, target: str) -> int | None:
     """1 for a microcontroller; the model's own batch size where its inputs fix one."""
     if isinstance(model, str):  # a SavedModel directory keeps its own signature
         return None
+    if target == "tflm":
+        return 1
     sizes = {t.shape[0] for t in getattr(model, "inputs", None) or []}
-    fixed = next(iter(sizes)) if len(sizes) == 1 and isinstance(next(iter(sizes)), int) \
-        else None
-    return 1 if target == "tflm" else fixed
+    return sizes.pop() if len(sizes) == 1 and isinstance(next(iter(sizes)), int) else None
 
 
 def _agreement(model: Any, content: bytes, data: Any, target: str, limit: int = 200
