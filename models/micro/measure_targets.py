@@ -175,7 +175,8 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         m = r["micro"]
         lines.append(
-            f"| {r['model']}, {r['test_images']:,} test images | {r['params']:,} | {100 * r['tflm_vs_keras']:.2f} % | "
+            f"| {r['model']}, {r['test_images']:,} test images | {r['params']:,} | "
+            f"{100 * r['tflm_vs_keras']:.2f} % | "
             f"{100 * r['xnnpack_vs_reference']:.2f} % | {100 * r['qat_accuracy']:.2f} / "
             f"{100 * r['tflm_accuracy']:.2f} / {100 * r['xnnpack_accuracy']:.2f} % | "
             f"{m['arena_bytes_measured']:,} | {m['arena_bytes']:,} | "
