@@ -11,18 +11,14 @@ from typing import Any
 
 import numpy as np
 
+from tfcompress._targets import TARGET_NAMES, TARGETS  # noqa: F401  (re-exported)
+
 # Ops that only move data between float and integer at the model's edges.
 _BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 _FLOAT_DTYPES = frozenset({"float16", "float32", "float64"})
 _INT_ACTIVATION_DTYPES = {"int8": ("int8", "uint8"), "int16x8": ("int16",)}
 
 
-# The runtimes a file can be verified and measured on: LiteRT with its default XNNPACK
-# delegate, LiteRT's builtin reference kernels (what other delegates and most accelerators are
-# checked against), and TensorFlow Lite for Microcontrollers (the `micro` extra).
-TARGETS: tuple[str, ...] = ("litert", "litert-reference", "tflm")
-TARGET_NAMES = {"litert": "LiteRT (XNNPACK)", "litert-reference": "LiteRT reference kernels",
-                "tflm": "TFLite Micro"}
 
 
 def check_target(target: str) -> None:

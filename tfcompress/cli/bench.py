@@ -2,6 +2,7 @@
 
 import click
 
+from tfcompress._targets import TARGETS
 from tfcompress.cli._common import data_help, say, user_errors
 
 
@@ -14,7 +15,7 @@ from tfcompress.cli._common import data_help, say, user_errors
               help="Timed invocations per model.")
 @click.option("--warmup", default=5, show_default=True, type=click.IntRange(0),
               help="Untimed invocations before timing.")
-@click.option("--target", type=click.Choice(["litert", "litert-reference", "tflm"]),
+@click.option("--target", type=click.Choice(TARGETS),
               default="litert", show_default=True,
               help="Runtime: LiteRT (XNNPACK), LiteRT's reference kernels, or TFLite Micro.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")

@@ -4,10 +4,10 @@ import json
 
 import click
 
+from tfcompress._targets import TARGETS
 from tfcompress.cli._common import data_help, say, user_errors
 
 _MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
-_TARGETS = ("litert", "litert-reference", "tflm")
 
 
 @click.command("export")
@@ -18,7 +18,7 @@ _TARGETS = ("litert", "litert-reference", "tflm")
               show_default=True, help="Quantization mode.")
 @click.option("--data", help="Calibration data for int8/int16x8 (not needed for a model from "
                              f"QAT), also used to check agreement. {data_help}")
-@click.option("--target", type=click.Choice(_TARGETS), default="litert", show_default=True,
+@click.option("--target", type=click.Choice(TARGETS), default="litert", show_default=True,
               help="Runtime to verify on: LiteRT (XNNPACK), LiteRT's reference kernels, or "
                    "TFLite Micro (writes .h/.cc/_ops.h beside the file; needs the micro extra).")
 @click.option("--integer-io/--float-io", default=None,

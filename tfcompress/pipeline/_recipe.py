@@ -20,6 +20,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfcompress._targets import TARGETS
+
 STEP_SETTINGS: dict[str, dict[str, Any]] = {
     "factorize": {"rank_ratio": None, "energy": None, "conv_mode": "channel",
                   "min_params": 4096, "epochs": 1, "learning_rate": None},
@@ -117,7 +119,7 @@ RULES: dict[str, dict[str, Any]] = {
               "scope": _choice("layer", "global"), "finetune_epochs": _number(0, integer=True)},
     "qat": {"epochs": _number(1, integer=True), "learning_rate": _number(0, low_open=True)},
     "export": {"mode": _choice(*EXPORT_MODES),
-               "target": _choice("litert", "litert-reference", "tflm"),
+               "target": _choice(*TARGETS),
                "max_flash": _number(1, integer=True, optional=True),
                "max_ram": _number(1, integer=True, optional=True)},
 }
