@@ -340,6 +340,11 @@ def run(interp: Any, x: np.ndarray) -> np.ndarray:
     return np.stack(results)
 
 
+def predict_classes(interp: Any, x: np.ndarray) -> np.ndarray:
+    """The top-1 class of every sample of `x` (the argmax of `run`)."""
+    return np.argmax(run(interp, x), axis=-1)
+
+
 def invoke(interp: Any) -> None:
     """`interp.invoke()`, with LiteRT's runtime errors (a damaged file) as one clear line."""
     try:

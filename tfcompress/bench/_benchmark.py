@@ -132,8 +132,7 @@ def benchmark(
     accuracy = None
     if y is not None:
         say(f"scoring {len(x)} samples")
-        logits = _tflite.run(interp, x)
-        accuracy = float(np.mean(np.argmax(logits, axis=-1) == y))
+        accuracy = float(np.mean(_tflite.predict_classes(interp, x) == y))
     return BenchmarkReport(
         path=os.fspath(path),
         size_bytes=len(content),

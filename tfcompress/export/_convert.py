@@ -320,7 +320,7 @@ def to_tflite(
             f"The {quantization} model would still compute in float: {listed}. Nothing was "
             "written. Replace or remove those layers, or export as 'dynamic' or 'float16'."
         )
-    micro = _micro.measure(content, max_flash, max_ram) if target == "tflm" else None
+    micro = _micro.measure(content, max_flash, max_ram, summary) if target == "tflm" else None
     agreement, samples = None, 0
     check = verify_data if verify_data is not None else representative_data
     if check is not None and not isinstance(model, str):
@@ -330,7 +330,7 @@ def to_tflite(
         names = class_names
         if names is None and isinstance(check, Dataset):
             names = check.class_names
-        files = _micro.write_sources(content, path, micro, names, _version())
+        files = _micro.write_sources(content, path, micro, summary, names)
         micro = dataclasses.replace(micro, files=files)
     return ExportReport(
         path=os.fspath(path),
@@ -366,14 +366,9 @@ def _agreement(model: Any, content: bytes, data: Any, target: str, limit: int = 
     """Top-1 agreement between the Keras model and the file run on `target`."""
     x = _calibration_arrays(data, limit)
     keras_top = np.argmax(model.predict(x, batch_size=64, verbose=0), axis=-1)
-    file_top = np.argmax(_tflite.run(_tflite.interpreter(content, target=target), x), axis=-1)
+    file_top = _tflite.predict_classes(_tflite.interpreter(content, target=target), x)
     return float(np.mean(keras_top == file_top)), len(x)
 
-
-def _version() -> str:
-    from tfcompress import __version__
-
-    return __version__
 
 
 def _expected_input_shape(model: Any) -> tuple[int, ...] | None:

@@ -53,14 +53,15 @@ def with_headroom(measured: int) -> int:
     return 16 * math.ceil((measured * (1 + ARENA_HEADROOM) + ARENA_HEADROOM_BYTES) / 16)
 
 
-def measure(content: bytes, max_flash: int | None, max_ram: int | None) -> MicroReport:
+def measure(content: bytes, max_flash: int | None, max_ram: int | None,
+            summary: "_tflite.GraphSummary | None" = None) -> MicroReport:
     """Runs the model in TFLite Micro and checks it against the flash and RAM budgets.
 
     Raises:
         ValueError: For an op TFLite Micro lacks (naming the op and its layer) or a budget
             the model does not fit.
     """
-    summary = _tflite.summarize(_tflite.interpreter(content))
+    summary = summary or _tflite.summarize(_tflite.interpreter(content))
     try:
         measured = _tflite.micro_arena_bytes(content)
     except _tflite.MissingMicroOp as e:
@@ -90,12 +91,14 @@ def identifier(path: "str | os.PathLike") -> str:
 
 
 def write_sources(content: bytes, path: "str | os.PathLike", report: MicroReport,
-                  class_names: Sequence[str] | None, version: str) -> tuple[str, ...]:
+                  summary: "_tflite.GraphSummary", class_names: Sequence[str] | None
+                  ) -> tuple[str, ...]:
     """Writes `<stem>.h`, `<stem>.cc` and `<stem>_ops.h` beside `path`; returns their paths."""
     name = identifier(path)
     camel = "".join(p.capitalize() for p in name.split("_") if p)
     base = os.path.splitext(os.fspath(path))[0]
-    summary = _tflite.summarize(_tflite.interpreter(content))
+    from tfcompress import __version__ as version
+
     inp, out = summary.inputs[0], summary.outputs[0]
     source = os.path.basename(os.fspath(path))
     classes = list(class_names or [])

@@ -178,14 +178,17 @@ def _export(model: keras.Model, path: str, mode: str, calib: Dataset, **device: 
 
 def _measure(model: keras.Model, path: str, mode: str, calib: Dataset, test: Dataset,
              runs: int, **device: Any) -> dict:
+    from tfcompress import _tflite
     from tfcompress.bench import benchmark
 
     bench = benchmark(_export(model, path, mode, calib, **device), test, runs=runs,
                       threads=1).to_dict()
-    reference = benchmark(path, test, runs=1, warmup=0, target="litert-reference")
+    reference = _tflite.predict_classes(_tflite.interpreter(path, target="litert-reference"),
+                                        test.x_test)
     return {"size_bytes": bench["size_bytes"], "gzip_bytes": bench["gzip_bytes"],
             "latency_ms_p50": bench["latency_ms_p50"], "latency_ms_p90": bench["latency_ms_p90"],
-            "accuracy": bench["accuracy"], "accuracy_reference": reference.accuracy}
+            "accuracy": bench["accuracy"],
+            "accuracy_reference": float(np.mean(reference == test.y_test))}
 
 
 _OUTPUT_NAME = re.compile(r"(\d\d_.*\.(keras|tflite|h|cc)|report\.(json|md|png)|state\.json|"
@@ -612,12 +615,11 @@ def _read_state(path: str, identity: dict, plan: Recipe, say: Any) -> dict:
     if kept < len(state["completed"]):
         say(f"the recipe differs from step {kept + 1} on: keeping {kept} completed step(s), "
             "redoing the rest")
-    state["completed"] = [{**r, "model_path": os.path.join(out, r["model_path"]),
-                           "tflite_path": os.path.join(out, r["tflite_path"])}
-                          for r in state["completed"][:kept]]
-    base = state["baseline"]
-    state["baseline"] = {**base, "model_path": os.path.join(out, base["model_path"]),
-                         "tflite_path": os.path.join(out, base["tflite_path"])}
+    def inside(record: dict) -> dict:
+        return _with_paths(record, lambda p: os.path.join(out, p))
+
+    state["completed"] = [inside(r) for r in state["completed"][:kept]]
+    state["baseline"] = inside(state["baseline"])
     state["recipe"] = plan.to_dict()
     return state
 
@@ -634,12 +636,17 @@ def _describe(key: str, old: Any, new: Any) -> str:
     return f"{old!r} then, {new!r} now"
 
 
+def _with_paths(record: dict, convert: Any) -> dict:
+    """A step record with its two file paths converted (to or from relative to OUT)."""
+    return {**record, "model_path": convert(record["model_path"]),
+            "tflite_path": convert(record["tflite_path"])}
+
+
 def _write_state(path: str, state: dict, out: str) -> None:
     """Writes the state with every file path relative to the output folder, so the folder
     can be moved or resumed from anywhere."""
     def rel(record: dict) -> dict:
-        return {**record, "model_path": os.path.relpath(record["model_path"], out),
-                "tflite_path": os.path.relpath(record["tflite_path"], out)}
+        return _with_paths(record, lambda p: os.path.relpath(p, out))
 
     saved = {**state, "baseline": rel(state["baseline"]),
              "completed": [rel(r) for r in state["completed"]]}
