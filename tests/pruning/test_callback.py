@@ -75,8 +75,13 @@ def test_reference_cnn_on_mnist_reaches_80_percent_per_layer(mnist):
     model.fit(mnist.x_train, mnist.y_train, epochs=2, batch_size=64, verbose=0, callbacks=[cb])
     report = P.sparsity_report(model)
     assert {w.layer for w in report.weights} == {"conv1", "dw2", "pw2", "conv4", "fc1", "logits"}
-    for w in report.weights:
-        assert abs(w.sparsity - 0.8) <= 0.01, w
+    for w in report.weights:  # by default the depthwise and the small kernels stay dense
+        if w.layer in ("conv1", "dw2", "pw2"):
+            assert w.sparsity == 0.0 and (w.layer == "dw2" or w.size < 1024), w
+        else:
+            assert abs(w.sparsity - 0.8) <= 0.01, w
+    assert P.sparsity_report(model, prune_depthwise=False, min_weights=1024).sparsity == \
+        pytest.approx(0.8, abs=0.01)
     acc = model.evaluate(mnist.x_test, mnist.y_test, verbose=0)[1]
     assert acc > 0.85
 
@@ -191,10 +196,11 @@ def test_global_scope_gives_layers_different_sparsity():
 
 def test_two_four_pattern_survives_training_and_int8_export(trained_cnn, mnist, tmp_path):
     pruned, result = P.prune(trained_cnn, mnist, granularity="2:4", epochs=1)
-    for t in P.prunable_targets(pruned, need_n_m_axis=True):
+    targets = P.prunable_targets(pruned, need_n_m_axis=True, min_weights=1024)
+    assert {t.layer.name for t in targets} == {"conv4", "fc1", "logits"}
+    for t in targets:
         assert P.satisfies_n_m(_np(t.variable), 2, 4, t.n_m_axis), t.name
-    assert "dw2/kernel" not in result.report.to_dict()["layers"] or \
-        result.report.to_dict()["layers"]["dw2/kernel"]["sparsity"] == 0.0
+    assert set(result.report.to_dict()["layers"]) == {t.name for t in targets}
     out = to_tflite(pruned, tmp_path / "nm.tflite", "int8", representative_data=mnist)
     from ai_edge_litert.interpreter import Interpreter
 
@@ -206,7 +212,7 @@ def test_two_four_pattern_survives_training_and_int8_export(trained_cnn, mnist, 
         if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED"):
             w = interp.get_tensor(op["inputs"][1])  # TFLite keeps input channels last
             assert details[op["inputs"][1]]["dtype"] == np.int8
-            if w.shape[-1] >= 4:
+            if w.size >= 1024:  # the pruned ones; smaller kernels stay dense by default
                 assert P.satisfies_n_m(w, 2, 4, axis=-1), op["op_name"]
                 checked += 1
     assert checked >= 3
@@ -278,3 +284,34 @@ def test_verbose_line_and_tensorboard_summaries(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Pruning: epoch 2" in out and "achieved 0.500" in out
     assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_default_leaves_depthwise_and_small_kernels_dense_unless_named():
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(8, 3, name="stem")(inputs)  # 216 weights
+    h = keras.layers.DepthwiseConv2D(3, name="dw")(h)
+    h = keras.layers.Conv2D(64, 3, name="body")(h)  # 4,608 weights
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(h))
+    default = {t.name for t in P.prunable_targets(model, min_weights=1024,
+                                                  prune_depthwise=False)}
+    assert default == {"body/kernel"}
+    named = {t.name for t in P.prunable_targets(model, layers=["stem", "dw"], min_weights=1024,
+                                                prune_depthwise=False)}
+    assert named == {"stem/kernel", "dw/kernel"}
+    cb = P.Pruning(P.ConstantSparsity(0.5))
+    assert (cb.prune_depthwise, cb.min_weights) == (False, 1024)
+    with pytest.raises(ValueError, match="min_weights must be an integer"):
+        P.Pruning(P.ConstantSparsity(0.5), min_weights=-1)
+
+
+def test_masks_computed_on_device_equal_the_numpy_reference():
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(size=s).astype(np.float32) for s in [(3, 3, 4, 8), (50, 7), (5,)]]
+    for sparsity in (0.0, 0.3, 0.8, 1.0):
+        on_device = [_np(m) for m in P._masks.magnitude_masks_on_device(weights, sparsity)]
+        for w, m in zip(weights, on_device, strict=True):
+            np.testing.assert_array_equal(m, P.magnitude_mask(w, sparsity))
+        on_device = [_np(m) for m in P._masks.magnitude_masks_on_device(weights, sparsity,
+                                                                       "global")]
+        for m, ref in zip(on_device, P.global_magnitude_masks(weights, sparsity), strict=True):
+            np.testing.assert_array_equal(m, ref)

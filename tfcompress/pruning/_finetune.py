@@ -118,7 +118,6 @@ def prune(
     if not _training.has_compile_settings(pruned):
         settings = _training.default_compile(pruned)
     before = _training.accuracy(pruned, ds.x_test, ds.y_test)
-    sparsity_before = sparsity_report(pruned, layers, exclude).sparsity
 
     steps = epochs * math.ceil(len(ds.x_train) / batch_size)
     start = int(ops.convert_to_numpy(pruned.optimizer.iterations))
@@ -129,10 +128,13 @@ def prune(
     )
     callback = Pruning(schedule, granularity=granularity, scope=scope, layers=layers,
                        exclude=exclude, criterion=criterion, round_to=round_to)
+    selection = {} if gran.kind == "channel" else {  # the weights the callback prunes
+        "prune_depthwise": callback.prune_depthwise, "min_weights": callback.min_weights}
+    sparsity_before = sparsity_report(pruned, layers, exclude, **selection).sparsity
     _training.fit(pruned, ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
                   verbose=verbose, callbacks=[callback])
     after = _training.accuracy(pruned, ds.x_test, ds.y_test)
-    report = sparsity_report(pruned, layers, exclude)
+    report = sparsity_report(pruned, layers, exclude, **selection)
     shrink_report = None
     if shrink_model:
         small, shrink_report = shrink(pruned, return_report=True)

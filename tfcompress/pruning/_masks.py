@@ -1,14 +1,18 @@
-"""Mask math on NumPy arrays: which weights to zero for a target sparsity. No Keras state here.
+"""Mask math: which weights to zero for a target sparsity. No Keras state here.
 
 A mask is a float array of the weight's shape holding 1 where the weight is kept and 0 where it
 is pruned. Every criterion removes the weights of smallest magnitude and keeps the largest.
+The NumPy functions are the reference; `magnitude_masks_on_device` computes the same masks with
+`keras.ops` where the weights live, which is what the `Pruning` callback runs at every update.
 """
 
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from keras import ops
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,46 @@ def global_magnitude_masks(
         masks.append(keep[start : start + w.size].reshape(w.shape).astype(w.dtype))
         start += w.size
     return masks
+
+
+def magnitude_masks_on_device(weights: Sequence[Any], sparsity: float,
+                              scope: str = "layer") -> list[Any]:
+    """`magnitude_mask` (per weight) or `global_magnitude_masks` (`scope="global"`) computed
+    with `keras.ops` on the weights' own device, without copying them to the host.
+
+    The smallest magnitudes are found with a top-k, so exactly `round(sparsity * size)` weights
+    are zeroed (ties broken by position).
+
+    Example:
+        >>> import numpy as np
+        >>> [m] = magnitude_masks_on_device([np.array([0.1, -3.0, 0.5, 2.0])], 0.5)
+        >>> ops.convert_to_numpy(m).tolist()
+        [0.0, 1.0, 0.0, 1.0]
+    """
+    if scope == "global":
+        flat = ops.concatenate([ops.reshape(ops.abs(ops.cast(w, "float32")), (-1,))
+                                for w in weights])
+        keep = _keep_largest(flat, _num_to_prune(int(flat.shape[0]), sparsity))
+        masks, start = [], 0
+        for w in weights:
+            size = int(np.prod(w.shape))
+            masks.append(ops.reshape(keep[start : start + size], w.shape))
+            start += size
+        return masks
+    return [
+        ops.reshape(_keep_largest(ops.reshape(ops.abs(ops.cast(w, "float32")), (-1,)),
+                                  _num_to_prune(int(np.prod(w.shape)), sparsity)), w.shape)
+        for w in weights
+    ]
+
+
+def _keep_largest(flat: Any, k: int) -> Any:
+    """A float32 vector of ones with zeros at the `k` smallest entries of `flat`."""
+    size = int(flat.shape[0])
+    if k <= 0:
+        return ops.ones((size,), "float32")
+    _, smallest = ops.top_k(-flat, k, sorted=False)
+    return 1.0 - ops.scatter(ops.expand_dims(smallest, -1), ops.ones((k,), "float32"), (size,))
 
 
 def n_m_mask(weights: np.ndarray, n: int, m: int, axis: int, zeros_per_group: int) -> np.ndarray:

@@ -60,7 +60,8 @@ class SparsityReport:
         )
 
 
-def sparsity_report(model: keras.Model, layers: Any = None, exclude: Any = None) -> SparsityReport:
+def sparsity_report(model: keras.Model, layers: Any = None, exclude: Any = None, *,
+                    prune_depthwise: bool = True, min_weights: int = 0) -> SparsityReport:
     """Measures the fraction of exact zeros in each prunable weight of `model`.
 
     Args:
@@ -68,6 +69,10 @@ def sparsity_report(model: keras.Model, layers: Any = None, exclude: Any = None)
         layers: Report only layers matching these (classes, name patterns, predicates).
             Defaults to `None` (every supported layer).
         exclude: Leave out layers matching these. Defaults to `None`.
+        prune_depthwise: With `layers=None`, report depthwise kernels too. Pass the `Pruning`
+            callback's setting to report exactly the weights it pruned. Defaults to `True`.
+        min_weights: With `layers=None`, leave out weights with fewer values than this,
+            unless all of them are that small. Defaults to `0`.
 
     Returns:
         A `SparsityReport`; `str()` gives a table, `to_dict()` a dict.
@@ -78,7 +83,8 @@ def sparsity_report(model: keras.Model, layers: Any = None, exclude: Any = None)
         0.0
     """
     rows = []
-    for t in prunable_targets(model, layers, exclude):
+    for t in prunable_targets(model, layers, exclude, prune_depthwise=prune_depthwise,
+                              min_weights=min_weights):
         w = ops.convert_to_numpy(t.variable)
         rows.append(WeightSparsity(t.layer.name, t.attribute, tuple(w.shape),
                                    int(np.count_nonzero(w == 0)), int(w.size)))

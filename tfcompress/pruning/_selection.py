@@ -1,6 +1,7 @@
 """Which weights of a Keras model can be pruned, and how users pick among them."""
 
 import fnmatch
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,9 @@ def prunable_targets(
     layers: Any = None,
     exclude: Any = None,
     need_n_m_axis: bool = False,
+    *,
+    prune_depthwise: bool = True,
+    min_weights: int = 0,
 ) -> list[Target]:
     """The weights to prune in `model`, by default every kernel of a supported layer.
 
@@ -97,6 +101,11 @@ def prunable_targets(
         exclude: Leave out layers matching any of these. Defaults to `None`.
         need_n_m_axis: Keep only weights with an input-channel axis (N:M pruning); a layer the
             user named explicitly that has none is an error. Defaults to `False`.
+        prune_depthwise: With `layers=None`, include depthwise kernels (DepthwiseConv and the
+            depthwise half of SeparableConv). Layers named in `layers=` are always included.
+            Defaults to `True`.
+        min_weights: With `layers=None`, leave out weights with fewer values than this,
+            unless all of them are that small. Defaults to `0`.
 
     Returns:
         The selected `Target`s, in model order.
@@ -110,7 +119,9 @@ def prunable_targets(
             f"Model {model.name!r} is not built yet, so it has no weights to prune. Call it on a "
             "batch or build it with model.build(input_shape) first."
         )
-    targets = []
+    if isinstance(min_weights, bool) or not isinstance(min_weights, int) or min_weights < 0:
+        raise ValueError(f"min_weights must be an integer >= 0, got {min_weights!r}.")
+    targets, small = [], []
     for layer in all_layers(model):
         if include and not _matches(layer, include):
             continue
@@ -131,8 +142,16 @@ def prunable_targets(
                                 "granularity='unstructured'."
                             )
                         continue
-                    targets.append(Target(layer, attribute, variable, axis))
+                    if not include and not prune_depthwise and axis is None:
+                        continue
+                    target = Target(layer, attribute, variable, axis)
+                    if not include and math.prod(variable.shape) < min_weights:
+                        small.append(target)
+                    else:
+                        targets.append(target)
                 break
+    if not targets:  # every weight is small (a toy model): the size rule has no meaning
+        targets = small
     if not targets:
         names = ", ".join(f"{x.name} ({type(x).__name__})" for x in all_layers(model)) or "none"
         raise ValueError(
