@@ -14,8 +14,8 @@ import warnings
 
 from tfcompress._version import __version__
 
-_SUBMODULES = ("bench", "data", "distillation", "export", "lowrank", "pipeline", "pruning",
-               "quantization", "reference")
+_SUBMODULES = ("bench", "data", "debug", "distillation", "export", "lowrank", "pipeline",
+               "pruning", "quantization", "reference")
 
 __all__ = ["__version__", "compress", *_SUBMODULES]
 

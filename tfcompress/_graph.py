@@ -57,6 +57,33 @@ def all_nodes(model: Any) -> list[Any]:
     return out
 
 
+def layer_nodes(model: Any) -> list[tuple[Any, Any, list[str]]]:
+    """`(operation, output, input_names)` for every layer or `keras.ops` call of a functional
+    model, in order; a nested model counts as one layer. Operations called more than once are
+    left out (their output is not one tensor)."""
+    producer: dict[int, str] = {}
+    calls: dict[int, int] = {}
+    found = []
+    for node in nodes(model):
+        op = node.operation
+        for t in node.outputs:
+            producer[id(t)] = getattr(op, "name", "")
+        if node.is_input:
+            continue
+        calls[id(op)] = calls.get(id(op), 0) + 1
+        inputs = [producer[id(t)] for t in node.input_tensors if id(t) in producer]
+        found.append((op, node.outputs[0] if len(node.outputs) == 1 else None, inputs))
+    return [(op, out, ins) for op, out, ins in found if out is not None and calls[id(op)] == 1]
+
+
+def output_names(model: Any) -> list[str]:
+    """The name of the layer or op that produces each output of a functional model."""
+    graph = functional(model)
+    producer = {id(t): getattr(node.operation, "name", "") for node in nodes(graph)
+                for t in node.outputs}
+    return [producer.get(id(t), "") for t in graph.outputs]
+
+
 def matches(layer: Any, specs: Iterable[Any]) -> bool:
     """True when `layer` matches a class, an `fnmatch` name pattern or a predicate in `specs`."""
     for spec in specs:

@@ -35,10 +35,11 @@ def check_target(target: str) -> None:
 
 
 def interpreter(model: "str | os.PathLike | bytes", num_threads: int = 1,
-                target: str = "litert"):
+                target: str = "litert", preserve_all_tensors: bool = False):
     """Creates an allocated interpreter for a `.tflite` path or its bytes on `target`: a
     LiteRT interpreter, or for `tflm` an object with the same calls (details, set_tensor,
-    invoke, get_tensor) running TFLite Micro."""
+    invoke, get_tensor) running TFLite Micro. `preserve_all_tensors` keeps every intermediate
+    tensor readable after `invoke` (reference kernels, no delegate: for debugging)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     check_target(target)
@@ -55,6 +56,12 @@ def interpreter(model: "str | os.PathLike | bytes", num_threads: int = 1,
             raise ValueError(f"No .tflite file at {path}. Check the path, or export one first.")
         what, kwargs = path, {"model_path": path}
     try:
+        if preserve_all_tensors:
+            import warnings
+
+            resolver = OpResolverType.BUILTIN_REF
+            kwargs["experimental_preserve_all_tensors"] = True
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
         interp = Interpreter(num_threads=num_threads, experimental_op_resolver_type=resolver,
                              **kwargs)
         interp.allocate_tensors()

@@ -9,6 +9,7 @@ import click
 from tfcompress._version import __version__
 from tfcompress.cli.bench import bench_command
 from tfcompress.cli.compress import compress_command
+from tfcompress.cli.debug import debug_command
 from tfcompress.cli.demo import demo_command
 from tfcompress.cli.distill import distill_command
 from tfcompress.cli.export import export_command
@@ -30,5 +31,6 @@ def main():
 
 
 for _command in (demo_command, export_command, bench_command, inspect_command, prune_command,
-                 qat_command, distill_command, factorize_command, compress_command):
+                 qat_command, distill_command, factorize_command, compress_command,
+                 debug_command):
     main.add_command(_command)

@@ -29,12 +29,15 @@ _MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
               help="tflm: refuse a model whose tensor arena is larger than this.")
 @click.option("--calibration-samples", default=200, show_default=True, type=click.IntRange(1),
               help="Images used to calibrate activation ranges.")
+@click.option("--allow-float", is_flag=True,
+              help="int8/int16x8 of a quantization-aware model: keep the layers it leaves in "
+                   "float (qat --float-layer) as float ops instead of refusing them.")
 @click.option("--unsafe", is_flag=True,
               help="Allow a .keras file's Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
 @user_errors
 def export_command(model, output, quantization, data, target, integer_io, max_flash, max_ram,
-                   calibration_samples, unsafe, as_json):
+                   calibration_samples, allow_float, unsafe, as_json):
     """Convert MODEL (.keras file or SavedModel directory) to a verified .tflite file."""
     from tfcompress.export import to_tflite
 
@@ -44,5 +47,5 @@ def export_command(model, output, quantization, data, target, integer_io, max_fl
     report = to_tflite(model, output, quantization, representative_data=data,
                        integer_io=integer_io, num_calibration_samples=calibration_samples,
                        safe_mode=not unsafe, target=target, max_flash=max_flash,
-                       max_ram=max_ram)
+                       max_ram=max_ram, allow_float=allow_float)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))

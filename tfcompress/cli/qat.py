@@ -50,7 +50,7 @@ def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_ou
     q, result = train_quantized(keras_model, ds, epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, verbose=0 if as_json else 2,
                                 float_layers=list(float_layers) or None)
-    report = to_tflite(q, output, "int8")
+    report = to_tflite(q, output, "int8", allow_float=bool(float_layers))
     if keras_output:
         _io.save_model_atomic(q, keras_output)
     lite = benchmark(output, ds, runs=20)

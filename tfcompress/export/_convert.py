@@ -187,6 +187,7 @@ def to_tflite(
     max_flash: int | None = None,
     max_ram: int | None = None,
     class_names: "list[str] | tuple[str, ...] | None" = None,
+    allow_float: bool = False,
 ) -> ExportReport:
     """Converts a Keras 3 model to a `.tflite` file and verifies it in the LiteRT interpreter.
 
@@ -228,6 +229,10 @@ def to_tflite(
             this many bytes. Defaults to `None`.
         class_names: Class names for the C header. Defaults to `None`: those of a `Dataset`
             passed as data, else none.
+        allow_float: For `int8`/`int16x8` of a quantization-aware model, keep the layers it
+            leaves in float (`quantize_aware(..., float_layers=...)`) as float ops between
+            DEQUANTIZE and QUANTIZE, instead of refusing them. The report lists them and
+            `integer_only` is `False`. Defaults to `False`.
 
     Returns:
         An `ExportReport`.
@@ -312,13 +317,19 @@ def to_tflite(
                        batch=_fixed_batch(model, target))
     summary = _tflite.summarize(_tflite.interpreter(content))
     float_ops = summary.float_compute_ops()
-    if quantization in _NEEDS_CALIBRATION and float_ops:
+    if allow_float and not (qat and quantization in _NEEDS_CALIBRATION):
+        raise ValueError(
+            "allow_float applies to the int8/int16x8 export of a quantization-aware model with "
+            "float_layers; a post-training export has no chosen float layers.")
+    if quantization in _NEEDS_CALIBRATION and float_ops and not allow_float:
         listed = "; ".join(
             f"{o.op} ({'/'.join(o.output_dtypes)}) from layer {o.layer!r}" for o in float_ops
         )
         raise ValueError(
             f"The {quantization} model would still compute in float: {listed}. Nothing was "
-            "written. Replace or remove those layers, or export as 'dynamic' or 'float16'."
+            "written. Replace or remove those layers, or export as 'dynamic' or 'float16' (or, "
+            "for layers kept in float on purpose with quantize_aware(float_layers=...), pass "
+            "allow_float=True; on the command line --allow-float)."
         )
     micro = _micro.measure(content, max_flash, max_ram, summary) if target == "tflm" else None
     agreement, samples = None, 0

@@ -1,0 +1,46 @@
+"""`tfcompress debug`: which layers of a quantized `.tflite` file lose the most."""
+
+import os
+
+import click
+
+from tfcompress.cli._common import data_help, say, user_errors
+
+
+@click.command("debug")
+@click.argument("model", type=click.Path(exists=True))
+@click.argument("tflite", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", required=True, help=f"Images to run (its test split). {data_help}")
+@click.option("--samples", default=64, show_default=True, type=click.IntRange(1),
+              help="How many images.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for layer_errors.json, .txt and .png. [default: TFLITE's name "
+                   "with _debug, beside it]")
+@click.option("--top", default=3, show_default=True, type=click.IntRange(1),
+              help="How many layers to name as candidates to keep in float.")
+@click.option("--unsafe", is_flag=True, help="Load a .keras file with Lambda layers (trusted "
+                                             "files only).")
+@user_errors
+def debug_command(model, tflite, data, samples, out, top, unsafe):
+    """Compare every layer of MODEL (.keras: the float model for a post-training file, the
+    quantize_aware model for a QAT file) with its tensor in TFLITE, run in LiteRT.
+
+    Prints a table sorted by the error each layer adds (SNR, cosine, RMSE in units of the int8
+    scale, largest error) and writes it as JSON, text and a plot of error against depth.
+    """
+    from tfcompress import _io
+    from tfcompress.debug import layer_errors
+
+    if out is None:
+        stem = os.path.splitext(os.path.abspath(tflite))[0]
+        out = f"{stem}_debug"
+    _io.check_not_input(out, model, tflite, data)
+    say(f"running {samples} images through {model} and {tflite}")
+    result = layer_errors(model, tflite, data, num_samples=samples, safe_mode=not unsafe)
+    files = result.save(out)
+    click.echo(str(result))
+    names = result.float_candidates(top)
+    click.echo(f"\nlayers adding the most error: {', '.join(e.layer for e in result.worst(top))}"
+               f"\nto keep them in float: tfcompress qat MODEL --data D "
+               f"{' '.join('--float-layer ' + n for n in names)} -o OUT.tflite")
+    say(f"wrote {', '.join(files)}")

@@ -1,0 +1,323 @@
+"""Where a quantized model loses accuracy: every layer's activation in Keras against the tensor
+it became in the `.tflite` file, run in LiteRT with all intermediate tensors kept.
+
+Tensors are matched to layers by name: the converter names each tensor after the TensorFlow ops
+it fuses (`model/relu1/Relu;model/bn1/...;model/conv1/convolution`), and those carry the Keras
+layer names. A fused tensor is matched to the last of its layers in the graph (here `relu1`,
+whose output is what the fused op computes), when the shapes agree.
+"""
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfcompress import _graph, _io, _tflite
+from tfcompress.data import as_arrays
+
+# Layers whose output a quantized file must reproduce; a file matching none was not made from
+# the model.
+_WEIGHTED = ("Conv", "Dense", "Depthwise", "Separable", "Quant")
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """How far one layer's output in the file is from the Keras model's.
+
+    Attributes:
+        layer: The Keras layer the tensor was matched to.
+        fused: Every Keras layer the tensor's op computes (e.g. conv, BatchNorm and ReLU).
+        op: The TFLite op that writes the tensor.
+        depth: Position of the layer in the Keras graph (0 = first).
+        dtype: The tensor's dtype in the file.
+        scale: Its quantization scale (`None` for a float tensor).
+        rmse: Root-mean-square error against the Keras activation.
+        rmse_in_scale: `rmse / scale`: 0.29 is the rounding error of a well-used int8 range.
+        snr_db: Signal-to-noise ratio, `10 log10(sum(keras^2) / sum(error^2))`.
+        cosine: Cosine similarity between the two, over all samples.
+        max_error: Largest absolute error.
+        noise_added: The noise-to-signal power ratio here minus that of the layer's nearest
+            matched inputs: the error this layer adds (what the table is sorted by).
+    """
+
+    layer: str
+    fused: tuple[str, ...]
+    op: str
+    depth: int
+    dtype: str
+    scale: float | None
+    rmse: float
+    rmse_in_scale: float | None
+    snr_db: float
+    cosine: float
+    max_error: float
+    noise_added: float
+
+    def to_dict(self) -> dict:
+        out = dict(self.__dict__)
+        out["fused"] = list(self.fused)
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class LayerErrors:
+    """`layer_errors`' result: one `LayerError` per matched layer, in graph order."""
+
+    model: str
+    tflite: str
+    samples: int
+    layers: tuple[LayerError, ...]
+    unmatched: tuple[str, ...]
+    weighted: tuple[str, ...] = ()
+
+    def worst(self, n: int = 3) -> list[LayerError]:
+        """The `n` layers that add the most error."""
+        return sorted(self.layers, key=lambda e: -e.noise_added)[:n]
+
+    def float_candidates(self, n: int = 3) -> list[str]:
+        """The weighted layers behind the `n` worst tensors: what to keep in float."""
+        names: list[str] = []
+        for e in self.worst(len(self.layers)):
+            weighted = [f for f in e.fused if f in self.weighted] or list(e.fused)
+            for name in weighted:
+                if name not in names:
+                    names.append(name)
+            if len(names) >= n:
+                break
+        return names[:n]
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "tflite": self.tflite, "samples": self.samples,
+                "layers": [e.to_dict() for e in self.layers],
+                "unmatched_layers": list(self.unmatched)}
+
+    def __str__(self) -> str:
+        rows = [("layer", "op", "SNR dB", "cosine", "RMSE/scale", "max err", "adds")]
+        for e in sorted(self.layers, key=lambda e: -e.noise_added):
+            rows.append((
+                e.layer, e.op, f"{e.snr_db:.1f}", f"{e.cosine:.4f}",
+                "-" if e.rmse_in_scale is None else f"{e.rmse_in_scale:.2f}",
+                f"{e.max_error:.3g}", f"{100 * e.noise_added:+.2f} %",
+            ))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                           for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+                 for r in rows]
+        head = (f"{self.tflite} against {self.model}, {self.samples} samples; sorted by the "
+                "error each layer adds (noise power as a share of signal power)")
+        return "\n".join([head, *lines])
+
+    def plot(self, path: "str | os.PathLike") -> str:
+        """Writes a PNG of SNR against depth, the worst layers named. Returns the path."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4))
+        depth = [e.depth for e in self.layers]
+        snr = [min(e.snr_db, 80.0) for e in self.layers]
+        ax.plot(depth, snr, "o-", ms=3)
+        for e in self.worst(3):
+            ax.annotate(e.layer, (e.depth, min(e.snr_db, 80.0)), fontsize=8,
+                        textcoords="offset points", xytext=(4, -10))
+        ax.set_xlabel("layer depth in the Keras graph")
+        ax.set_ylabel("SNR of the file's tensor (dB)")
+        ax.set_title(f"{os.path.basename(self.tflite)}: error by layer")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        with _io.atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        return os.fspath(path)
+
+    def save(self, folder: "str | os.PathLike") -> list[str]:
+        """Writes `layer_errors.json`, `layer_errors.txt` and `layer_errors.png` to `folder`."""
+        os.makedirs(folder, exist_ok=True)
+        json_path = os.path.join(folder, "layer_errors.json")
+        text_path = os.path.join(folder, "layer_errors.txt")
+        _io.write_text_atomic(json_path, json.dumps(self.to_dict(), indent=2) + "\n")
+        _io.write_text_atomic(text_path, str(self) + "\n")
+        return [json_path, text_path, self.plot(os.path.join(folder, "layer_errors.png"))]
+
+
+def _names_in(tensor_name: str) -> list[str]:
+    """Every path component of every op name fused into a tensor, with and without the
+    `_1` suffix TensorFlow adds to reused scopes."""
+    found = []
+    for part in tensor_name.split(";"):
+        for piece in part.split("/")[:-1] or [part]:
+            found.append(piece)
+            stripped = re.sub(r"_\d+$", "", piece)
+            if stripped != piece:
+                found.append(stripped)
+    return found
+
+
+def _keras_layers(model: Any) -> tuple[list[Any], dict[str, list[str]]]:
+    """`(operation, output, inputs)` of every layer call, and each name's input names."""
+    _graph.require_functional(model, "layer_errors")
+    calls = _graph.layer_nodes(model)
+    return calls, {getattr(op, "name", ""): ins for op, _, ins in calls}
+
+
+def _match(interp: Any, calls: list[Any], model: Any) -> dict[str, tuple[int, tuple[str, ...]]]:
+    """Keras layer name -> (tensor index, fused layer names) for the file's op outputs."""
+    layer_calls = [(op, out) for op, out, _ in calls if isinstance(op, keras.layers.Layer)]
+    order = {op.name: i for i, (op, _) in enumerate(layer_calls)}
+    shapes = {op.name: tuple(out.shape[1:]) for op, out in layer_calls}
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    graph_outputs = [d["index"] for d in interp.get_output_details()]
+    output_layers = _graph.output_names(model)
+    ops = interp._get_ops_details()
+    # The tensor a DEQUANTIZE turns into a model output stands for that output.
+    feeds_output = {op["inputs"][0]: op["outputs"][0] for op in ops
+                    if op["op_name"] == "DEQUANTIZE" and op["outputs"][0] in graph_outputs}
+    found: dict[str, tuple[int, tuple[str, ...], bool]] = {}
+    for op in ops:
+        if op["op_name"] in ("DEQUANTIZE", "QUANTIZE") and op["outputs"][0] in graph_outputs:
+            continue
+        for index in op["outputs"]:
+            detail = details[index]
+            candidates = [n for n in dict.fromkeys(_names_in(detail["name"])) if n in order]
+            output_index = feeds_output.get(index, index)
+            if output_index in graph_outputs and len(output_layers) > graph_outputs.index(
+                    output_index):
+                candidates = candidates or [output_layers[graph_outputs.index(output_index)]]
+            shape = tuple(int(s) for s in detail["shape"][1:])
+            fitting = [n for n in candidates if shapes.get(n) == shape]
+            if not fitting:
+                continue
+            name = max(fitting, key=order.get)
+            integer = np.issubdtype(np.dtype(detail["dtype"]), np.integer)
+            if name not in found or integer or not found[name][2]:
+                found[name] = (index, tuple(sorted(candidates, key=order.get)), integer)
+    return {k: (v[0], v[1]) for k, v in found.items()}
+
+
+def layer_errors(
+    model: Any,
+    tflite_path: "str | os.PathLike",
+    data: Any,
+    num_samples: int = 64,
+    *,
+    safe_mode: bool = True,
+) -> LayerErrors:
+    """Compares every layer of a Keras model with the tensor it became in a `.tflite` file.
+
+    The file runs in LiteRT's reference kernels with all intermediate tensors kept; each
+    tensor is dequantized and compared with the Keras activation of the layer it was matched
+    to (by name, see the module notes): RMSE in units of the tensor's quantization scale, SNR,
+    cosine similarity and largest error, and the error each layer adds on top of its inputs'.
+    Works for post-training files (pass the float model) and quantization-aware ones (pass the
+    `quantize_aware` model), with float or integer input and output.
+
+    Args:
+        model: The Keras model the file was made from: a `keras.Model` or a `.keras` path.
+        tflite_path: The `.tflite` file.
+        data: Images to run: an array, `(x, y)`, a `Dataset` (its test split) or a data path.
+        num_samples: How many images. Defaults to `64`.
+        safe_mode: Keras' safe mode when `model` is a path. Defaults to `True`.
+
+    Returns:
+        A `LayerErrors`; `str()` is the table sorted by the error each layer adds, `.save(dir)`
+        writes JSON, text and a plot of error against depth.
+
+    Raises:
+        ValueError: If the file's input does not fit the data, or the file was not made from
+            this model (no tensor matches its weighted layers; the message names them).
+
+    Example:
+        >>> import tempfile, tfcompress as tfc
+        >>> ds = tfc.data.load("mnist")
+        >>> model = tfc.reference.reference_cnn()
+        >>> path = tempfile.mkdtemp() + "/m.tflite"
+        >>> _ = tfc.export.to_tflite(model, path, "int8", representative_data=ds)
+        >>> errors = layer_errors(model, path, ds, num_samples=8)
+        >>> [e.layer for e in errors.layers][:3]
+        ['relu1', 'pool1', 'relu2']
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    model_name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model.name
+    if isinstance(model, (str, os.PathLike)):
+        model = _io.load_keras_model(model, safe_mode=safe_mode, compile=False)
+    interp = _tflite.interpreter(tflite_path, preserve_all_tensors=True)
+    x, _ = as_arrays(data, split_name="test")
+    x = np.asarray(x[:num_samples], dtype=np.float32)
+    inp = interp.get_input_details()[0]
+    _tflite.check_input_shape(inp, x)
+    calls, inputs_of = _keras_layers(model)
+    matched = _match(interp, calls, model)
+    weighted = [op.name for op, _, _ in calls if isinstance(op, keras.layers.Layer)
+                and any(k in type(op).__name__ for k in _WEIGHTED)]
+    fused_all = {n for _, fused in matched.values() for n in fused}
+    missing = [n for n in weighted if n not in fused_all]
+    if weighted and len(missing) > len(weighted) / 2:
+        raise ValueError(
+            f"{os.fspath(tflite_path)} does not look made from {model_name}: no tensor in it "
+            f"matches {len(missing)} of the model's {len(weighted)} weighted layers "
+            f"({', '.join(missing[:8])}{', ...' if len(missing) > 8 else ''}). Pass the model "
+            "the file was exported from (for a quantization-aware export, the quantize_aware "
+            "model)."
+        )
+    names = [n for n in (op.name for op, _, _ in calls) if n in matched]
+    by_name = {op.name: out for op, out, _ in calls}
+    probe = keras.Model(model.inputs, [by_name[n] for n in names])
+    keras_values = probe.predict(x, batch_size=32, verbose=0)
+    if len(names) == 1:
+        keras_values = [keras_values]
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    file_values: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for i in range(len(x)):
+        interp.set_tensor(inp["index"], _tflite.quantize_input(x[i : i + 1], inp))
+        _tflite.invoke(interp)
+        for n in names:
+            detail = details[matched[n][0]]
+            file_values[n].append(_tflite.dequantize_output(interp.get_tensor(detail["index"]),
+                                                            detail))
+    nsr: dict[str, float] = {}
+    rows = []
+    order = {op.name: i for i, (op, _, _) in enumerate(calls)}
+
+    def inherited(name: str, seen: set) -> float:
+        """Largest noise-to-signal ratio among the nearest matched inputs of `name`."""
+        worst = 0.0
+        for up in inputs_of.get(name, []):
+            if up in seen:
+                continue
+            seen.add(up)
+            worst = max(worst, nsr[up] if up in nsr else inherited(up, seen))
+        return worst
+
+    for n, ref in zip(names, keras_values, strict=True):
+        ref = np.asarray(ref, dtype=np.float64)
+        got = np.concatenate(file_values[n]).astype(np.float64).reshape(ref.shape)
+        err = got - ref
+        signal, noise = float(np.sum(ref**2)), float(np.sum(err**2))
+        nsr[n] = noise / signal if signal > 0 else (0.0 if noise == 0 else math.inf)
+        detail = details[matched[n][0]]
+        scale = float(detail["quantization"][0]) if detail["quantization"][0] else None
+        rmse = float(np.sqrt(np.mean(err**2)))
+        norm = float(np.linalg.norm(ref) * np.linalg.norm(got))
+        op_name = next((o["op_name"] for o in interp._get_ops_details()
+                        if matched[n][0] in o["outputs"]), "?")
+        rows.append(LayerError(
+            layer=n, fused=matched[n][1], op=op_name, depth=order[n],
+            dtype=np.dtype(detail["dtype"]).name, scale=scale, rmse=rmse,
+            rmse_in_scale=None if scale is None else rmse / scale,
+            snr_db=math.inf if noise == 0 else (10 * math.log10(signal / noise)
+                                                if signal > 0 else -math.inf),
+            cosine=float(np.sum(ref * got) / norm) if norm > 0 else 1.0,
+            max_error=float(np.max(np.abs(err))) if err.size else 0.0,
+            noise_added=nsr[n] - inherited(n, set()),
+        ))
+    result = LayerErrors(model=model_name, tflite=os.fspath(tflite_path), samples=len(x),
+                         layers=tuple(rows), unmatched=tuple(missing), weighted=tuple(weighted))
+    return result
