@@ -262,7 +262,8 @@ def markdown(cfg: dict, ours: dict, ref: dict) -> str:
         "bytes)",
         f"- int8 LiteRT accuracy: dense {pct(ours['int8_accuracy']['dense'])}, pruned "
         f"{pct(ours['int8_accuracy']['pruned'])}",
-        f"- 2:4 sparsity (kernels of 1,024 weights or more): pattern holds after training: {ours['two_four']['keras_pattern_ok']},"
+        "- 2:4 sparsity (kernels of 1,024 weights or more): pattern holds after training: "
+        f"{ours['two_four']['keras_pattern_ok']},"
         f" after int8 export: {ours['two_four']['int8_pattern_ok']}; accuracy "
         f"{pct(ours['two_four']['accuracy'])}",
     ]
