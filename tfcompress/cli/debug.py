@@ -17,7 +17,7 @@ from tfcompress.cli._common import data_help, say, user_errors
               help="Folder for layer_errors.json, .txt and .png. [default: TFLITE's name "
                    "with _debug, beside it]")
 @click.option("--top", default=3, show_default=True, type=click.IntRange(1),
-              help="How many layers to name as candidates to keep in float.")
+              help="How many of the worst layers to name.")
 @click.option("--unsafe", is_flag=True, help="Load a .keras file with Lambda layers (trusted "
                                              "files only).")
 @user_errors
@@ -34,13 +34,12 @@ def debug_command(model, tflite, data, samples, out, top, unsafe):
     if out is None:
         stem = os.path.splitext(os.path.abspath(tflite))[0]
         out = f"{stem}_debug"
-    _io.check_not_input(out, model, tflite, data)
+    _io.check_output_dir(out, lambda name: name.startswith("layer_errors."), model, tflite,
+                         data)
     say(f"running {samples} images through {model} and {tflite}")
     result = layer_errors(model, tflite, data, num_samples=samples, safe_mode=not unsafe)
     files = result.save(out)
     click.echo(str(result))
-    names = result.float_candidates(top)
     click.echo(f"\nlayers adding the most error: {', '.join(e.layer for e in result.worst(top))}"
-               f"\nto keep them in float: tfcompress qat MODEL --data D "
-               f"{' '.join('--float-layer ' + n for n in names)} -o OUT.tflite")
+               f" (computed by {', '.join(result.culprits(top))})")
     say(f"wrote {', '.join(files)}")

@@ -22,7 +22,7 @@ from tfcompress.data import as_arrays
 
 # Layers whose output a quantized file must reproduce; a file matching none was not made from
 # the model.
-_WEIGHTED = ("Conv", "Dense", "Depthwise", "Separable", "Quant")
+_WEIGHTED = ("Conv", "Dense")  # class-name parts: Conv2D, DepthwiseConv2D, QuantDense...
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,8 @@ class LayerErrors:
         """The `n` layers that add the most error."""
         return sorted(self.layers, key=lambda e: -e.noise_added)[:n]
 
-    def float_candidates(self, n: int = 3) -> list[str]:
-        """The weighted layers behind the `n` worst tensors: what to keep in float."""
+    def culprits(self, n: int = 3) -> list[str]:
+        """The weighted layers (conv, dense) that compute the `n` worst tensors."""
         names: list[str] = []
         for e in self.worst(len(self.layers)):
             weighted = [f for f in e.fused if f in self.weighted] or list(e.fused)

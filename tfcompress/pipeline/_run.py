@@ -170,10 +170,12 @@ def _export(model: keras.Model, path: str, mode: str, calib: Dataset, **device: 
     """Writes `model` as a `mode` .tflite (calibrated on `calib` where it needs data);
     `device` (target, max_flash, max_ram) goes to `to_tflite`."""
     from tfcompress.export import to_tflite
-    from tfcompress.quantization import is_quantize_aware
+    from tfcompress.quantization import float_layer_names, is_quantize_aware
 
     needs_data = mode in ("int8", "int16x8") and not is_quantize_aware(model)
-    return to_tflite(model, path, mode, calib if needs_data else None, **device).path
+    allow_float = mode in ("int8", "int16x8") and bool(float_layer_names(model))
+    return to_tflite(model, path, mode, calib if needs_data else None, allow_float=allow_float,
+                     **device).path
 
 
 def _measure(model: keras.Model, path: str, mode: str, calib: Dataset, test: Dataset,

@@ -39,6 +39,13 @@ def run(step: Step, model: keras.Model, ds: Dataset, batch_size: int, verbose: i
     raise ValueError(f"Step {step.kind!r} is not a training step.")
 
 
+def _scan(model: keras.Model, ds: Dataset, technique: str, amount: float | None = None):
+    """A sensitivity scan of `model` on the evaluation (validation) data."""
+    from tfcompress.debug import sensitivity
+
+    return sensitivity(model, ds, technique, amount)
+
+
 def _factorize(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
                verbose: int) -> Outcome:
     from tfcompress.lowrank import factorize
@@ -86,12 +93,21 @@ def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
 
     granularity = step.get("granularity")
     extra = step.get("finetune_epochs")  # the recipe has checked it goes with channel + shrink
+    layer_sparsity, info = None, {}
+    if step.get("per_layer"):
+        target = step.get("sparsity") or (0.5 if granularity == "channel" else 0.8)
+        scan = _scan(model, ds, "channels" if granularity == "channel" else "prune",
+                     target if granularity == "channel" else None)
+        layer_sparsity = scan.sparsities(target)
+        info = {"sensitivity": scan.to_dict(), "layer_sparsity": layer_sparsity}
     pruned, result = prune(model, ds, sparsity=step.get("sparsity"), granularity=granularity,
+                           layer_sparsity=layer_sparsity,
                            scope=step.get("scope"), epochs=step.get("epochs"),
                            batch_size=batch_size, criterion=step.get("criterion"),
                            round_to=step.get("round_to"),
                            shrink_model=granularity == "channel" and step.get("shrink"),
                            verbose=verbose)
+    result_info = {**result.to_dict(), **info}
     target = step.get("sparsity")
     if granularity != "channel" and target is not None and result.sparsity_after < target - 0.02:
         raise ValueError(
@@ -104,4 +120,4 @@ def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
             pruned.optimizer.learning_rate = float(ops.convert_to_numpy(lr)) / 10
         _training.fit(pruned, ds.x_train, ds.y_train, epochs=extra, batch_size=batch_size,
                       verbose=verbose)
-    return Outcome(pruned, result.to_dict())
+    return Outcome(pruned, result_info)

@@ -78,6 +78,12 @@ class Pruning(keras.callbacks.Callback):
             the model and the most sensitive part of it (same measurement). A model whose
             weights are all that small is pruned whole. Applies to the unstructured and N:M
             granularities. Defaults to `1024`.
+        layer_sparsity: Final sparsity per layer name (for `"channel"`, per channel group:
+            its producers' names joined by `+`), e.g. from
+            `tfcompress.debug.sensitivity(model, data).sparsities(0.8)`: exactly these layers
+            are pruned, each reaching its own value when the schedule reaches its final
+            sparsity (the schedule's value is scaled for each). Not with `scope="global"` or
+            N:M. Defaults to `None` (one sparsity for all).
         verbose: `1` prints one line per epoch with the target and achieved sparsity.
             Defaults to `0`.
         log_dir: If set, per-layer sparsity is written there as TensorBoard scalars each
@@ -122,6 +128,7 @@ class Pruning(keras.callbacks.Callback):
         round_to: int = 1,
         prune_depthwise: bool = False,
         min_weights: int = 1024,
+        layer_sparsity: "dict[str, float] | None" = None,
     ):
         super().__init__()
         if not isinstance(schedule, PruningSchedule):
@@ -152,6 +159,27 @@ class Pruning(keras.callbacks.Callback):
         if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
             raise ValueError(f"round_to must be an integer >= 1, got {round_to!r}.")
         self.round_to = round_to
+        if layer_sparsity is not None:
+            if scope == "global" or self.granularity.kind == "n:m":
+                raise ValueError("layer_sparsity sets each layer's sparsity, so it goes with "
+                                 "scope='layer' and the unstructured or channel granularity.")
+            if schedule.final_sparsity_value in (None, 0):
+                raise ValueError("layer_sparsity scales the schedule's final sparsity, so the "
+                                 "schedule needs a final sparsity above 0.")
+            bad = {k: v for k, v in dict(layer_sparsity).items()
+                   if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0}
+            if bad or not layer_sparsity:
+                raise ValueError("layer_sparsity must map layer names to sparsities in "
+                                 f"[0, 1), got {bad or layer_sparsity!r}.")
+            layer_sparsity = {str(k): float(v) for k, v in layer_sparsity.items()}
+            if layers is None:
+                named = set(layer_sparsity)
+                if self.granularity.kind == "channel":
+                    layers = [lambda layer, named=named: any(
+                        layer.name in key.split("+") for key in named)]
+                else:
+                    layers = sorted(named)
+        self.layer_sparsity = layer_sparsity
         self.layers = layers
         self.exclude = exclude
         if isinstance(min_weights, bool) or not isinstance(min_weights, int) or min_weights < 0:
@@ -307,15 +335,28 @@ class Pruning(keras.callbacks.Callback):
         if self.scope == "global":
             keeps = _channels.global_channel_keep(scores, sparsity, self.round_to)
         else:
-            keeps = [_channels.channel_keep(s, sparsity, self.round_to) for s in scores]
+            keeps = [_channels.channel_keep(s, self._scaled(g.name, sparsity), self.round_to)
+                     for s, g in zip(scores, groups, strict=True)]
         keep = {g.id: k for g, k in zip(groups, keeps, strict=True)}
         return [graph.weight_mask(*entry, keep) for entry in self._channel_refs]
+
+    def _scaled(self, name: str, sparsity: float) -> float:
+        """`sparsity` for layer (or channel group) `name` under `layer_sparsity`."""
+        if self.layer_sparsity is None:
+            return sparsity
+        final = self.schedule.final_sparsity_value
+        return min(0.999, sparsity * self.layer_sparsity.get(name, final) / final)
 
     def _update_masks(self, sparsity: float) -> None:
         if self.granularity.kind == "unstructured":
             # On the weights' device: no copy to the host, no sort in NumPy.
-            masks = _masks.magnitude_masks_on_device(
-                [t.variable.value for t in self._targets], sparsity, self.scope)
+            weights = [t.variable.value for t in self._targets]
+            if self.layer_sparsity is None:
+                masks = _masks.magnitude_masks_on_device(weights, sparsity, self.scope)
+            else:
+                masks = [_masks.magnitude_masks_on_device(
+                    [w], self._scaled(t.layer.name, sparsity))[0]
+                    for w, t in zip(weights, self._targets, strict=True)]
             for target, mask_var, mask in zip(self._targets, self._masks, masks, strict=True):
                 mask_var.assign(mask)
                 target.variable.assign(target.variable * ops.cast(mask, target.variable.dtype))

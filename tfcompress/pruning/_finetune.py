@@ -61,6 +61,7 @@ def prune(
     criterion: Any = "l1",
     round_to: int = 1,
     shrink_model: bool = False,
+    layer_sparsity: "dict[str, float] | None" = None,
 ) -> tuple[keras.Model, PruneResult]:
     """Fine-tunes a copy of `model` while pruning it to `sparsity`; the input is untouched.
 
@@ -88,6 +89,8 @@ def prune(
             Defaults to `1`.
         shrink_model: After channel pruning, return the physically smaller model made by
             `shrink` (same outputs, compiled like the input). Defaults to `False`.
+        layer_sparsity: Final sparsity (or channel ratio) per layer, as for `Pruning`, e.g.
+            `tfcompress.debug.sensitivity(model, data).sparsities(0.8)`. Defaults to `None`.
 
     Returns:
         `(pruned_model, PruneResult)`.
@@ -127,7 +130,10 @@ def prune(
         frequency=max(1, ramp // 20),
     )
     callback = Pruning(schedule, granularity=granularity, scope=scope, layers=layers,
-                       exclude=exclude, criterion=criterion, round_to=round_to)
+                       exclude=exclude, criterion=criterion, round_to=round_to,
+                       layer_sparsity=layer_sparsity)
+    if gran.kind != "channel":
+        layers = callback.layers  # with layer_sparsity, the layers it names
     selection = {} if gran.kind == "channel" else {  # the weights the callback prunes
         "prune_depthwise": callback.prune_depthwise, "min_weights": callback.min_weights}
     sparsity_before = sparsity_report(pruned, layers, exclude, **selection).sparsity

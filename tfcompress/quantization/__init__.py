@@ -12,6 +12,7 @@ from tfcompress.quantization._layers import (
 from tfcompress.quantization._transform import (
     check_ranges_learned,
     count_params,
+    float_layer_names,
     is_quantize_aware,
     quantize_aware,
     register_layer,
@@ -29,6 +30,7 @@ __all__ = [
     "calibrate_ranges",
     "check_ranges_learned",
     "count_params",
+    "float_layer_names",
     "is_quantize_aware",
     "quantize_aware",
     "register_layer",

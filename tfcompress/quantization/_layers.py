@@ -45,6 +45,9 @@ class ActivationQuantizer(keras.layers.Layer):
         # Set by `tfcompress.quantization.calibrate_ranges` while it collects statistics: a
         # callable that receives each (eager) input. Not part of the config.
         self.observer = None
+        # Cleared by sensitivity scans to run this quantization point in float (read when the
+        # call is traced or run eagerly). Not part of the config.
+        self.simulate = True
 
     def build(self, input_shape):
         lo, hi = self.initial_range or (0.0, 0.0)
@@ -75,6 +78,8 @@ class ActivationQuantizer(keras.layers.Layer):
             self.observer(ops.convert_to_numpy(x))
             return x
         if not training:
+            if not self.simulate:
+                return x
             return self._quantize(x, self.range_min, self.range_max)
         batch_min = ops.stop_gradient(ops.min(x))
         batch_max = ops.stop_gradient(ops.max(x))
@@ -142,6 +147,10 @@ class _QuantWeightLayer(keras.layers.Layer):
         self.activation_bits = activation_bits
         self.output_quantizer = ActivationQuantizer(num_bits=activation_bits,
                                                     name="output_quantizer")
+        self.simulate = True  # see ActivationQuantizer.simulate; covers the weights
+
+    def _quant_weights(self, w, axis):
+        return _fake_quant_weights(w, axis) if self.simulate else w
 
     def _make_weights(self, kernel_shape, channels):
         self.kernel = self.add_weight(shape=kernel_shape, initializer="glorot_uniform",
@@ -185,7 +194,7 @@ class QuantConv(_QuantWeightLayer):
         self.output_quantizer.build(None)
 
     def call(self, x, training=None):
-        k = _fake_quant_weights(self._kernel(), -1 if self.per_channel else None)
+        k = self._quant_weights(self._kernel(), -1 if self.per_channel else None)
         y = ops.conv(x, k, strides=self.strides, padding=self.padding,
                      dilation_rate=self.dilation_rate)
         return self._finish(y, training)
@@ -227,7 +236,7 @@ class QuantDepthwiseConv2D(_QuantWeightLayer):
         shape = k.shape
         # TFLite quantizes a depthwise kernel per output channel (in * multiplier).
         flat = ops.reshape(k, tuple(shape[:-2]) + (shape[-2] * shape[-1],))
-        flat = _fake_quant_weights(flat, -1 if self.per_channel else None)
+        flat = self._quant_weights(flat, -1 if self.per_channel else None)
         k = ops.reshape(flat, shape)
         y = ops.depthwise_conv(x, k, strides=self.strides, padding=self.padding,
                                dilation_rate=self.dilation_rate)
@@ -263,7 +272,7 @@ class QuantDense(_QuantWeightLayer):
         self.output_quantizer.build(None)
 
     def call(self, x, training=None):
-        k = _fake_quant_weights(self._kernel(), -1 if self.per_channel else None)
+        k = self._quant_weights(self._kernel(), -1 if self.per_channel else None)
         return self._finish(ops.matmul(x, k), training)
 
     def compute_output_shape(self, input_shape):

@@ -368,8 +368,10 @@ def quantize_aware(
     Args:
         model: A functional or Sequential Keras model (nested models are inlined). It is not
             modified.
-        float_layers: Layers to keep in float: classes, `fnmatch` name patterns or predicates.
-            An int8 export refuses float layers; use the `dynamic` mode for such a model.
+        float_layers: Layers to train without fake-quant: classes, `fnmatch` name patterns or
+            predicates. Note that the TFLite converter still quantizes such a layer with its
+            own min/max ranges wherever it has an int8 kernel and quantized neighbours; only
+            ops with no int8 kernel stay float (export those with `allow_float=True`).
             Defaults to `None`.
         per_channel_weights: Per-output-channel weight scales for convolutions; `False` gives
             per-tensor scales. Defaults to `True`.
@@ -433,6 +435,15 @@ def activation_bits(model: Any) -> int | None:
     """The activation width a quantization-aware model simulates (8 or 16), else `None`."""
     bits = {q.num_bits for q in _quantizers(model)}
     return max(bits) if bits else None
+
+
+def float_layer_names(model: Any) -> list[str]:
+    """The layers with weights that a quantization-aware model keeps in float (its
+    `float_layers`); empty for a model with no fake-quant at all."""
+    if not is_quantize_aware(model):
+        return []
+    return [layer.name for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, _WEIGHTED + (_L.SeparableConv1D, _L.SeparableConv2D))]
 
 
 def is_quantize_aware(model: Any) -> bool:

@@ -1,0 +1,312 @@
+"""Sensitivity scans: how much accuracy a model loses when only one layer is pruned, quantized
+or thinned, and allocations that spend a compression budget where it costs least.
+
+A scan changes one layer at a time, with no training, and scores the model on held-out
+images; the result is a table, a plot and a JSON file that later steps read
+(`Pruning(layer_sparsity=scan.sparsities(0.8))`, the pipeline's `per_layer: true`).
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from keras import ops
+
+from tfcompress import _io
+from tfcompress.data import as_arrays
+
+TECHNIQUES = ("prune", "quantize", "channels")
+_DEFAULT_AMOUNT = {"prune": 0.8, "quantize": 1.0, "channels": 0.5}
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    """One layer of a scan: its size and the model's accuracy with only it changed.
+
+    Attributes:
+        layer: Layer name (for `channels`, the channel group: its producers joined by `+`).
+        weights: Number of weights the change applies to (the group's producers' kernels for
+            `channels`).
+        accuracy: Top-1 accuracy with only this layer changed.
+        drop: Baseline accuracy minus `accuracy` (a fraction; 0.01 is one point).
+    """
+
+    layer: str
+    weights: int
+    accuracy: float
+    drop: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class SensitivityScan:
+    """A scan's result; `str()` is the table, most sensitive first."""
+
+    technique: str
+    amount: float
+    baseline: float
+    samples: int
+    layers: tuple[LayerSensitivity, ...]
+    model_fingerprint: str = ""
+    all_changed: float | None = None
+
+    def ranked(self) -> list[LayerSensitivity]:
+        """Layers from the most to the least sensitive."""
+        return sorted(self.layers, key=lambda s: -s.drop)
+
+    def to_dict(self) -> dict:
+        return {"technique": self.technique, "amount": self.amount, "baseline": self.baseline,
+                "samples": self.samples, "model_fingerprint": self.model_fingerprint,
+                "all_changed": self.all_changed,
+                "layers": [s.to_dict() for s in self.layers]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SensitivityScan":
+        return cls(d["technique"], float(d["amount"]), float(d["baseline"]), int(d["samples"]),
+                   tuple(LayerSensitivity(**s) for s in d["layers"]),
+                   d.get("model_fingerprint", ""), d.get("all_changed"))
+
+    def save(self, path: "str | os.PathLike") -> str:
+        """Writes the scan as JSON (atomically). Returns the path."""
+        _io.write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return os.fspath(path)
+
+    @classmethod
+    def load(cls, path: "str | os.PathLike") -> "SensitivityScan":
+        """Reads a scan written by `save`."""
+        try:
+            return cls.from_dict(json.loads(open(path).read()))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{os.fspath(path)} is not a sensitivity scan written by "
+                             f"tfcompress ({e}). Run the scan again.") from None
+
+    def __str__(self) -> str:
+        what = {"prune": f"only it pruned to {self.amount:.0%} sparsity",
+                "quantize": "only it quantized to int8 (weights and output)",
+                "channels": f"only its channels thinned by {self.amount:.0%}"}[self.technique]
+        rows = [("layer", "weights", "accuracy", "drop (points)")]
+        rows += [(s.layer, f"{s.weights:,}", f"{100 * s.accuracy:.2f} %",
+                  f"{100 * s.drop:+.2f}") for s in self.ranked()]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                           for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+        return "\n".join([f"Sensitivity, {what}; baseline {100 * self.baseline:.2f} % on "
+                          f"{self.samples} images", *lines])
+
+    def plot(self, path: "str | os.PathLike") -> str:
+        """Writes a PNG bar chart of the drop per layer, in graph order. Returns the path."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(self.layers)), 4))
+        ax.bar(range(len(self.layers)), [100 * s.drop for s in self.layers])
+        ax.set_xticks(range(len(self.layers)), [s.layer for s in self.layers], rotation=90,
+                      fontsize=7)
+        ax.set_ylabel("accuracy drop (points)")
+        ax.set_title(f"sensitivity: {self.technique} {self.amount:g}")
+        fig.tight_layout()
+        with _io.atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        return os.fspath(path)
+
+    def sparsities(self, target: float, max_sparsity: float = 0.95) -> dict[str, float]:
+        """Per-layer sparsities with the same overall sparsity as `target` over the scanned
+        weights, more where a layer lost less in the scan.
+
+        Each layer gets `target * c / sqrt(drop + 0.005)` (clipped to `[0, max_sparsity]`),
+        with `c` set so that the weighted mean is `target`. Feed the result to
+        `Pruning(..., layer_sparsity=...)` (or, for a `channels` scan, as channel ratios).
+        """
+        if self.technique not in ("prune", "channels"):
+            raise ValueError(f"sparsities come from a 'prune' or 'channels' scan, not a "
+                             f"{self.technique!r} one.")
+        if not 0.0 <= target <= max_sparsity:
+            raise ValueError(f"target must be in [0, {max_sparsity}], got {target}.")
+        sizes = np.array([s.weights for s in self.layers], dtype=np.float64)
+        ease = 1.0 / np.sqrt(np.maximum(np.array([s.drop for s in self.layers]), 0.0) + 0.005)
+        lo, hi = 0.0, 1e6
+        for _ in range(100):  # bisect the scale so the weighted mean meets the target
+            c = (lo + hi) / 2
+            values = np.clip(target * c * ease / ease.mean(), 0.0, max_sparsity)
+            if np.sum(values * sizes) / sizes.sum() < target:
+                lo = c
+            else:
+                hi = c
+        values = np.clip(target * hi * ease / ease.mean(), 0.0, max_sparsity)
+        return {s.layer: round(float(v), 4) for s, v in zip(self.layers, values, strict=True)}
+
+
+def _accuracy(predict: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 250) -> float:
+    hits = 0
+    for start in range(0, len(x), batch_size):
+        out = predict(x[start:start + batch_size])
+        hits += int(np.sum(np.argmax(ops.convert_to_numpy(out), axis=-1) ==
+                           y[start:start + batch_size]))
+    return hits / len(x)
+
+
+def _scan_prune(model: Any, x, y, amount: float, base: float) -> list[LayerSensitivity]:
+    from tfcompress.pruning import magnitude_mask, prunable_targets
+
+    predict = model.predict_on_batch
+    out = []
+    for t in prunable_targets(model):
+        original = ops.convert_to_numpy(t.variable)
+        t.variable.assign(original * magnitude_mask(original, amount))
+        try:
+            acc = _accuracy(predict, x, y)
+        finally:
+            t.variable.assign(original)
+        out.append(LayerSensitivity(t.layer.name, int(original.size), acc, base - acc))
+    return out
+
+
+def _scan_channels(model: Any, x, y, amount: float, base: float) -> list[LayerSensitivity]:
+    from tfcompress.pruning import ChannelGraph, channel_keep
+    from tfcompress.pruning._channels import l1_norm
+
+    graph = ChannelGraph(model)
+    groups = [g for g in graph.groups if g.prunable]
+    if not groups:
+        raise ValueError(f"No channel of model {model.name!r} can be thinned (no Conv/Dense "
+                         "layer whose output channels can be removed).")
+    refs = graph.channel_weights()
+    predict = model.predict_on_batch
+    out = []
+    for group in groups:
+        keep = {g.id: np.ones(g.size, bool) for g in groups}
+        keep[group.id] = channel_keep(l1_norm(graph, group), amount)
+        saved = []
+        for entry in refs:
+            mask = graph.weight_mask(*entry, keep)
+            if not mask.all():
+                value = ops.convert_to_numpy(entry[0].variable)
+                saved.append((entry[0].variable, value))
+                entry[0].variable.assign(value * mask)
+        try:
+            acc = _accuracy(predict, x, y)
+        finally:
+            for variable, value in saved:
+                variable.assign(value)
+        size = sum(int(np.prod(ref.variable.shape)) for layer in group.producers
+                   for ref in graph.producer_weights(layer) if ref.attribute == "kernel")
+        out.append(LayerSensitivity(group.name, size, acc, base - acc))
+    return out
+
+
+def _scan_quantize(model: Any, x, y, base: float, calibration: np.ndarray
+                   ) -> tuple[list[LayerSensitivity], float]:
+    from tfcompress.quantization import calibrate_ranges
+    from tfcompress.quantization._layers import ActivationQuantizer, _QuantWeightLayer
+
+    q = calibrate_ranges(model, calibration)
+    points = [layer for layer in q._flatten_layers(include_self=False, recursive=True)
+              if isinstance(layer, (ActivationQuantizer, _QuantWeightLayer))]
+    weighted = [layer for layer in points if isinstance(layer, _QuantWeightLayer)]
+
+    def predict(batch):
+        return q(batch, training=False)
+
+    all_quantized = _accuracy(predict, x, y)
+    out = []
+    try:
+        for layer in weighted:
+            for p in points:
+                p.simulate = False
+            layer.simulate = True
+            layer.output_quantizer.simulate = True
+            acc = _accuracy(predict, x, y)
+            name = layer.name.removesuffix("_quant")
+            size = int(np.prod(layer.kernel.shape))
+            out.append(LayerSensitivity(name, size, acc, base - acc))
+    finally:
+        for p in points:
+            p.simulate = True
+    return out, all_quantized
+
+
+def sensitivity(
+    model: Any,
+    data: Any,
+    technique: str = "prune",
+    amount: float | None = None,
+    num_samples: int = 500,
+    *,
+    cache: "str | os.PathLike | None" = None,
+    safe_mode: bool = True,
+) -> SensitivityScan:
+    """The accuracy drop when only one layer is pruned, quantized or thinned, for every layer.
+
+    No training: each layer is changed in place of the trained weights, the model scored on
+    `data`, and the weights put back. `quantize` simulates int8 (weights and the layer's
+    output, ranges calibrated on `data` as `calibrate_ranges` does) for one layer at a time.
+
+    Args:
+        model: A trained classifier: a `keras.Model` or a `.keras` path. Not modified.
+        data: Labelled images to score on (its test split; for `quantize`, its training split
+            calibrates the ranges).
+        technique: `"prune"` (unstructured magnitude pruning of the layer's kernel), `"quantize"`
+            or `"channels"` (the lowest-L1 output channels of one channel group zeroed).
+        amount: The sparsity for `prune` (default 0.8) or the fraction of channels for
+            `channels` (default 0.5); ignored for `quantize`.
+        num_samples: Images scored per layer. Defaults to `500`.
+        cache: A JSON path: if it holds a scan of the same model, technique, amount and
+            samples, it is returned; otherwise the scan runs and is saved there. Defaults to
+            `None`.
+        safe_mode: Keras' safe mode when `model` is a path. Defaults to `True`.
+
+    Returns:
+        A `SensitivityScan`.
+
+    Raises:
+        ValueError: For an unknown technique, an amount outside (0, 1), or data without labels.
+
+    Example:
+        >>> import tfcompress as tfc
+        >>> ds = tfc.data.load("mnist")
+        >>> scan = sensitivity(tfc.reference.reference_cnn(), ds, "prune", num_samples=50)
+        >>> [s.layer for s in scan.layers][:2]
+        ['conv1', 'dw2']
+    """
+    if technique not in TECHNIQUES:
+        raise ValueError(f"Unknown technique {technique!r}; expected one of {TECHNIQUES}.")
+    amount = _DEFAULT_AMOUNT[technique] if amount is None else float(amount)
+    if technique != "quantize" and not 0.0 < amount < 1.0:
+        raise ValueError(f"amount must be in (0, 1) for {technique!r}, got {amount}.")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    if isinstance(model, (str, os.PathLike)):
+        model = _io.load_keras_model(model, safe_mode=safe_mode, compile=False)
+    x, y = as_arrays(data, split_name="test")
+    if y is None:
+        raise ValueError("A sensitivity scan scores accuracy, so data needs labels: an (x, y) "
+                         "tuple, a Dataset or a labelled data path.")
+    x, y = np.asarray(x[:num_samples], np.float32), np.asarray(y[:num_samples])
+    fingerprint = _io.model_fingerprint(model)
+    if cache is not None and os.path.exists(cache):
+        cached = SensitivityScan.load(cache)
+        if (cached.model_fingerprint, cached.technique, cached.amount, cached.samples) == (
+                fingerprint, technique, amount, len(x)):
+            return cached
+    base = _accuracy(model.predict_on_batch, x, y)
+    all_changed = None
+    if technique == "prune":
+        layers = _scan_prune(model, x, y, amount, base)
+    elif technique == "channels":
+        layers = _scan_channels(model, x, y, amount, base)
+    else:
+        calibration, _ = as_arrays(data, split_name="train")
+        layers, all_changed = _scan_quantize(model, x, y, base,
+                                             np.asarray(calibration[:500], np.float32))
+    scan = SensitivityScan(technique, amount, base, len(x), tuple(layers), fingerprint,
+                           all_changed)
+    if cache is not None:
+        scan.save(cache)
+    return scan
