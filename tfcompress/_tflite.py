@@ -176,6 +176,21 @@ def micro_arena_bytes(content: bytes) -> int:
     return int(found.group(1))
 
 
+def layer_names_in(tensor_name: str) -> list[str]:
+    """Every path component of every TensorFlow op name fused into a TFLite tensor's name, with
+    and without the `_1` suffix TensorFlow adds to reused scopes: the Keras layers (and the
+    model) the tensor came from, e.g. `model_1/relu1_1/Relu;model_1/conv1_1/convolution` ->
+    `[model_1, model, relu1_1, relu1, model_1, model, conv1_1, conv1]`."""
+    found = []
+    for part in tensor_name.split(";"):
+        for piece in part.split("/")[:-1] or [part]:
+            found.append(piece)
+            stripped = re.sub(r"_\d+$", "", piece)
+            if stripped != piece:
+                found.append(stripped)
+    return found
+
+
 def layer_of(tensor_name: str) -> str:
     """Guesses the Keras layer a TFLite tensor came from (`model_1/conv1_1/Relu` -> `conv1`)."""
     first = tensor_name.split(";")[0]

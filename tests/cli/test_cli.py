@@ -6,7 +6,7 @@ import pytest
 from tfcompress.cli import main
 
 COMMANDS = ["demo", "export", "bench", "inspect", "prune", "qat", "distill", "factorize",
-            "compress"]
+            "compress", "debug", "sensitivity"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

@@ -118,3 +118,22 @@ def test_distill_step_folds_pooling_and_exports_integer_only(trained_cnn, small,
 def test_bad_input(trained_cnn, tmp_path):
     with pytest.raises(ValueError, match="expects images of shape"):
         compress(trained_cnn, "shapes", QUICK, tmp_path)
+
+
+def test_per_layer_prune_steps_use_a_sensitivity_scan(trained_cnn, small, tmp_path):
+    recipe = {"steps": [{"prune": {"sparsity": 0.8, "per_layer": True, "epochs": 1}},
+                        {"prune": {"granularity": "channel", "sparsity": 0.4, "per_layer": True,
+                                   "round_to": 1, "epochs": 1}},
+                        {"export": {"mode": "int8"}}]}
+    result = compress(trained_cnn, small, recipe, tmp_path, runs=3, max_accuracy_drop=10.0)
+    unstructured, channels = result.steps[0].info, result.steps[1].info
+    sizes = {s["layer"]: s["weights"] for s in unstructured["sensitivity"]["layers"]}
+    chosen = unstructured["layer_sparsity"]
+    assert set(chosen) == set(sizes) and len(set(chosen.values())) > 1
+    overall = sum(chosen[k] * sizes[k] for k in sizes) / sum(sizes.values())
+    assert overall == pytest.approx(0.8, abs=0.005)
+    reached = {k.split("/")[0]: v["sparsity"] for k, v in unstructured["layers"].items()}
+    for name, value in chosen.items():
+        assert reached[name] == pytest.approx(value, abs=0.02), name
+    assert channels["sensitivity"]["technique"] == "channels"
+    assert result.final.params < result.baseline.params

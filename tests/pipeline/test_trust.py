@@ -114,6 +114,7 @@ def test_bad_recipe_values_fail_before_any_work_and_leave_nothing(trained_cnn, s
     for recipe, match in (
             ({"steps": [{"prune": {"epochs": -1}}]}, "'prune', setting 'epochs'"),
             ({"steps": [{"prune": {"sparsity": "half"}}]}, "setting 'sparsity'"),
+            ({"steps": [{"prune": {"per_layer": "yes"}}]}, "setting 'per_layer'"),
             ({"steps": [{"prune": {}, "search": 5}]}, "search must be a mapping")):
         with pytest.raises(ValueError, match=match):
             _run(trained_cnn, small, out, recipe=recipe)

@@ -10,7 +10,6 @@ whose output is what the fused op computes), when the shapes agree.
 import json
 import math
 import os
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,19 +146,6 @@ class LayerErrors:
         return [json_path, text_path, self.plot(os.path.join(folder, "layer_errors.png"))]
 
 
-def _names_in(tensor_name: str) -> list[str]:
-    """Every path component of every op name fused into a tensor, with and without the
-    `_1` suffix TensorFlow adds to reused scopes."""
-    found = []
-    for part in tensor_name.split(";"):
-        for piece in part.split("/")[:-1] or [part]:
-            found.append(piece)
-            stripped = re.sub(r"_\d+$", "", piece)
-            if stripped != piece:
-                found.append(stripped)
-    return found
-
-
 def _keras_layers(model: Any) -> tuple[list[Any], dict[str, list[str]]]:
     """`(operation, output, inputs)` of every layer call, and each name's input names."""
     _graph.require_functional(model, "layer_errors")
@@ -185,7 +171,8 @@ def _match(interp: Any, calls: list[Any], model: Any) -> dict[str, tuple[int, tu
             continue
         for index in op["outputs"]:
             detail = details[index]
-            candidates = [n for n in dict.fromkeys(_names_in(detail["name"])) if n in order]
+            candidates = [n for n in dict.fromkeys(_tflite.layer_names_in(detail["name"]))
+                          if n in order]
             output_index = feeds_output.get(index, index)
             if output_index in graph_outputs and len(output_layers) > graph_outputs.index(
                     output_index):

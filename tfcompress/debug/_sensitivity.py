@@ -3,7 +3,8 @@ or thinned, and allocations that spend a compression budget where it costs least
 
 A scan changes one layer at a time, with no training, and scores the model on held-out
 images; the result is a table, a plot and a JSON file that later steps read
-(`Pruning(layer_sparsity=scan.sparsities(0.8))`, the pipeline's `per_layer: true`).
+(`Pruning(layer_sparsity=scan.sparsities(0.8))`, the pipeline's `per_layer: true`,
+`to_tflite(..., float_layers=scan.float_layers())`).
 """
 
 import json
@@ -141,6 +142,26 @@ class SensitivityScan:
                 hi = c
         values = np.clip(target * hi * ease / ease.mean(), 0.0, max_sparsity)
         return {s.layer: round(float(v), 4) for s, v in zip(self.layers, values, strict=True)}
+
+    def float_layers(self, budget: float = 0.01, max_layers: int = 3,
+                     min_drop: float = 0.001) -> list[str]:
+        """For a `quantize` scan: the layers to keep in float (`to_tflite(...,
+        float_layers=...)`), most sensitive first, while the estimated loss of the fully
+        quantized model (`baseline - all_changed`, less the drops of the layers kept) is over
+        `budget` (a fraction; 0.01 is one point), at most `max_layers`; a layer whose own drop
+        is under `min_drop` is never kept."""
+        if self.technique != "quantize":
+            raise ValueError(f"float layers come from a 'quantize' scan, not a "
+                             f"{self.technique!r} one.")
+        gap = self.baseline - (self.all_changed if self.all_changed is not None
+                               else self.baseline)
+        chosen: list[str] = []
+        for s in self.ranked():
+            if gap <= budget or len(chosen) >= max_layers or s.drop < min_drop:
+                break
+            chosen.append(s.layer)
+            gap -= s.drop
+        return chosen
 
 
 def _accuracy(predict: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 250) -> float:

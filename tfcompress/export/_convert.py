@@ -135,7 +135,7 @@ def _configure(converter: Any, mode: str, calib: np.ndarray | None, integer_io: 
 
 
 def _convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
-             workdir: str, batch: int | None = None) -> bytes:
+             workdir: str, batch: int | None = None, float_layers: Any = None) -> bytes:
     import tensorflow as tf
 
     # Beside the output, not in the system temp folder: a killed run leaves nothing behind
@@ -157,6 +157,10 @@ def _convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         _configure(converter, mode, calib, integer_io)
         try:
+            if float_layers:
+                from tfcompress.export._selective import quantize_with_float_layers
+
+                return quantize_with_float_layers(converter, calib, float_layers, integer_io)
             content = converter.convert()
             return widen_int16_biases(content) if mode == "int16x8" else content
         except Exception as e:  # the converter raises ConverterError and RuntimeError
@@ -188,6 +192,7 @@ def to_tflite(
     max_ram: int | None = None,
     class_names: "list[str] | tuple[str, ...] | None" = None,
     allow_float: bool = False,
+    float_layers: "list[str] | tuple[str, ...] | None" = None,
 ) -> ExportReport:
     """Converts a Keras 3 model to a `.tflite` file and verifies it in the LiteRT interpreter.
 
@@ -229,10 +234,14 @@ def to_tflite(
             this many bytes. Defaults to `None`.
         class_names: Class names for the C header. Defaults to `None`: those of a `Dataset`
             passed as data, else none.
-        allow_float: For `int8`/`int16x8` of a quantization-aware model, keep the layers it
-            leaves in float (`quantize_aware(..., float_layers=...)`) as float ops between
-            DEQUANTIZE and QUANTIZE, instead of refusing them. The report lists them and
-            `integer_only` is `False`. Defaults to `False`.
+        allow_float: For `int8`/`int16x8` of a quantization-aware model, accept the ops the
+            converter leaves in float (ops with no integer kernel) instead of refusing the
+            file. The report lists them and `integer_only` is `False`. Defaults to `False`.
+        float_layers: For a post-training `int8` export: Keras layer names (`fnmatch`
+            patterns) whose ops stay in float, between DEQUANTIZE and QUANTIZE; everything
+            else is int8. Use it for the few layers that lose the most (`tfcompress debug`
+            names them; `tfcompress.debug.sensitivity(model, data, "quantize")
+            .float_layers()` picks them within an accuracy budget). Defaults to `None`.
 
     Returns:
         An `ExportReport`.
@@ -264,6 +273,11 @@ def to_tflite(
         raise ValueError(
             f"integer_io applies to 'int8' and 'int16x8' exports, not {quantization!r}."
         )
+    if float_layers is not None:
+        float_layers = [float_layers] if isinstance(float_layers, str) else list(float_layers)
+        if quantization != "int8" or not all(isinstance(p, str) for p in float_layers):
+            raise ValueError("float_layers takes layer names for a post-training 'int8' export, "
+                             f"got {float_layers!r} with {quantization!r}.")
     if num_calibration_samples < 1:
         raise ValueError(f"num_calibration_samples must be >= 1, got {num_calibration_samples}.")
     source = model if isinstance(model, (str, os.PathLike)) else None
@@ -295,6 +309,16 @@ def to_tflite(
             f"The quantization-aware model simulates {learned} but the export asks for "
             f"{quantization}. Export it as {learned!r}, or build it with quantize_aware(..., "
             f"activation_bits={16 if quantization == 'int16x8' else 8}).")
+    if allow_float and not (qat and quantization in _NEEDS_CALIBRATION):
+        raise ValueError(
+            "allow_float applies to the int8/int16x8 export of a quantization-aware model; for "
+            "a post-training export, name the layers to keep in float with float_layers.")
+    if float_layers and qat:
+        raise ValueError(
+            "float_layers applies to post-training int8 of a float model: in a "
+            "quantization-aware model every tensor has a trained range and the converter "
+            "quantizes the layers between them anyway. Export the float model with "
+            "float_layers, or keep those layers out of QAT.")
     if quantization in _NEEDS_CALIBRATION and learned != quantization:
         if representative_data is None:
             raise ValueError(
@@ -314,22 +338,20 @@ def to_tflite(
     workdir = os.path.dirname(os.path.abspath(path))
     os.makedirs(workdir, exist_ok=True)
     content = _convert(model, quantization, calib, integer_io, workdir,
-                       batch=_fixed_batch(model, target))
+                       batch=_fixed_batch(model, target), float_layers=float_layers)
     summary = _tflite.summarize(_tflite.interpreter(content))
     float_ops = summary.float_compute_ops()
-    if allow_float and not (qat and quantization in _NEEDS_CALIBRATION):
-        raise ValueError(
-            "allow_float applies to the int8/int16x8 export of a quantization-aware model with "
-            "float_layers; a post-training export has no chosen float layers.")
+    if float_layers:  # the float ops asked for are not an error; any other one is
+        unasked = [o for o in float_ops if not _selective_match(o.output_name, float_layers)]
+        allow_float = not unasked
     if quantization in _NEEDS_CALIBRATION and float_ops and not allow_float:
         listed = "; ".join(
             f"{o.op} ({'/'.join(o.output_dtypes)}) from layer {o.layer!r}" for o in float_ops
         )
         raise ValueError(
             f"The {quantization} model would still compute in float: {listed}. Nothing was "
-            "written. Replace or remove those layers, or export as 'dynamic' or 'float16' (or, "
-            "for layers kept in float on purpose with quantize_aware(float_layers=...), pass "
-            "allow_float=True; on the command line --allow-float)."
+            "written. Replace or remove those layers, export as 'dynamic' or 'float16', or "
+            "accept them with allow_float=True (on the command line --allow-float)."
         )
     micro = _micro.measure(content, max_flash, max_ram, summary) if target == "tflm" else None
     agreement, samples = None, 0
@@ -360,6 +382,12 @@ def to_tflite(
         agreement_samples=samples,
         micro=micro,
     )
+
+
+def _selective_match(tensor_name: str, patterns: list[str]) -> bool:
+    from tfcompress.export._selective import _denied
+
+    return bool(_denied([tensor_name], patterns))
 
 
 def _fixed_batch(model: Any, target: str) -> int | None:

@@ -1,0 +1,48 @@
+"""Post-training int8 with chosen layers left in float (selective quantization).
+
+The converter's public options quantize every op that has an int8 kernel. TensorFlow's own
+quantization debugger keeps ops in float by converting in two stages: calibrate only, then
+quantize the calibrated model with a list of tensors to leave alone (`denylisted_nodes`). Its
+public wrapper (`tf.lite.experimental.QuantizationDebugger`) also builds a NumericVerify debug
+model, which fails in TF 2.21 ("Please check if the quantized model is in debug mode"), so this
+module calls the two stages it is made of: the converter's `_experimental_calibrate_only` and
+`tensorflow.lite.python.convert.mlir_quantize`. This is the only place tfcompress uses them;
+`tests/export/test_selective.py` pins what it relies on (a denylisted layer comes out as a
+float op between DEQUANTIZE and QUANTIZE, everything else int8).
+
+A quantization-aware model cannot be handled this way: its fake-quant ops fix every tensor's
+range, and the converter quantizes a layer between two of them whatever the denylist says.
+"""
+
+import fnmatch
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tfcompress import _tflite
+
+
+def _denied(names: Sequence[str], patterns: Sequence[str]) -> list[str]:
+    """The tensor names that come from a layer matching one of `patterns`."""
+    return [n for n in names
+            if any(fnmatch.fnmatchcase(part, p) for part in _tflite.layer_names_in(n)
+                   for p in patterns)]
+
+
+def quantize_with_float_layers(converter: Any, calib: np.ndarray, patterns: Sequence[str],
+                               integer_io: bool) -> bytes:
+    """int8 `.tflite` bytes from a configured post-training `converter` (optimizations and
+    representative dataset set), with the layers matching `patterns` kept in float."""
+    from tensorflow.lite.python import convert as tflite_convert
+
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    tensors = [t["name"] for t in _tflite.interpreter(calibrated).get_tensor_details()]
+    denied = _denied(tensors, patterns)
+    if not denied:
+        raise ValueError(
+            f"float_layers {list(patterns)} match no layer of the model; name Keras layers "
+            "(fnmatch patterns allowed), e.g. the ones 'tfcompress debug' lists.")
+    return tflite_convert.mlir_quantize(calibrated, fully_quantize=integer_io,
+                                        denylisted_nodes=denied)
