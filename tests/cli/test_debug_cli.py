@@ -40,3 +40,17 @@ def test_sensitivity_scan_and_its_cache(runner, trained_cnn_path, tmp_path):
     bad = runner.invoke(main, ["sensitivity", str(trained_cnn_path), "--data", "mnist",
                                "--technique", "quantize", "--target", "0.5"])
     assert bad.exit_code == 2 and "--target" in bad.output
+
+
+def test_export_keeps_named_layers_in_float(runner, trained_cnn_path, tmp_path):
+    out = tmp_path / "mixed.tflite"
+    result = runner.invoke(main, ["export", str(trained_cnn_path), "-o", str(out), "--data",
+                                  "mnist", "--float-layer", "fc1", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert not report["integer_only"]
+    assert [o["layer"] for o in report["float_ops"]] == ["fc1"]
+    auto = runner.invoke(main, ["export", str(trained_cnn_path), "-o", str(tmp_path / "a.tflite"),
+                                "--data", "mnist", "--float-layer", "auto"])
+    assert auto.exit_code == 0, auto.output
+    assert "kept in float: none" in auto.output  # a healthy model is within 1 point in int8

@@ -137,3 +137,15 @@ def test_per_layer_prune_steps_use_a_sensitivity_scan(trained_cnn, small, tmp_pa
         assert reached[name] == pytest.approx(value, abs=0.02), name
     assert channels["sensitivity"]["technique"] == "channels"
     assert result.final.params < result.baseline.params
+
+
+def test_export_step_keeps_the_layers_a_scan_picks_in_float(trained_cnn, small, tmp_path):
+    from tests.export.test_selective import _with_bad_fc1
+
+    recipe = {"steps": [{"export": {"mode": "int8", "float_layers": "auto"}}]}
+    result = compress(_with_bad_fc1(trained_cnn), small, recipe, tmp_path, runs=3)
+    info = result.steps[0].info
+    assert info["float_layers"] == ["fc1", "drop", "logits"]
+    assert info["sensitivity"]["technique"] == "quantize"
+    assert result.final.delta > -2.0  # the fully int8 file of this model loses > 5 points
+    assert not benchmark(result.final.tflite_path).fully_int8

@@ -115,6 +115,9 @@ def test_bad_recipe_values_fail_before_any_work_and_leave_nothing(trained_cnn, s
             ({"steps": [{"prune": {"epochs": -1}}]}, "'prune', setting 'epochs'"),
             ({"steps": [{"prune": {"sparsity": "half"}}]}, "setting 'sparsity'"),
             ({"steps": [{"prune": {"per_layer": "yes"}}]}, "setting 'per_layer'"),
+            ({"steps": [{"export": {"float_layers": "fc1"}}]}, "setting 'float_layers'"),
+            ({"steps": [{"qat": {}}, {"export": {"float_layers": ["fc1"]}}]},
+             "needs mode int8 and no qat step"),
             ({"steps": [{"prune": {}, "search": 5}]}, "search must be a mapping")):
         with pytest.raises(ValueError, match=match):
             _run(trained_cnn, small, out, recipe=recipe)

@@ -30,22 +30,37 @@ _MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 @click.option("--calibration-samples", default=200, show_default=True, type=click.IntRange(1),
               help="Images used to calibrate activation ranges.")
 @click.option("--allow-float", is_flag=True,
-              help="int8/int16x8 of a quantization-aware model: keep the layers it leaves in "
-                   "float (qat --float-layer) as float ops instead of refusing them.")
+              help="int8/int16x8 of a quantization-aware model: accept ops the converter "
+                   "leaves in float (no integer kernel) instead of refusing the file.")
+@click.option("--float-layer", "float_layers", multiple=True, metavar="NAME",
+              help="Post-training int8: keep this layer (name or pattern) in float. "
+                   "Repeatable. 'auto': the most sensitive ones, from a quantize sensitivity "
+                   "scan on --data, while the int8 model would lose more than 1 point.")
 @click.option("--unsafe", is_flag=True,
               help="Allow a .keras file's Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
 @user_errors
 def export_command(model, output, quantization, data, target, integer_io, max_flash, max_ram,
-                   calibration_samples, allow_float, unsafe, as_json):
+                   calibration_samples, allow_float, float_layers, unsafe, as_json):
     """Convert MODEL (.keras file or SavedModel directory) to a verified .tflite file."""
     from tfcompress.export import to_tflite
 
     if target != "tflm" and (max_flash or max_ram):
         raise click.UsageError("--max-flash and --max-ram go with --target tflm.")
+    chosen = list(float_layers) or None
+    if chosen == ["auto"]:
+        if not data:
+            raise click.UsageError("--float-layer auto scans the model on --data (labelled).")
+        from tfcompress.debug import sensitivity
+
+        say(f"scanning {model}: every layer quantized alone, on {data}")
+        chosen = sensitivity(model, data, "quantize", safe_mode=not unsafe).float_layers()
+        say(f"kept in float: {', '.join(chosen) or 'none (int8 is within 1 point)'}")
+    elif chosen and "auto" in chosen:
+        raise click.UsageError("--float-layer auto goes alone.")
     say(f"converting {model} to {quantization} for {target} ...")
     report = to_tflite(model, output, quantization, representative_data=data,
                        integer_io=integer_io, num_calibration_samples=calibration_samples,
                        safe_mode=not unsafe, target=target, max_flash=max_flash,
-                       max_ram=max_ram, allow_float=allow_float)
+                       max_ram=max_ram, allow_float=allow_float, float_layers=chosen or None)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))

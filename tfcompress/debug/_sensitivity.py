@@ -38,9 +38,10 @@ class LayerSensitivity:
     weights: int
     accuracy: float
     drop: float
+    consumers: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "consumers": list(self.consumers)}
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ class SensitivityScan:
     @classmethod
     def from_dict(cls, d: dict) -> "SensitivityScan":
         return cls(d["technique"], float(d["amount"]), float(d["baseline"]), int(d["samples"]),
-                   tuple(LayerSensitivity(**s) for s in d["layers"]),
+                   tuple(LayerSensitivity(**{**s, "consumers": tuple(s.get("consumers", ()))})
+                         for s in d["layers"]),
                    d.get("model_fingerprint", ""), d.get("all_changed"))
 
     def save(self, path: "str | os.PathLike") -> str:
@@ -149,7 +151,12 @@ class SensitivityScan:
         float_layers=...)`), most sensitive first, while the estimated loss of the fully
         quantized model (`baseline - all_changed`, less the drops of the layers kept) is over
         `budget` (a fraction; 0.01 is one point), at most `max_layers`; a layer whose own drop
-        is under `min_drop` is never kept."""
+        is under `min_drop` is never kept.
+
+        The scan quantized each layer's weights and its output; a float op's output is still
+        quantized when the op that reads it is int8, so each chosen layer comes with the
+        layers that read its output (up to the next weighted layers), and the list holds
+        those too."""
         if self.technique != "quantize":
             raise ValueError(f"float layers come from a 'quantize' scan, not a "
                              f"{self.technique!r} one.")
@@ -159,9 +166,9 @@ class SensitivityScan:
         for s in self.ranked():
             if gap <= budget or len(chosen) >= max_layers or s.drop < min_drop:
                 break
-            chosen.append(s.layer)
+            chosen.append(s)
             gap -= s.drop
-        return chosen
+        return list(dict.fromkeys(n for s in chosen for n in (s.layer, *s.consumers)))
 
 
 def _accuracy(predict: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 250) -> float:
@@ -222,10 +229,40 @@ def _scan_channels(model: Any, x, y, amount: float, base: float) -> list[LayerSe
     return out
 
 
+def _consumers(model: Any) -> dict[str, tuple[str, ...]]:
+    """For each layer, the layers that read its output, followed through layers without
+    weights up to the next layers with weights (which are included)."""
+    from tfcompress import _graph
+
+    calls = _graph.layer_nodes(model)
+    readers: dict[str, list[str]] = {}
+    weighted = set()
+    for op, _, inputs in calls:
+        name = getattr(op, "name", "")
+        if getattr(op, "weights", None):
+            weighted.add(name)
+        for up in inputs:
+            readers.setdefault(up, []).append(name)
+    out = {}
+    for op, _, _ in calls:
+        found, todo = [], list(readers.get(op.name, []))
+        while todo:
+            name = todo.pop(0)
+            if name in found:
+                continue
+            found.append(name)
+            if name not in weighted:
+                todo.extend(readers.get(name, []))
+        out[op.name] = tuple(found)
+    return out
+
+
 def _scan_quantize(model: Any, x, y, base: float, calibration: np.ndarray
                    ) -> tuple[list[LayerSensitivity], float]:
     from tfcompress.quantization import calibrate_ranges
     from tfcompress.quantization._layers import ActivationQuantizer, _QuantWeightLayer
+
+    consumers = _consumers(model)
 
     q = calibrate_ranges(model, calibration)
     points = [layer for layer in q._flatten_layers(include_self=False, recursive=True)
@@ -246,7 +283,8 @@ def _scan_quantize(model: Any, x, y, base: float, calibration: np.ndarray
             acc = _accuracy(predict, x, y)
             name = layer.name.removesuffix("_quant")
             size = int(np.prod(layer.kernel.shape))
-            out.append(LayerSensitivity(name, size, acc, base - acc))
+            out.append(LayerSensitivity(name, size, acc, base - acc,
+                                        consumers.get(name, ())))
     finally:
         for p in points:
             p.simulate = True

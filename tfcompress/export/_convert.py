@@ -158,9 +158,11 @@ def _convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
         _configure(converter, mode, calib, integer_io)
         try:
             if float_layers:
+                from tfcompress._graph import output_names
                 from tfcompress.export._selective import quantize_with_float_layers
 
-                return quantize_with_float_layers(converter, calib, float_layers, integer_io)
+                return quantize_with_float_layers(converter, calib, float_layers, integer_io,
+                                                  output_names(model))
             content = converter.convert()
             return widen_int16_biases(content) if mode == "int16x8" else content
         except Exception as e:  # the converter raises ConverterError and RuntimeError
@@ -342,7 +344,11 @@ def to_tflite(
     summary = _tflite.summarize(_tflite.interpreter(content))
     float_ops = summary.float_compute_ops()
     if float_layers:  # the float ops asked for are not an error; any other one is
-        unasked = [o for o in float_ops if not _selective_match(o.output_name, float_layers)]
+        outputs = {d.name for d, layer in zip(summary.outputs, _output_layers(model),
+                                              strict=False)
+                   if _selective_match(layer + "/x", float_layers)}
+        unasked = [o for o in float_ops if not _selective_match(o.output_name, float_layers)
+                   and o.output_name not in outputs]
         allow_float = not unasked
     if quantization in _NEEDS_CALIBRATION and float_ops and not allow_float:
         listed = "; ".join(
@@ -382,6 +388,12 @@ def to_tflite(
         agreement_samples=samples,
         micro=micro,
     )
+
+
+def _output_layers(model: Any) -> list[str]:
+    from tfcompress._graph import output_names
+
+    return output_names(model)
 
 
 def _selective_match(tensor_name: str, patterns: list[str]) -> bool:

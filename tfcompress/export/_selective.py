@@ -31,15 +31,21 @@ def _denied(names: Sequence[str], patterns: Sequence[str]) -> list[str]:
 
 
 def quantize_with_float_layers(converter: Any, calib: np.ndarray, patterns: Sequence[str],
-                               integer_io: bool) -> bytes:
+                               integer_io: bool, output_layers: Sequence[str] = ()) -> bytes:
     """int8 `.tflite` bytes from a configured post-training `converter` (optimizations and
-    representative dataset set), with the layers matching `patterns` kept in float."""
+    representative dataset set), with the layers matching `patterns` kept in float.
+    `output_layers` names the layer behind each model output: the converter names output
+    tensors after the signature, not the layer."""
     from tensorflow.lite.python import convert as tflite_convert
 
     converter._experimental_calibrate_only = True
     calibrated = converter.convert()
-    tensors = [t["name"] for t in _tflite.interpreter(calibrated).get_tensor_details()]
+    interp = _tflite.interpreter(calibrated)
+    tensors = [t["name"] for t in interp.get_tensor_details()]
     denied = _denied(tensors, patterns)
+    for detail, layer in zip(interp.get_output_details(), output_layers, strict=False):
+        if any(fnmatch.fnmatchcase(layer, p) for p in patterns):
+            denied.append(detail["name"])
     if not denied:
         raise ValueError(
             f"float_layers {list(patterns)} match no layer of the model; name Keras layers "

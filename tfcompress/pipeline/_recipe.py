@@ -31,7 +31,8 @@ STEP_SETTINGS: dict[str, dict[str, Any]] = {
               "criterion": "l1", "shrink": True, "scope": "layer", "finetune_epochs": 0,
               "per_layer": False},
     "qat": {"epochs": 1, "learning_rate": 1e-4},
-    "export": {"mode": "int8", "target": "litert", "max_flash": None, "max_ram": None},
+    "export": {"mode": "int8", "target": "litert", "max_flash": None, "max_ram": None,
+               "float_layers": None},
 }
 # The setting a `search` varies, per step kind.
 SEARCHED = {"factorize": "energy", "distill": "channels", "prune": "sparsity"}
@@ -94,6 +95,13 @@ def _granularity(value: Any) -> str | None:
     return f"expected 'unstructured', 'channel' or N:M such as '2:4', got {value!r}"
 
 
+def _float_layers(value: Any) -> str | None:
+    if value is None or value == "auto" or (
+            isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+        return None
+    return f"expected 'auto' or a list of layer names, got {value!r}"
+
+
 def _model_file(value: Any) -> str | None:
     if value is None:
         return None
@@ -123,7 +131,8 @@ RULES: dict[str, dict[str, Any]] = {
     "export": {"mode": _choice(*EXPORT_MODES),
                "target": _choice(*TARGETS),
                "max_flash": _number(1, integer=True, optional=True),
-               "max_ram": _number(1, integer=True, optional=True)},
+               "max_ram": _number(1, integer=True, optional=True),
+               "float_layers": _float_layers},
 }
 
 BUILTIN: dict[str, dict] = {
@@ -282,6 +291,13 @@ class Recipe:
         kinds = [s.kind for s in self.steps]
         if "export" in kinds[:-1]:
             raise ValueError("export must be the last step of a recipe.")
+        export = self.steps[-1] if kinds[-1] == "export" else None
+        if export is not None and export.get("float_layers") is not None:
+            if export.get("mode") != "int8" or "qat" in kinds:
+                raise ValueError(
+                    "export float_layers keeps layers float in a post-training int8 export: it "
+                    "needs mode int8 and no qat step (a quantization-aware model's layers are "
+                    "all quantized by the converter).")
         if "qat" in kinds:
             after = kinds[kinds.index("qat") + 1:]
             if any(k != "export" for k in after):

@@ -434,6 +434,17 @@ def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: D
         device = {}
         if step.kind == "export":
             device = {k: step.get(k) for k in ("target", "max_flash", "max_ram")}
+            float_layers = step.get("float_layers")
+            if float_layers == "auto":  # a quantize scan on the validation data picks them
+                from tfcompress.debug import sensitivity
+
+                scan = sensitivity(new, fit_ds, "quantize")
+                float_layers = scan.float_layers(budget=budget / 100)
+                info["sensitivity"] = scan.to_dict()
+                say(f"  kept in float: {', '.join(float_layers) or 'none (within budget)'}")
+            if float_layers:
+                device["float_layers"] = float_layers
+                info["float_layers"] = list(float_layers)
         m = _measure(new, tflite, mode, fit_ds, test_ds, runs, **device)
         description = step.describe()
         if search is not None:
