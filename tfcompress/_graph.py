@@ -209,3 +209,13 @@ def rebuild(model: keras.Model, visit: Visit, name: str) -> keras.Model:
     outputs = run(graph, inputs)
     return keras.Model(inputs if len(inputs) > 1 else inputs[0],
                        outputs if len(outputs) > 1 else outputs[0], name=name)
+
+
+def flat(model: keras.Model) -> keras.Model:
+    """`model` itself, or, when it nests functional models (a `keras.applications` backbone),
+    a copy with every nested model inlined: same layer names, weights and outputs, so that
+    every layer's output is a tensor of one graph."""
+    if not any(is_functional(node.operation) for node in nodes(model)):
+        return model
+    return rebuild(model, lambda node, args, kwargs: None, model.name)
+

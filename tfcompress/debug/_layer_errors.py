@@ -149,7 +149,7 @@ class LayerErrors:
 def _keras_layers(model: Any) -> tuple[list[Any], dict[str, list[str]]]:
     """`(operation, output, inputs)` of every layer call, and each name's input names."""
     _graph.require_functional(model, "layer_errors")
-    calls = _graph.layer_nodes(model)
+    calls = _graph.layer_nodes(model)  # the caller passes a flat model
     return calls, {getattr(op, "name", ""): ins for op, _, ins in calls}
 
 
@@ -235,6 +235,8 @@ def layer_errors(
     model_name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model.name
     if isinstance(model, (str, os.PathLike)):
         model = _io.load_keras_model(model, safe_mode=safe_mode, compile=False)
+    _graph.require_functional(model, "layer_errors")
+    model = _graph.flat(model)  # a nested backbone's layers are compared one by one too
     interp = _tflite.interpreter(tflite_path, preserve_all_tensors=True)
     x, _ = as_arrays(data, split_name="test")
     x = np.asarray(x[:num_samples], dtype=np.float32)

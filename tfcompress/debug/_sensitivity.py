@@ -234,7 +234,7 @@ def _consumers(model: Any) -> dict[str, tuple[str, ...]]:
     weights up to the next layers with weights (which are included)."""
     from tfcompress import _graph
 
-    calls = _graph.layer_nodes(model)
+    calls = _graph.layer_nodes(_graph.flat(model))
     readers: dict[str, list[str]] = {}
     weighted = set()
     for op, _, inputs in calls:
