@@ -18,6 +18,8 @@ MODULES = [
     "tfcompress.distillation._distiller",
     "tfcompress.distillation._student",
     "tfcompress.lowrank._factorize",
+    "tfcompress.debug._layer_errors",
+    "tfcompress.debug._sensitivity",
 ]
 
 
