@@ -61,3 +61,37 @@ def test_float_layers_are_refused_where_they_cannot_work(trained_cnn, mnist, tmp
     with pytest.raises(ValueError, match="quantization-aware model"):
         to_tflite(q, tmp_path / "c.tflite", "int8", float_layers=["fc1"])
     assert not list(tmp_path.glob("*.tflite"))
+
+
+def test_qat_with_auto_float_layers_keeps_them_float_in_the_file(trained_cnn, mnist,
+                                                                 tmp_path):
+    from tfcompress.quantization import float_layer_names, quantize_aware, strip_fake_quant
+
+    model = _with_bad_fc1(trained_cnn)
+    scan = sensitivity(model, mnist, "quantize", num_samples=300)
+    with pytest.raises(ValueError, match="sensitivity scan"):
+        quantize_aware(model, float_layers="auto")
+    with pytest.raises(ValueError, match="another model"):
+        quantize_aware(trained_cnn, float_layers="auto", sensitivity=scan)
+    q = quantize_aware(model, float_layers="auto", sensitivity=scan)
+    assert float_layer_names(q) == ["fc1", "logits"]
+    q.compile(keras.optimizers.Adam(1e-5), keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), metrics=["accuracy"])
+    q.fit(mnist.x_train[:1000], mnist.y_train[:1000], epochs=1, batch_size=64, verbose=0)
+    # Stripped of fake-quant, the QAT model is a plain model with the same function.
+    plain = strip_fake_quant(q)
+    for layer in q._flatten_layers(include_self=False, recursive=True):
+        if hasattr(layer, "simulate"):
+            layer.simulate = False
+    x = mnist.x_test[:64]
+    np.testing.assert_allclose(plain.predict(x, verbose=0), q.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="representative_data"):
+        to_tflite(q, tmp_path / "q.tflite", "int8")
+    report = to_tflite(q, tmp_path / "q.tflite", "int8", representative_data=mnist)
+    assert [o.op for o in report.float_ops] == ["FULLY_CONNECTED"] * 2
+    y = mnist.y_test[:300]
+    acc = np.mean(_tflite.predict_classes(_tflite.interpreter(report.path),
+                                          mnist.x_test[:300]) == y)
+    keras_acc = np.mean(np.argmax(model.predict(mnist.x_test[:300], verbose=0), -1) == y)
+    assert acc > keras_acc - 0.03

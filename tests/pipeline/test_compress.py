@@ -149,3 +149,14 @@ def test_export_step_keeps_the_layers_a_scan_picks_in_float(trained_cnn, small, 
     assert info["sensitivity"]["technique"] == "quantize"
     assert result.final.delta > -2.0  # the fully int8 file of this model loses > 5 points
     assert not benchmark(result.final.tflite_path).fully_int8
+
+
+def test_qat_step_with_auto_float_layers(trained_cnn, small, tmp_path):
+    from tests.export.test_selective import _with_bad_fc1
+
+    recipe = {"steps": [{"qat": {"epochs": 1, "learning_rate": 1e-5, "float_layers": "auto"}},
+                        {"export": {"mode": "int8"}}]}
+    result = compress(_with_bad_fc1(trained_cnn), small, recipe, tmp_path, runs=3)
+    assert result.steps[0].info["float_layers"] == ["fc1", "drop", "logits"]
+    assert result.final.delta > -3.0
+    assert not benchmark(result.final.tflite_path).fully_int8

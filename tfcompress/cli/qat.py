@@ -19,8 +19,10 @@ from tfcompress.cli._common import data_help, say, user_errors
               type=click.FloatRange(0, min_open=True))
 @click.option("--keras-output", type=click.Path(dir_okay=False),
               help="Also save the quantization-aware Keras model (.keras).")
-@click.option("--float-layer", "float_layers", multiple=True,
-              help="Keep this layer (name or pattern) in float. Repeatable.")
+@click.option("--float-layer", "float_layers", multiple=True, metavar="NAME",
+              help="Keep this layer (name or pattern) in float, in training and in the file. "
+                   "Repeatable. 'auto': the most sensitive ones, from a quantize sensitivity "
+                   "scan, while int8 would lose more than 1 point.")
 @click.option("--unsafe", is_flag=True,
               help="Allow the model file's Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -47,10 +49,19 @@ def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_ou
     keras_model = _io.load_keras_model(model, safe_mode=not unsafe)
     ds = _training.load_for(keras_model, data)
     say(f"quantization-aware training of {model} for {epochs} epoch(s) ...")
+    chosen = list(float_layers) or None
+    if chosen == ["auto"]:
+        from tfcompress.debug import sensitivity
+
+        say("scanning every layer quantized alone on the held-out images")
+        chosen = sensitivity(keras_model, ds, "quantize").float_layers() or None
+        say(f"kept in float: {', '.join(chosen or []) or 'none (int8 is within 1 point)'}")
+    elif chosen and "auto" in chosen:
+        raise click.BadParameter("auto goes alone.", param_hint="--float-layer")
     q, result = train_quantized(keras_model, ds, epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, verbose=0 if as_json else 2,
-                                float_layers=list(float_layers) or None)
-    report = to_tflite(q, output, "int8", allow_float=bool(float_layers))
+                                float_layers=chosen)
+    report = to_tflite(q, output, "int8", representative_data=ds if chosen else None)
     if keras_output:
         _io.save_model_atomic(q, keras_output)
     lite = benchmark(output, ds, runs=20)

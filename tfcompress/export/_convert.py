@@ -13,7 +13,7 @@ from tfcompress.data import Dataset, as_arrays
 from tfcompress.export import _micro
 from tfcompress.export._fixups import widen_int16_biases
 from tfcompress.export._micro import MicroReport
-from tfcompress.quantization import check_ranges_learned, is_quantize_aware
+from tfcompress.quantization import check_ranges_learned, float_layer_names, is_quantize_aware
 
 QUANTIZATION_MODES: tuple[str, ...] = ("float32", "float16", "dynamic", "int8", "int16x8")
 _NEEDS_CALIBRATION = ("int8", "int16x8")
@@ -317,10 +317,21 @@ def to_tflite(
             "a post-training export, name the layers to keep in float with float_layers.")
     if float_layers and qat:
         raise ValueError(
-            "float_layers applies to post-training int8 of a float model: in a "
-            "quantization-aware model every tensor has a trained range and the converter "
-            "quantizes the layers between them anyway. Export the float model with "
-            "float_layers, or keep those layers out of QAT.")
+            "float_layers applies to post-training int8 of a float model; a "
+            "quantization-aware model keeps the layers it was built with in float: "
+            "quantize_aware(model, float_layers=[...]).")
+    kept_float = float_layer_names(model) if qat and quantization == "int8" else []
+    if kept_float:
+        # The converter's QAT path would quantize these layers between their neighbours'
+        # fake-quant points: export the trained weights as post-training int8 instead.
+        if representative_data is None:
+            raise ValueError(
+                f"The quantization-aware model keeps {', '.join(kept_float)} in float; its int8 "
+                "export keeps them float through post-training quantization of the trained "
+                "weights, which needs representative_data (on the command line --data).")
+        from tfcompress.quantization import strip_fake_quant
+
+        model, qat, learned, float_layers = strip_fake_quant(model), False, None, kept_float
     if quantization in _NEEDS_CALIBRATION and learned != quantization:
         if representative_data is None:
             raise ValueError(

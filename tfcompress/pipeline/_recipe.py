@@ -30,7 +30,7 @@ STEP_SETTINGS: dict[str, dict[str, Any]] = {
     "prune": {"granularity": "unstructured", "sparsity": None, "epochs": 3, "round_to": 1,
               "criterion": "l1", "shrink": True, "scope": "layer", "finetune_epochs": 0,
               "per_layer": False},
-    "qat": {"epochs": 1, "learning_rate": 1e-4},
+    "qat": {"epochs": 1, "learning_rate": 1e-4, "float_layers": None},
     "export": {"mode": "int8", "target": "litert", "max_flash": None, "max_ram": None,
                "float_layers": None},
 }
@@ -127,7 +127,8 @@ RULES: dict[str, dict[str, Any]] = {
               "criterion": _choice("l1", "l2", "bn_scale"), "shrink": _flag,
               "scope": _choice("layer", "global"), "finetune_epochs": _number(0, integer=True),
               "per_layer": _flag},
-    "qat": {"epochs": _number(1, integer=True), "learning_rate": _number(0, low_open=True)},
+    "qat": {"epochs": _number(1, integer=True), "learning_rate": _number(0, low_open=True),
+            "float_layers": _float_layers},
     "export": {"mode": _choice(*EXPORT_MODES),
                "target": _choice(*TARGETS),
                "max_flash": _number(1, integer=True, optional=True),
@@ -296,8 +297,8 @@ class Recipe:
             if export.get("mode") != "int8" or "qat" in kinds:
                 raise ValueError(
                     "export float_layers keeps layers float in a post-training int8 export: it "
-                    "needs mode int8 and no qat step (a quantization-aware model's layers are "
-                    "all quantized by the converter).")
+                    "needs mode int8 and no qat step (with a qat step, give float_layers to "
+                    "the qat step).")
         if "qat" in kinds:
             after = kinds[kinds.index("qat") + 1:]
             if any(k != "export" for k in after):

@@ -172,10 +172,10 @@ def _export(model: keras.Model, path: str, mode: str, calib: Dataset, **device: 
     from tfcompress.export import to_tflite
     from tfcompress.quantization import float_layer_names, is_quantize_aware
 
-    needs_data = mode in ("int8", "int16x8") and not is_quantize_aware(model)
-    allow_float = mode in ("int8", "int16x8") and bool(float_layer_names(model))
-    return to_tflite(model, path, mode, calib if needs_data else None, allow_float=allow_float,
-                     **device).path
+    # A quantization-aware model with float layers exports through post-training int8.
+    needs_data = mode in ("int8", "int16x8") and (
+        not is_quantize_aware(model) or bool(float_layer_names(model)))
+    return to_tflite(model, path, mode, calib if needs_data else None, **device).path
 
 
 def _measure(model: keras.Model, path: str, mode: str, calib: Dataset, test: Dataset,

@@ -33,9 +33,15 @@ def run(step: Step, model: keras.Model, ds: Dataset, batch_size: int, verbose: i
     if step.kind == "qat":
         from tfcompress.quantization import train_quantized
 
+        float_layers, info = step.get("float_layers"), {}
+        if float_layers == "auto":  # a quantize scan on the validation data picks them
+            scan = _scan(model, ds, "quantize")
+            float_layers = scan.float_layers()
+            info["sensitivity"] = scan.to_dict()
         q, result = train_quantized(model, ds, epochs=step.get("epochs"), batch_size=batch_size,
-                                    learning_rate=step.get("learning_rate"), verbose=verbose)
-        return Outcome(q, result.to_dict())
+                                    learning_rate=step.get("learning_rate"), verbose=verbose,
+                                    float_layers=float_layers or None)
+        return Outcome(q, {**result.to_dict(), "float_layers": list(float_layers or []), **info})
     raise ValueError(f"Step {step.kind!r} is not a training step.")
 
 

@@ -9,6 +9,7 @@ from tfcompress.quantization._layers import (
     QuantDepthwiseConv2D,
     QuantScalarOp,
 )
+from tfcompress.quantization._strip import strip_fake_quant
 from tfcompress.quantization._transform import (
     check_ranges_learned,
     count_params,
@@ -34,6 +35,7 @@ __all__ = [
     "is_quantize_aware",
     "quantize_aware",
     "register_layer",
+    "strip_fake_quant",
     "supported_layers",
     "train_quantized",
 ]

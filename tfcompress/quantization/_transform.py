@@ -355,6 +355,9 @@ def quantize_aware(
     per_channel_weights: bool = True,
     activation_bits: int = 8,
     keep_zeros: bool = True,
+    sensitivity: Any = None,
+    float_budget: float = 0.01,
+    max_float_layers: int = 3,
 ) -> keras.Model:
     """Returns a copy of `model` that simulates TFLite int8 inference while it trains.
 
@@ -368,16 +371,25 @@ def quantize_aware(
     Args:
         model: A functional or Sequential Keras model (nested models are inlined). It is not
             modified.
-        float_layers: Layers to train without fake-quant: classes, `fnmatch` name patterns or
-            predicates. Note that the TFLite converter still quantizes such a layer with its
-            own min/max ranges wherever it has an int8 kernel and quantized neighbours; only
-            ops with no int8 kernel stay float (export those with `allow_float=True`).
-            Defaults to `None`.
+        float_layers: Layers to keep in float: classes, `fnmatch` name patterns or
+            predicates; or `"auto"`: the layers a `quantize` sensitivity scan of `model`
+            (`sensitivity=`) picks, most sensitive first, while the scan's fully quantized
+            model loses more than `float_budget`, at most `max_float_layers` (with the layers
+            that read their outputs). `to_tflite(q, path, "int8", representative_data=...)`
+            keeps them float in the file (it exports the trained weights through
+            post-training quantization with those layers left out; the converter's
+            quantization-aware path would quantize them). Defaults to `None`.
         per_channel_weights: Per-output-channel weight scales for convolutions; `False` gives
             per-tensor scales. Defaults to `True`.
         activation_bits: 8, or 16 to simulate the `int16x8` export mode. Defaults to `8`.
         keep_zeros: Keep weights that are exactly zero (a pruned model) at zero through QAT and
             export. Defaults to `True`.
+        sensitivity: For `float_layers="auto"`: a `tfcompress.debug.SensitivityScan` of
+            `model` with technique `"quantize"`, or the path of its JSON. Defaults to `None`.
+        float_budget: For `"auto"`: the accuracy loss (a fraction; 0.01 is one point) that
+            needs no float layer. Defaults to `0.01`.
+        max_float_layers: For `"auto"`: at most this many layers are picked (the layers
+            that read their outputs come on top). Defaults to `3`.
 
     Returns:
         A new, uncompiled `keras.Model`.
@@ -397,6 +409,10 @@ def quantize_aware(
     if activation_bits not in (8, 16):
         raise ValueError(f"activation_bits must be 8 or 16, got {activation_bits}.")
     _require_functional(model, "quantize_aware")
+    if isinstance(float_layers, str) and float_layers == "auto":
+        float_layers = _auto_float_layers(model, sensitivity, float_budget, max_float_layers)
+        if not float_layers:
+            float_layers = None
     specs = None if float_layers is None else (
         [float_layers] if isinstance(float_layers, (str, type)) or callable(float_layers)
         else list(float_layers))
@@ -435,6 +451,27 @@ def activation_bits(model: Any) -> int | None:
     """The activation width a quantization-aware model simulates (8 or 16), else `None`."""
     bits = {q.num_bits for q in _quantizers(model)}
     return max(bits) if bits else None
+
+
+def _auto_float_layers(model: Any, scan: Any, budget: float, max_layers: int) -> list[str]:
+    """The layer names `float_layers="auto"` keeps in float, from a quantize scan."""
+    if scan is None:
+        raise ValueError(
+            'float_layers="auto" picks layers from a sensitivity scan: pass sensitivity='
+            'tfcompress.debug.sensitivity(model, data, "quantize") (or its JSON path).')
+    if not hasattr(scan, "float_layers"):  # the path of a saved scan
+        from tfcompress.debug import SensitivityScan  # a sibling package, loaded on use
+
+        scan = SensitivityScan.load(scan)
+    if scan.technique != "quantize":
+        raise ValueError(f'float_layers="auto" needs a "quantize" scan, got a '
+                         f'{scan.technique!r} one.')
+    from tfcompress._io import model_fingerprint
+
+    if scan.model_fingerprint and scan.model_fingerprint != model_fingerprint(model):
+        raise ValueError("The sensitivity scan was made for another model (or other weights): "
+                         "scan this model.")
+    return scan.float_layers(budget=budget, max_layers=max_layers)
 
 
 def float_layer_names(model: Any) -> list[str]:
