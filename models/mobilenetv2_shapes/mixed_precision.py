@@ -8,7 +8,8 @@ post-training int8 (the converter's min/max calibration on 200 training images),
 - int8 files with the debugger's top 1 and top 3 layers in float, and with the scan's choice
   (`scan.float_layers(budget=0)`: up to 3 layers and the layers reading them);
 and measures each file in LiteRT on the 600 test images, timed side by side with the float32
-and all-int8 files (p50, 1 thread).
+and all-int8 files (p50, 1 thread). Then the same for a file calibrated on a single image
+(one that loses accuracy), against 8 and 200 calibration images.
 
     python models/mobilenetv2_shapes/mixed_precision.py   # -> mixed_precision.{json,md}
 """
@@ -61,8 +62,29 @@ def main() -> dict:
     for row in rows.values():
         row["gap_recovered"] = (None if gap <= 0 else
                                 (row["accuracy"] - rows["int8"]["accuracy"]) / gap)
+    # A file that does lose accuracy: calibrated on one image, as with a representative
+    # dataset that yields a single batch. The debugger's RMSE in int8 steps says why.
+    bad = {}
+    one = to_tflite(model, work / "int8_1image.tflite", "int8", representative_data=ds,
+                    num_calibration_samples=1)
+    bad_errors = layer_errors(model, one.path, val, num_samples=64)
+    culprits = bad_errors.culprits(3)
+    bad["1 calibration image"] = {"accuracy": benchmark(one.path, ds, runs=1).accuracy,
+                                  "float_layers": []}
+    mixed = to_tflite(model, work / "int8_1image_mixed.tflite", "int8",
+                      representative_data=ds, num_calibration_samples=1,
+                      float_layers=culprits)
+    bad["1 calibration image, debugger top 3 in float"] = {
+        "accuracy": benchmark(mixed.path, ds, runs=1).accuracy, "float_layers": culprits}
+    for n in (8, 200):
+        r = to_tflite(model, work / f"int8_{n}images.tflite", "int8", representative_data=ds,
+                      num_calibration_samples=n)
+        bad[f"{n} calibration images"] = {"accuracy": benchmark(r.path, ds, runs=1).accuracy,
+                                          "float_layers": []}
     return {"rows": rows, "worst_layers": [e.to_dict() for e in errors.worst(5)],
-            "scan": scan.to_dict(), "work": str(work)}
+            "scan": scan.to_dict(), "poor_calibration": bad,
+            "poor_calibration_worst": [e.to_dict() for e in bad_errors.worst(5)],
+            "work": str(work)}
 
 
 def markdown(out: dict) -> str:
@@ -92,6 +114,18 @@ def markdown(out: dict) -> str:
         lines.append(f"| {name} | {', '.join(r['float_layers']) or '-'} | "
                      f"{100 * r['accuracy']:.2f} % | {rec} | {r['size_bytes']:,} | "
                      f"{f32['p50_ms'] / r['p50_ms']:.2f}x |")
+    lines += ["", "A file that does lose accuracy, from a poor calibration (one image); the "
+              "worst layers by the debugger:", "",
+              "| layer | op | SNR dB | RMSE / int8 step | largest error | error added |",
+              "|---|---|---|---|---|---|"]
+    for e in out["poor_calibration_worst"]:
+        lines.append(f"| {e['layer']} | {e['op']} | {e['snr_db']:.1f} | "
+                     f"{e['rmse_in_scale']:.2f} | {e['max_error']:.3g} | "
+                     f"{100 * e['noise_added']:+.2f} % |")
+    lines += ["", "| file | accuracy |", "|---|---|"]
+    for name, r in out["poor_calibration"].items():
+        kept = f" ({', '.join(r['float_layers'])})" if r["float_layers"] else ""
+        lines.append(f"| {name}{kept} | {100 * r['accuracy']:.2f} % |")
     return "\n".join(lines) + "\n"
 
 
