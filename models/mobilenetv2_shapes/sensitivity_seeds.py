@@ -1,0 +1,100 @@
+"""Sensitivity-driven ratios against one ratio for all on MobileNetV2, over 3 seeds.
+
+A smaller setting than the card, so that three seeds fit in a few minutes: MobileNetV2
+(alpha 0.35) on `shapes` at 64 x 64, 1,500 images (10 % held out for the scans), trained 8
+epochs per seed. From each trained model, with the same schedule (`tfcompress.pruning.prune`,
+3 epochs):
+- 80 % unstructured sparsity: the default selection at 80 % each, or every kernel at
+  `scan.sparsities(0.8)` from a prune scan (80 % overall);
+- 50 % of channels removed and `shrink`: one ratio for all groups, or each group's ratio from
+  a channels scan (`scan.sparsities(0.5)`, 50 % overall by weight).
+Test accuracy on the 300 test images (LiteRT not involved: the comparison is of training).
+
+    python models/mobilenetv2_shapes/sensitivity_seeds.py   # -> sensitivity_seeds.{json,md}
+"""
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main(seeds: int = 3) -> dict:
+    import keras
+
+    import tfcompress as tfc
+    from tfcompress import pruning as P
+    from tfcompress.debug import sensitivity
+
+    rows = []
+    for seed in range(seeds):
+        full = tfc.data.load("shapes", seed=seed, image_size=64, num_samples=1500)
+        train, val = full.hold_out(seed=seed)
+        keras.utils.set_random_seed(seed)
+        model = tfc.reference.compile_for_classification(
+            tfc.reference.reference_mobilenet_v2(full.input_shape, full.num_classes), 3e-3)
+        model.fit(train.x_train, train.y_train, epochs=8, batch_size=32, verbose=0)
+        row = {"seed": seed, "dense": tfc._training.accuracy(model, full.x_test, full.y_test)}
+        prune_scan = sensitivity(model, val, "prune", 0.8, num_samples=len(val[0]))
+        channel_scan = sensitivity(model, val, "channels", 0.5, num_samples=len(val[0]))
+        runs = {
+            "unstructured_uniform": {"sparsity": 0.8},
+            "unstructured_sensitivity": {"sparsity": 0.8,
+                                         "layer_sparsity": prune_scan.sparsities(0.8)},
+            "channels_uniform": {"sparsity": 0.5, "granularity": "channel",
+                                 "shrink_model": True},
+            "channels_sensitivity": {"sparsity": 0.5, "granularity": "channel",
+                                     "shrink_model": True,
+                                     "layer_sparsity": channel_scan.sparsities(0.5)},
+        }
+        for name, kwargs in runs.items():
+            keras.utils.set_random_seed(seed)
+            pruned, result = P.prune(model, train, epochs=3, batch_size=32, **kwargs)
+            row[name] = {"accuracy": tfc._training.accuracy(pruned, full.x_test, full.y_test),
+                         "params": int(pruned.count_params()),
+                         "sparsity_all_kernels": P.sparsity_report(pruned).sparsity}
+        rows.append(row)
+        print(seed, json.dumps({k: v for k, v in row.items()}), flush=True)
+    names = [k for k in rows[0] if k not in ("seed", "dense")]
+    summary = {"dense": statistics.mean(r["dense"] for r in rows)}
+    for name in names:
+        summary[name] = {key: statistics.mean(r[name][key] for r in rows)
+                         for key in ("accuracy", "params", "sparsity_all_kernels")}
+    return {"summary": summary, "seeds": rows}
+
+
+def markdown(out: dict) -> str:
+    s = out["summary"]
+    lines = [
+        "# MobileNetV2: sensitivity-driven ratios vs one ratio for all (3 seeds)",
+        "",
+        "Produced by `python models/mobilenetv2_shapes/sensitivity_seeds.py` (MobileNetV2 "
+        "alpha 0.35, `shapes` 64 x 64, 1,350 training and 150 held-out images per seed, "
+        "8 epochs; each pruning fine-tunes 3 epochs from the trained model). Means over "
+        f"{len(out['seeds'])} seeds; test accuracy on 300 images.",
+        "",
+        "| | test accuracy | vs dense (points) | parameters | sparsity over all kernels |",
+        "|---|---|---|---|---|",
+        f"| dense | {100 * s['dense']:.2f} % | | | 0 |",
+    ]
+    labels = {"unstructured_uniform": "80 % unstructured, one sparsity (default selection)",
+              "unstructured_sensitivity": "80 % unstructured, per-layer from a prune scan",
+              "channels_uniform": "50 % of channels, one ratio, shrunk",
+              "channels_sensitivity": "50 % of channels, per-group from a channels scan, "
+                                      "shrunk"}
+    for name, label in labels.items():
+        r = s[name]
+        lines.append(f"| {label} | {100 * r['accuracy']:.2f} % | "
+                     f"{100 * (r['accuracy'] - s['dense']):+.2f} | {r['params']:,.0f} | "
+                     f"{r['sparsity_all_kernels']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    result = main()
+    (HERE / "sensitivity_seeds.json").write_text(json.dumps(result, indent=2) + "\n")
+    (HERE / "sensitivity_seeds.md").write_text(markdown(result))
+    print(markdown(result))
