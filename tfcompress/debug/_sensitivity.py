@@ -16,6 +16,7 @@ import numpy as np
 from keras import ops
 
 from tfcompress import _io
+from tfcompress._macs import layer_macs
 from tfcompress.data import as_arrays
 
 TECHNIQUES = ("prune", "quantize", "channels")
@@ -30,6 +31,10 @@ class LayerSensitivity:
         layer: Layer name (for `channels`, the channel group: its producers joined by `+`).
         weights: Number of weights the change applies to (the group's producers' kernels for
             `channels`).
+        consumers: For `quantize`: the layers that read its output, up to the next weighted
+            layers.
+        macs: Multiply-accumulates per image that scale with it: its own for `prune` and
+            `quantize`; for `channels`, those of the group's producers, members and readers.
         accuracy: Top-1 accuracy with only this layer changed.
         drop: Baseline accuracy minus `accuracy` (a fraction; 0.01 is one point).
     """
@@ -39,6 +44,7 @@ class LayerSensitivity:
     accuracy: float
     drop: float
     consumers: tuple[str, ...] = ()
+    macs: int = 0
 
     def to_dict(self) -> dict:
         return {**self.__dict__, "consumers": list(self.consumers)}
@@ -119,20 +125,29 @@ class SensitivityScan:
         plt.close(fig)
         return os.fspath(path)
 
-    def sparsities(self, target: float, max_sparsity: float = 0.95) -> dict[str, float]:
-        """Per-layer sparsities with the same overall sparsity as `target` over the scanned
-        weights, more where a layer lost less in the scan.
+    def sparsities(self, target: float, max_sparsity: float = 0.95,
+                   by: str = "weights") -> dict[str, float]:
+        """Per-layer sparsities with the same overall sparsity as `target`, more where a
+        layer lost less in the scan.
 
         Each layer gets `target * c / sqrt(drop + 0.005)` (clipped to `[0, max_sparsity]`),
-        with `c` set so that the weighted mean is `target`. Feed the result to
-        `Pruning(..., layer_sparsity=...)` (or, for a `channels` scan, as channel ratios).
+        with `c` set so that the mean weighted by `by` is `target`: `"weights"` (the same
+        number of weights removed: size) or `"macs"` (the same share of multiply-accumulates
+        removed: speed; channels removed from a high-resolution layer count for more).
+        Feed the result to `Pruning(..., layer_sparsity=...)` (or, for a `channels` scan, as
+        channel ratios).
         """
+        if by not in ("weights", "macs"):
+            raise ValueError(f"by must be 'weights' or 'macs', got {by!r}.")
         if self.technique not in ("prune", "channels"):
             raise ValueError(f"sparsities come from a 'prune' or 'channels' scan, not a "
                              f"{self.technique!r} one.")
         if not 0.0 <= target <= max_sparsity:
             raise ValueError(f"target must be in [0, {max_sparsity}], got {target}.")
-        sizes = np.array([s.weights for s in self.layers], dtype=np.float64)
+        sizes = np.array([s.macs if by == "macs" else s.weights for s in self.layers],
+                         dtype=np.float64)
+        if sizes.sum() <= 0:
+            raise ValueError(f"This scan has no {by} counts; scan the model again.")
         ease = 1.0 / np.sqrt(np.maximum(np.array([s.drop for s in self.layers]), 0.0) + 0.005)
         lo, hi = 0.0, 1e6
         for _ in range(100):  # bisect the scale so the weighted mean meets the target
@@ -192,7 +207,8 @@ def _scan_prune(model: Any, x, y, amount: float, base: float) -> list[LayerSensi
             acc = _accuracy(predict, x, y)
         finally:
             t.variable.assign(original)
-        out.append(LayerSensitivity(t.layer.name, int(original.size), acc, base - acc))
+        out.append(LayerSensitivity(t.layer.name, int(original.size), acc, base - acc,
+                                    macs=layer_macs(t.layer)))
     return out
 
 
@@ -225,7 +241,10 @@ def _scan_channels(model: Any, x, y, amount: float, base: float) -> list[LayerSe
                 variable.assign(value)
         size = sum(int(np.prod(ref.variable.shape)) for layer in group.producers
                    for ref in graph.producer_weights(layer) if ref.attribute == "kernel")
-        out.append(LayerSensitivity(group.name, size, acc, base - acc))
+        touched = {id(layer): layer for layer in [
+            *group.producers, *(m for m, _ in group.members), *(c for c, _ in group.consumers)]}
+        macs = sum(layer_macs(layer) for layer in touched.values())
+        out.append(LayerSensitivity(group.name, size, acc, base - acc, macs=macs))
     return out
 
 
@@ -263,6 +282,8 @@ def _scan_quantize(model: Any, x, y, base: float, calibration: np.ndarray
     from tfcompress.quantization._layers import ActivationQuantizer, _QuantWeightLayer
 
     consumers = _consumers(model)
+    macs_of = {layer.name: layer_macs(layer)
+               for layer in model._flatten_layers(include_self=False, recursive=True)}
 
     q = calibrate_ranges(model, calibration)
     points = [layer for layer in q._flatten_layers(include_self=False, recursive=True)
@@ -284,7 +305,7 @@ def _scan_quantize(model: Any, x, y, base: float, calibration: np.ndarray
             name = layer.name.removesuffix("_quant")
             size = int(np.prod(layer.kernel.shape))
             out.append(LayerSensitivity(name, size, acc, base - acc,
-                                        consumers.get(name, ())))
+                                        consumers.get(name, ()), macs_of.get(name, 0)))
     finally:
         for p in points:
             p.simulate = True

@@ -104,7 +104,9 @@ def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
         target = step.get("sparsity") or (0.5 if granularity == "channel" else 0.8)
         scan = _scan(model, ds, "channels" if granularity == "channel" else "prune",
                      target if granularity == "channel" else None)
-        layer_sparsity = scan.sparsities(target)
+        # Channels are removed for speed: equal overall share of MACs; weights for size.
+        layer_sparsity = scan.sparsities(target, by="macs" if granularity == "channel"
+                                         else "weights")
         info = {"sensitivity": scan.to_dict(), "layer_sparsity": layer_sparsity}
     pruned, result = prune(model, ds, sparsity=step.get("sparsity"), granularity=granularity,
                            layer_sparsity=layer_sparsity,
