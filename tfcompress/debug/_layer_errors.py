@@ -271,6 +271,7 @@ def layer_errors(
             detail = details[matched[n][0]]
             file_values[n].append(_tflite.dequantize_output(interp.get_tensor(detail["index"]),
                                                             detail))
+    writer = {t: o["op_name"] for o in interp._get_ops_details() for t in o["outputs"]}
     nsr: dict[str, float] = {}
     rows = []
     order = {op.name: i for i, (op, _, _) in enumerate(calls)}
@@ -295,8 +296,7 @@ def layer_errors(
         scale = float(detail["quantization"][0]) if detail["quantization"][0] else None
         rmse = float(np.sqrt(np.mean(err**2)))
         norm = float(np.linalg.norm(ref) * np.linalg.norm(got))
-        op_name = next((o["op_name"] for o in interp._get_ops_details()
-                        if matched[n][0] in o["outputs"]), "?")
+        op_name = writer.get(matched[n][0], "?")
         rows.append(LayerError(
             layer=n, fused=matched[n][1], op=op_name, depth=order[n],
             dtype=np.dtype(detail["dtype"]).name, scale=scale, rmse=rmse,
