@@ -45,6 +45,9 @@ def test_per_layer_sparsities_are_reached(mnist):
     assert got["conv1"] == got["pw2"] == got["dw2"] == 0.0
     with pytest.raises(ValueError, match="scope='layer'"):
         P.Pruning(P.ConstantSparsity(0.8), scope="global", layer_sparsity=wanted)
+    with pytest.raises(ValueError, match=r"names \['fc9'\], which the model has no"):
+        model.fit(mnist.x_train[:64], mnist.y_train[:64], epochs=1, verbose=0, callbacks=[
+            P.Pruning(P.ConstantSparsity(0.8), layer_sparsity={"fc1": 0.5, "fc9": 0.5})])
 
 
 def test_channel_scan_and_ratios(trained_cnn, mnist):

@@ -172,13 +172,10 @@ class Pruning(keras.callbacks.Callback):
                 raise ValueError("layer_sparsity must map layer names to sparsities in "
                                  f"[0, 1), got {bad or layer_sparsity!r}.")
             layer_sparsity = {str(k): float(v) for k, v in layer_sparsity.items()}
-            if layers is None:
-                named = set(layer_sparsity)
-                if self.granularity.kind == "channel":
-                    layers = [lambda layer, named=named: any(
-                        layer.name in key.split("+") for key in named)]
-                else:
-                    layers = sorted(named)
+            if layers is None:  # exactly the named layers (a channel group's key joins its
+                # producers' names with "+")
+                names = {n for key in layer_sparsity for n in key.split("+")}
+                layers = [lambda layer, names=names: layer.name in names]
         self.layer_sparsity = layer_sparsity
         self.layers = layers
         self.exclude = exclude
@@ -279,6 +276,16 @@ class Pruning(keras.callbacks.Callback):
                 need_n_m_axis=self.granularity.kind == "n:m",
                 prune_depthwise=self.prune_depthwise, min_weights=self.min_weights,
             )
+        if self.layer_sparsity is not None:
+            found = ({g.name for g in self._channel_graph.groups}
+                     if self.granularity.kind == "channel"
+                     else {t.layer.name for t in self._targets})
+            unknown = sorted(set(self.layer_sparsity) - found)
+            if unknown:
+                raise ValueError(
+                    f"layer_sparsity names {unknown}, which the model has no prunable "
+                    f"{'channel group' if self.granularity.kind == 'channel' else 'layer'} "
+                    f"of; it has {sorted(found)}. Scan this model again.")
         strategy = getattr(self.model, "distribute_strategy", None)
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             self._masks = [
