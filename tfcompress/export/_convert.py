@@ -354,16 +354,20 @@ def to_tflite(
                        batch=_fixed_batch(model, target), float_layers=float_layers)
     summary = _tflite.summarize(_tflite.interpreter(content))
     float_ops = summary.float_compute_ops()
+    unasked = float_ops
     if float_layers:  # the float ops asked for are not an error; any other one is
-        outputs = {d.name for d, layer in zip(summary.outputs, _output_layers(model),
+        from tfcompress._graph import output_names
+        from tfcompress.export._selective import layer_matches, tensor_matches
+
+        outputs = {d.name for d, layer in zip(summary.outputs, output_names(model),
                                               strict=False)
-                   if _selective_match(layer + "/x", float_layers)}
-        unasked = [o for o in float_ops if not _selective_match(o.output_name, float_layers)
+                   if layer_matches(layer, float_layers)}
+        unasked = [o for o in float_ops if not tensor_matches(o.output_name, float_layers)
                    and o.output_name not in outputs]
         allow_float = not unasked
-    if quantization in _NEEDS_CALIBRATION and float_ops and not allow_float:
+    if quantization in _NEEDS_CALIBRATION and unasked and not allow_float:
         listed = "; ".join(
-            f"{o.op} ({'/'.join(o.output_dtypes)}) from layer {o.layer!r}" for o in float_ops
+            f"{o.op} ({'/'.join(o.output_dtypes)}) from layer {o.layer!r}" for o in unasked
         )
         raise ValueError(
             f"The {quantization} model would still compute in float: {listed}. Nothing was "
@@ -399,18 +403,6 @@ def to_tflite(
         agreement_samples=samples,
         micro=micro,
     )
-
-
-def _output_layers(model: Any) -> list[str]:
-    from tfcompress._graph import output_names
-
-    return output_names(model)
-
-
-def _selective_match(tensor_name: str, patterns: list[str]) -> bool:
-    from tfcompress.export._selective import _denied
-
-    return bool(_denied([tensor_name], patterns))
 
 
 def _fixed_batch(model: Any, target: str) -> int | None:

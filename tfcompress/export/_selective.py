@@ -23,11 +23,14 @@ import numpy as np
 from tfcompress import _tflite
 
 
-def _denied(names: Sequence[str], patterns: Sequence[str]) -> list[str]:
-    """The tensor names that come from a layer matching one of `patterns`."""
-    return [n for n in names
-            if any(fnmatch.fnmatchcase(part, p) for part in _tflite.layer_names_in(n)
-                   for p in patterns)]
+def layer_matches(layer: str, patterns: Sequence[str]) -> bool:
+    """True when the Keras layer name `layer` matches one of the `fnmatch` `patterns`."""
+    return any(fnmatch.fnmatchcase(layer, p) for p in patterns)
+
+
+def tensor_matches(tensor_name: str, patterns: Sequence[str]) -> bool:
+    """True when a TFLite tensor comes from a layer matching one of `patterns`."""
+    return any(layer_matches(part, patterns) for part in _tflite.layer_names_in(tensor_name))
 
 
 def quantize_with_float_layers(converter: Any, calib: np.ndarray, patterns: Sequence[str],
@@ -42,9 +45,9 @@ def quantize_with_float_layers(converter: Any, calib: np.ndarray, patterns: Sequ
     calibrated = converter.convert()
     interp = _tflite.interpreter(calibrated)
     tensors = [t["name"] for t in interp.get_tensor_details()]
-    denied = _denied(tensors, patterns)
+    denied = [t for t in tensors if tensor_matches(t, patterns)]
     for detail, layer in zip(interp.get_output_details(), output_layers, strict=False):
-        if any(fnmatch.fnmatchcase(layer, p) for p in patterns):
+        if layer_matches(layer, patterns):
             denied.append(detail["name"])
     if not denied:
         raise ValueError(
