@@ -148,8 +148,7 @@ class LayerErrors:
 
 def _keras_layers(model: Any) -> tuple[list[Any], dict[str, list[str]]]:
     """`(operation, output, inputs)` of every layer call, and each name's input names."""
-    _graph.require_functional(model, "layer_errors")
-    calls = _graph.layer_nodes(model)  # the caller passes a flat model
+    calls = _graph.layer_nodes(model)  # the caller has checked and flattened the model
     return calls, {getattr(op, "name", ""): ins for op, _, ins in calls}
 
 

@@ -278,15 +278,15 @@ def _consumers(model: Any) -> dict[str, tuple[str, ...]]:
 
 def _scan_quantize(model: Any, x, y, base: float, calibration: np.ndarray
                    ) -> tuple[list[LayerSensitivity], float]:
+    from tfcompress.pruning._selection import all_layers
     from tfcompress.quantization import calibrate_ranges
     from tfcompress.quantization._layers import ActivationQuantizer, _QuantWeightLayer
 
     consumers = _consumers(model)
-    macs_of = {layer.name: layer_macs(layer)
-               for layer in model._flatten_layers(include_self=False, recursive=True)}
+    macs_of = {layer.name: layer_macs(layer) for layer in all_layers(model)}
 
     q = calibrate_ranges(model, calibration)
-    points = [layer for layer in q._flatten_layers(include_self=False, recursive=True)
+    points = [layer for layer in all_layers(q)
               if isinstance(layer, (ActivationQuantizer, _QuantWeightLayer))]
     weighted = [layer for layer in points if isinstance(layer, _QuantWeightLayer)]
 
