@@ -18,7 +18,9 @@ def is_saved_model_dir(path: "str | os.PathLike") -> bool:
 
 
 def load_keras_model(path: "str | os.PathLike", safe_mode: bool = True, compile: bool = True):
-    """Loads a `.keras` (or legacy `.h5`) file with a clear error for every way it can fail.
+    """Loads a `.keras` or `.h5` file, or a Keras 2 SavedModel directory, with a clear error
+    for every way it can fail. Keras 2 files (`tf_keras`) are carried over to Keras 3 and
+    verified layer by layer (see `tfcompress._legacy`).
 
     Args:
         path: The model file.
@@ -37,10 +39,13 @@ def load_keras_model(path: "str | os.PathLike", safe_mode: bool = True, compile:
     import keras
 
     import tfcompress.quantization  # noqa: F401  (registers the fake-quant layers for loading)
+    from tfcompress import _legacy
 
     text = os.fspath(path)
     if not os.path.exists(text):
         raise ValueError(f"No model at {text}. Check the path.")
+    if os.path.isdir(text) and _legacy.is_tf_keras_saved_model(text):
+        return _legacy.load(text)
     if os.path.isdir(text):
         raise ValueError(
             f"{text} is a directory; expected a .keras file. (SavedModel directories can be "
@@ -56,6 +61,8 @@ def load_keras_model(path: "str | os.PathLike", safe_mode: bool = True, compile:
             f"Could not load {text} as a Keras model: the file is corrupt or not a Keras model "
             "(a .keras file is a zip archive, this one is not). Re-save it with model.save()."
         )
+    if text.lower().endswith((".h5", ".hdf5")) and _legacy.is_keras2_h5(text):
+        return _legacy.load(text)
     try:
         return keras.saving.load_model(text, safe_mode=safe_mode, compile=compile)
     except ValueError as e:

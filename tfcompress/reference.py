@@ -194,3 +194,128 @@ def reference_ds_cnn(
     x = layers.Flatten(name="flatten")(x)
     outputs = layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def reference_unet(
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    num_classes: int = 4,
+    width: int = 8,
+    name: str = "unet",
+) -> keras.Model:
+    """Builds a small U-Net for per-pixel classification (segmentation).
+
+    Two strided-conv downsampling stages, then one `Conv2DTranspose` and one `UpSampling2D`
+    stage, each concatenated with the encoder's tensor of the same size (skip connections);
+    it outputs per-pixel logits.
+
+    Args:
+        input_shape: Shape of one image. Defaults to `(32, 32, 3)`.
+        num_classes: Classes per pixel. Defaults to `4`.
+        width: Filters of the first stage (the second has twice as many). Defaults to `8`.
+        name: Model name. Defaults to `"unet"`.
+
+    Returns:
+        An uncompiled functional `keras.Model`.
+
+    Example:
+        >>> reference_unet().output_shape
+        (None, 32, 32, 4)
+    """
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape, name="image")
+    e1 = layers.Conv2D(width, 3, padding="same", activation="relu", name="enc1")(inputs)
+    e2 = layers.Conv2D(2 * width, 3, strides=2, padding="same", name="enc2")(e1)
+    e2 = layers.ReLU(name="enc2_relu")(layers.BatchNormalization(name="enc2_bn")(e2))
+    b = layers.Conv2D(4 * width, 3, strides=2, padding="same", activation="relu",
+                      name="bottleneck")(e2)
+    d2 = layers.Conv2DTranspose(2 * width, 2, strides=2, name="up2")(b)
+    d2 = layers.Concatenate(name="skip2")([d2, e2])
+    d2 = layers.Conv2D(2 * width, 3, padding="same", activation="relu", name="dec2")(d2)
+    d1 = layers.UpSampling2D(2, name="up1")(d2)
+    d1 = layers.Concatenate(name="skip1")([d1, e1])
+    d1 = layers.Conv2D(width, 3, padding="same", activation="relu", name="dec1")(d1)
+    outputs = layers.Conv2D(num_classes, 1, name="logits")(d1)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def reference_audio_conv1d(
+    input_shape: tuple[int, int] = (128, 16),
+    num_classes: int = 8,
+    name: str = "audio_conv1d",
+) -> keras.Model:
+    """Builds a small 1-D convolutional audio classifier (frames x features in, logits out).
+
+    Three `Conv1D` blocks with BatchNormalization and ReLU, max pooling between them, global
+    average pooling and a dense head.
+
+    Args:
+        input_shape: `(frames, features)`. Defaults to `(128, 16)`.
+        num_classes: Number of classes. Defaults to `8`.
+        name: Model name. Defaults to `"audio_conv1d"`.
+
+    Returns:
+        An uncompiled functional `keras.Model`.
+
+    Example:
+        >>> reference_audio_conv1d().output_shape
+        (None, 8)
+    """
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape, name="frames")
+    x = inputs
+    for i, filters in enumerate((32, 48, 64), start=1):
+        x = layers.Conv1D(filters, 5, padding="same", name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.ReLU(name=f"relu{i}")(x)
+        if i < 3:
+            x = layers.MaxPooling1D(2, name=f"pool{i}")(x)
+    x = layers.GlobalAveragePooling1D(name="gap")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def reference_detector(
+    input_shape: tuple[int, int, int] = (96, 96, 3),
+    num_classes: int = 4,
+    anchors: int = 3,
+    alpha: float = 0.25,
+    name: str = "detector",
+) -> keras.Model:
+    """Builds a small SSD-style object detector on a MobileNet backbone, with two outputs.
+
+    The backbone (`keras.applications.MobileNet`, nested as one model with two outputs) gives
+    feature maps at strides 16 and 32; on each, a 3x3 convolution predicts `anchors` sets of
+    class logits and of box offsets per position. The outputs are `classes`, shaped
+    `(batch, boxes, num_classes)`, and `boxes`, shaped `(batch, boxes, 4)`, with
+    `boxes = anchors * (positions at stride 16 + positions at stride 32)`.
+
+    Args:
+        input_shape: Shape of one image. Defaults to `(96, 96, 3)`.
+        num_classes: Object classes (background included). Defaults to `4`.
+        anchors: Anchor boxes per position. Defaults to `3`.
+        alpha: MobileNet width multiplier. Defaults to `0.25`.
+        name: Model name. Defaults to `"detector"`.
+
+    Returns:
+        An uncompiled functional `keras.Model` with outputs `[classes, boxes]`.
+
+    Example:
+        >>> [tuple(s) for s in reference_detector().output_shape]
+        [(None, 135, 4), (None, 135, 4)]
+    """
+    layers = keras.layers
+    base = keras.applications.MobileNet(input_shape=input_shape, alpha=alpha,
+                                        include_top=False, weights=None)
+    backbone = keras.Model(base.input, [base.get_layer("conv_pw_11_relu").output, base.output],
+                           name="backbone")
+    inputs = keras.Input(shape=input_shape, name="image")
+    features = backbone(inputs)
+    classes, boxes = [], []
+    for i, f in enumerate(features):
+        c = layers.Conv2D(anchors * num_classes, 3, padding="same", name=f"cls_head{i}")(f)
+        classes.append(layers.Reshape((-1, num_classes), name=f"cls_flat{i}")(c))
+        b = layers.Conv2D(anchors * 4, 3, padding="same", name=f"box_head{i}")(f)
+        boxes.append(layers.Reshape((-1, 4), name=f"box_flat{i}")(b))
+    out_c = layers.Concatenate(axis=1, name="classes")(classes)
+    out_b = layers.Concatenate(axis=1, name="boxes")(boxes)
+    return keras.Model(inputs, [out_c, out_b], name=name)

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress import _graph, _io, _tflite
+from tfcompress import _graph, _io, _legacy, _tflite
 from tfcompress.data import as_arrays
 
 # Layers whose output a quantized file must reproduce; a file matching none was not made from
@@ -229,6 +229,7 @@ def layer_errors(
         >>> [e.layer for e in errors.layers][:3]
         ['relu1', 'pool1', 'relu2']
     """
+    model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     model_name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model.name

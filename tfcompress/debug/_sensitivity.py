@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from tfcompress import _io
+from tfcompress import _io, _legacy
 from tfcompress._macs import layer_macs
 from tfcompress.data import as_arrays
 
@@ -355,6 +355,7 @@ def sensitivity(
         >>> [s.layer for s in scan.layers][:2]
         ['conv1', 'dw2']
     """
+    model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
     if technique not in TECHNIQUES:
         raise ValueError(f"Unknown technique {technique!r}; expected one of {TECHNIQUES}.")
     amount = _DEFAULT_AMOUNT[technique] if amount is None else float(amount)

@@ -6,7 +6,7 @@ from typing import Any
 
 import keras
 
-from tfcompress import _training
+from tfcompress import _legacy, _training
 from tfcompress.distillation._distiller import Distiller
 
 
@@ -69,6 +69,8 @@ def distill(
     Raises:
         ValueError: For data that does not fit the models, or bad distillation settings.
     """
+    teacher = _legacy.keras3(teacher)  # a Keras 2 (tf_keras) model is carried over
+    student = _legacy.keras3(student)  # a Keras 2 (tf_keras) model is carried over
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     ds = _training.load_for(teacher, data)

@@ -21,7 +21,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfcompress import _graph
+from tfcompress import _graph, _legacy
 from tfcompress._macs import SizeRatios, model_macs
 
 _L = keras.layers
@@ -104,6 +104,7 @@ def make_student(
         >>> report.folded, student.get_layer("conv1").strides
         ((('conv1', 'pool1'),), (2, 2))
     """
+    teacher = _legacy.keras3(teacher)  # a Keras 2 (tf_keras) model is carried over
     if not 0 <= channels < 1:
         raise ValueError(f"channels is the fraction of channels to remove, in [0, 1); got "
                          f"{channels}.")

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from tfcompress import _io, _tflite
+from tfcompress import _io, _legacy, _tflite
 from tfcompress.data import Dataset, as_arrays
 from tfcompress.export import _micro
 from tfcompress.export._fixups import widen_int16_biases
@@ -262,6 +262,7 @@ def to_tflite(
         >>> report.integer_only
         True
     """
+    model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
     if quantization not in QUANTIZATION_MODES:
         raise ValueError(
             f"Unknown quantization {quantization!r}; expected one of {QUANTIZATION_MODES}."

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcompress import _graph
+from tfcompress import _graph, _legacy
 from tfcompress._macs import SizeRatios, layer_macs, model_macs
 from tfcompress.lowrank import _svd
 
@@ -191,6 +191,7 @@ def factorize(
         >>> round(report.param_ratio, 2)
         0.52
     """
+    model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
     if rank_ratio is not None and energy is not None:
         raise ValueError("Give rank_ratio or energy, not both.")
     if rank_ratio is None and energy is None and not ranks:

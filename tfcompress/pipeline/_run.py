@@ -13,7 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress import _io, _training
+from tfcompress import _io, _legacy, _training
 from tfcompress.data import Dataset, as_arrays, load, split
 from tfcompress.pipeline import _steps
 from tfcompress.pipeline._recipe import SEARCHED, Recipe, Step, load_recipe, shown_name
@@ -273,6 +273,7 @@ def compress(
             apply (the message says which and why), an OUT_DIR that holds an input, another
             run's files or another running run, or a step whose training diverged.
     """
+    model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
     say = (lambda text: None) if progress is False else (progress or _stderr_lines)
     plan = load_recipe(recipe)
     budget = 1.0 if max_accuracy_drop is None else max_accuracy_drop

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfcompress import _training
+from tfcompress import _legacy, _training
 from tfcompress.pruning._callback import Pruning
 from tfcompress.pruning._masks import parse_granularity
 from tfcompress.pruning._report import SparsityReport, sparsity_report
@@ -98,6 +98,7 @@ def prune(
     Raises:
         ValueError: For a bad sparsity, granularity, epoch count or data that does not fit.
     """
+    model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     if not 0.0 < ramp_fraction <= 1.0:

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcompress import _graph
+from tfcompress import _graph, _legacy
 from tfcompress._macs import SizeRatios, model_macs
 from tfcompress.pruning._channels import ChannelGraph, ChannelGroup
 
@@ -140,6 +140,7 @@ def shrink(
         >>> small.get_layer("hidden").units, report.params_before, report.params_after
         (4, 74, 38)
     """
+    model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
     graph = ChannelGraph(model)
     keep = dead_channels(graph)
     producers = [p for g in graph.groups for p in g.producers]

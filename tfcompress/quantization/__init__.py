@@ -5,6 +5,7 @@ from tfcompress.quantization._fit import QatResult, train_quantized
 from tfcompress.quantization._layers import (
     ActivationQuantizer,
     QuantConv,
+    QuantConvTranspose,
     QuantDense,
     QuantDepthwiseConv2D,
     QuantScalarOp,
@@ -24,6 +25,7 @@ __all__ = [
     "METHODS",
     "ActivationQuantizer",
     "QuantConv",
+    "QuantConvTranspose",
     "QuantDense",
     "QuantDepthwiseConv2D",
     "QatResult",

@@ -11,6 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfcompress import _legacy
 from tfcompress.data import as_arrays
 from tfcompress.quantization._layers import ActivationQuantizer
 from tfcompress.quantization._transform import _quantizers, quantize_aware
@@ -65,6 +66,7 @@ def calibrate_ranges(
     Raises:
         ValueError: For an unknown method or a percentile out of range.
     """
+    model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
     if method not in METHODS:
         raise ValueError(f"Unknown calibration method {method!r}; expected one of {METHODS}.")
     if not 50.0 < percentile <= 100.0:

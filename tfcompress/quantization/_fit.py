@@ -5,7 +5,7 @@ from typing import Any
 
 import keras
 
-from tfcompress import _training
+from tfcompress import _legacy, _training
 from tfcompress.quantization._transform import quantize_aware
 
 
@@ -53,6 +53,7 @@ def train_quantized(
     Raises:
         ValueError: For `epochs < 1` or data that does not fit the model.
     """
+    model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     ds = _training.load_for(model, data)

@@ -283,6 +283,52 @@ class QuantDense(_QuantWeightLayer):
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
+class QuantConvTranspose(_QuantWeightLayer):
+    """Conv2DTranspose (BatchNorm folded in, activation fused) with fake-quantized weights.
+
+    The kernel is `(height, width, filters, input channels)`, as Keras keeps it. Weights are
+    quantized per tensor: the converter reads a per-channel FakeQuant along the last axis,
+    which is the input-channel axis here.
+    """
+
+    def __init__(self, filters: int, kernel_size, strides=1, padding: str = "valid",
+                 output_padding=None, dilation_rate=1, **kwargs):
+        kwargs["per_channel"] = False
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = tuple(int(v) for v in np.atleast_1d(kernel_size))
+        self.strides = _as_tuple(strides)
+        self.padding = padding
+        self.output_padding = None if output_padding is None else _as_tuple(output_padding)
+        self.dilation_rate = _as_tuple(dilation_rate)
+
+    def build(self, input_shape):
+        self._make_weights(self.kernel_size + (self.filters, input_shape[-1]), self.filters)
+        self.output_quantizer.build(None)
+
+    def _transpose(self, x, k):
+        return ops.conv_transpose(x, k, strides=self.strides, padding=self.padding,
+                                  output_padding=self.output_padding,
+                                  dilation_rate=self.dilation_rate)
+
+    def call(self, x, training=None):
+        k = self._quant_weights(self._kernel(), None)
+        return self._finish(self._transpose(x, k), training)
+
+    def compute_output_shape(self, input_shape):
+        return self._transpose(keras.KerasTensor(input_shape), keras.KerasTensor(
+            self.kernel_size + (self.filters, input_shape[-1]))).shape
+
+    def get_config(self):
+        config = {**super().get_config(), "filters": self.filters,
+                  "kernel_size": self.kernel_size, "strides": self.strides,
+                  "padding": self.padding, "output_padding": self.output_padding,
+                  "dilation_rate": self.dilation_rate}
+        config.pop("per_channel")
+        return config
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
 class QuantScalarOp(keras.layers.Layer):
     """`x * c` or `x + c` with a fake-quantized constant `c`, then an output quantizer.
 
@@ -326,4 +372,5 @@ class QuantScalarOp(keras.layers.Layer):
                 "activation_bits": self.activation_bits}
 
 
-QUANT_LAYERS = (ActivationQuantizer, QuantConv, QuantDepthwiseConv2D, QuantDense, QuantScalarOp)
+QUANT_LAYERS = (ActivationQuantizer, QuantConv, QuantConvTranspose, QuantDepthwiseConv2D,
+                QuantDense, QuantScalarOp)

@@ -16,6 +16,7 @@ from tfcompress import _graph
 from tfcompress.quantization._layers import (
     ActivationQuantizer,
     QuantConv,
+    QuantConvTranspose,
     QuantDense,
     QuantDepthwiseConv2D,
     QuantScalarOp,
@@ -31,7 +32,7 @@ def _activation(name: str) -> Any:
 def _float_twin(op: Any) -> tuple[Any, list[np.ndarray]] | None:
     """The plain Keras layer computing what `op` computes without fake-quant, and its weights."""
     name = op.name.removesuffix("_quant")
-    if isinstance(op, (QuantConv, QuantDepthwiseConv2D, QuantDense)):
+    if isinstance(op, (QuantConv, QuantConvTranspose, QuantDepthwiseConv2D, QuantDense)):
         kernel = ops.convert_to_numpy(op._kernel())  # pruned weights stay exactly zero
         weights = [kernel, ops.convert_to_numpy(op.bias)]
         act = _activation(op.activation)
@@ -40,6 +41,11 @@ def _float_twin(op: Any) -> tuple[Any, list[np.ndarray]] | None:
         if isinstance(op, QuantDepthwiseConv2D):
             return _L.DepthwiseConv2D(op.kernel_size, strides=op.strides, padding=op.padding,
                                       depth_multiplier=op.depth_multiplier,
+                                      dilation_rate=op.dilation_rate, activation=act,
+                                      name=name), weights
+        if isinstance(op, QuantConvTranspose):
+            return _L.Conv2DTranspose(op.filters, op.kernel_size, strides=op.strides,
+                                      padding=op.padding, output_padding=op.output_padding,
                                       dilation_rate=op.dilation_rate, activation=act,
                                       name=name), weights
         conv = _L.Conv1D if len(op.kernel_size) == 1 else _L.Conv2D

@@ -5,11 +5,16 @@ The rewrite walks the functional graph once, in order, and for each node decides
   that directly follows folded into its weights and a ReLU/ReLU6 that follows fused into it
   (TFLite fuses both, so there is no quantization point between them).
 - SeparableConv: split into a quantized depthwise and a quantized 1x1 conv, as TFLite runs it.
-- Layers that only move or select values (pooling by max, reshapes, padding, dropout...): kept,
-  no new quantization point (TFLite keeps the input's scale).
-- Layers and ops that compute new values (Add, Multiply, Concatenate, average pooling,
-  activations, Rescaling, a BatchNormalization that cannot be folded, arithmetic ops): kept,
-  followed by an `ActivationQuantizer`.
+- Conv2DTranspose: replaced by a quantized transposed conv, with the same folding and fusing.
+- Layers that only move, select or average neighbouring values (max and average pooling,
+  up-sampling and resizing, reshapes, padding, dropout...): kept, with no new quantization
+  point: TFLite requires these ops to keep their input's scale, and their outputs stay within
+  their input's range.
+- `Rescaling`, `Normalization` and a BatchNormalization that follows no convolution: an
+  affine op `x * scale + shift` per channel, run by TFLite as int8 MUL and ADD with quantized
+  constants (`QuantScalarOp`).
+- Layers and ops that compute new values (Add, Multiply, Concatenate, global average pooling,
+  activations, arithmetic ops): kept, followed by an `ActivationQuantizer`.
 - Nested functional models are inlined, so a `keras.applications` backbone is covered.
 """
 
@@ -19,6 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfcompress import _legacy
 from tfcompress._graph import Graph as _Graph
 from tfcompress._graph import clone_layer as _clone
 from tfcompress._graph import functional as _functional
@@ -29,6 +35,7 @@ from tfcompress._graph import require_functional as _require_functional
 from tfcompress.quantization._layers import (
     ActivationQuantizer,
     QuantConv,
+    QuantConvTranspose,
     QuantDense,
     QuantDepthwiseConv2D,
     QuantScalarOp,
@@ -40,14 +47,13 @@ PASSTHROUGH: tuple[type, ...] = (
     _L.MaxPooling1D, _L.MaxPooling2D, _L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D,
     _L.Flatten, _L.Reshape, _L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D,
     _L.GaussianNoise, _L.ZeroPadding1D, _L.ZeroPadding2D, _L.Cropping1D, _L.Cropping2D,
-    _L.Permute, _L.Identity, _L.ActivityRegularization,
+    _L.Permute, _L.Identity, _L.ActivityRegularization, _L.AveragePooling1D,
+    _L.AveragePooling2D, _L.UpSampling1D, _L.UpSampling2D, _L.Resizing, _L.RepeatVector,
 )
 QUANTIZE_OUTPUT: tuple[type, ...] = (
     _L.Add, _L.Subtract, _L.Multiply, _L.Average, _L.Maximum, _L.Minimum, _L.Concatenate,
-    _L.AveragePooling1D, _L.AveragePooling2D, _L.GlobalAveragePooling1D,
-    _L.GlobalAveragePooling2D, _L.ReLU, _L.Activation, _L.Softmax, _L.LeakyReLU, _L.PReLU,
-    _L.ELU, _L.BatchNormalization, _L.UpSampling1D, _L.UpSampling2D,
-    _L.Resizing,
+    _L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D, _L.ReLU, _L.Activation,
+    _L.Softmax, _L.LeakyReLU, _L.PReLU, _L.ELU, _L.BatchNormalization,
 )
 # keras.ops called on symbolic tensors become graph nodes (e.g. MobileNetV3's `x + 3.0`).
 _OP_PASSTHROUGH = {"Reshape", "Transpose", "ExpandDims", "Squeeze", "GetItem", "Flatten"}
@@ -55,7 +61,9 @@ _OP_QUANTIZE_OUTPUT = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "M
                        "Minimum", "Mean", "Relu", "Relu6", "Sigmoid", "HardSigmoid", "HardSilu",
                        "Tanh", "Softmax", "Concatenate"}
 # Layers with weights that are folded into quantized layers.
-_WEIGHTED = (_L.Conv1D, _L.Conv2D, _L.DepthwiseConv2D, _L.Dense)
+_WEIGHTED = (_L.Conv1D, _L.Conv2D, _L.DepthwiseConv2D, _L.Dense, _L.Conv2DTranspose)
+
+_AFFINE = (_L.Rescaling, _L.Normalization, _L.BatchNormalization)
 
 _registry: dict[type, str] = {}
 
@@ -78,7 +86,7 @@ def register_layer(layer_class: type, kind: str) -> None:
 
 def supported_layers() -> list[str]:
     """Names of the layer classes `quantize_aware` handles."""
-    names = {c.__name__ for c in PASSTHROUGH + QUANTIZE_OUTPUT + _WEIGHTED + (_L.Rescaling,)}
+    names = {c.__name__ for c in PASSTHROUGH + QUANTIZE_OUTPUT + _WEIGHTED + _AFFINE}
     names |= {"SeparableConv1D", "SeparableConv2D", "InputLayer", "Functional", "Sequential"}
     names |= {c.__name__ for c in _registry}
     return sorted(names)
@@ -120,6 +128,26 @@ def _bn_fold(bn: Any) -> tuple[np.ndarray, np.ndarray] | None:
     beta = ops.convert_to_numpy(bn.beta) if bn.center else np.zeros_like(var)
     scale = gamma / np.sqrt(var + bn.epsilon)
     return scale, beta - mean * scale
+
+
+def _affine(layer: Any) -> tuple[Any, Any] | None:
+    """`(scale, shift)` with `layer(x) == x * scale + shift` over the last axis, for a
+    Rescaling, a Normalization or an inference-mode BatchNormalization; else None."""
+    if isinstance(layer, _L.Rescaling):
+        return layer.scale, layer.offset
+    if isinstance(layer, _L.BatchNormalization):
+        return _bn_fold(layer)
+    if isinstance(layer, _L.Normalization):
+        axis = tuple(layer.axis) if isinstance(layer.axis, (list, tuple)) else (layer.axis,)
+        if axis not in ((-1,), (len(layer.input.shape) - 1,)):
+            return None
+        mean = ops.convert_to_numpy(layer.mean).reshape(-1)
+        std = np.maximum(np.sqrt(ops.convert_to_numpy(layer.variance).reshape(-1)),
+                         keras.config.epsilon())
+        if getattr(layer, "invert", False):
+            return std, mean
+        return 1.0 / std, -mean / std
+    return None
 
 
 def float_or_list(value: Any) -> Any:
@@ -172,10 +200,19 @@ class _Rewriter:
             if isinstance(op, cls):
                 out = _clone(op)(*args, **kwargs)
                 return out if kind == "passthrough" else self.quantizer(name)(out)
+        if isinstance(op, _L.UpSampling2D) and op.interpolation == "nearest" and \
+                op.data_format == "channels_last":
+            # Keras repeats rows and columns, which the converter turns into TILE ops that
+            # LiteRT's reference kernels and TFLite Micro lack in int8; a nearest-neighbour
+            # resize computes the same values as one RESIZE_NEAREST_NEIGHBOR.
+            height, width = args[0].shape[1:3]
+            return ops.image.resize(args[0], (height * op.size[0], width * op.size[1]),
+                                    interpolation="nearest")
         if isinstance(op, PASSTHROUGH):
             return _clone(op)(*args, **kwargs)
-        if isinstance(op, _L.Rescaling):
-            return self.scalar_ops(args[0], float_or_list(op.scale), float_or_list(op.offset),
+        affine = _affine(op) if isinstance(op, _AFFINE) else None
+        if affine is not None:
+            return self.scalar_ops(args[0], float_or_list(affine[0]), float_or_list(affine[1]),
                                    name)
         constant = self.constant_operand(op, args)
         if constant is not None:
@@ -253,13 +290,17 @@ class _Rewriter:
         elif own_act in ("relu", "relu6"):
             pass
         kernel = ops.convert_to_numpy(layer.kernel).copy()
+        transposed = isinstance(layer, _L.Conv2DTranspose)  # kernel (h, w, out, in)
+        channels = (kernel.shape[-2] * kernel.shape[-1] if isinstance(layer, _L.DepthwiseConv2D)
+                    else kernel.shape[-2] if transposed else kernel.shape[-1])
         bias = (ops.convert_to_numpy(layer.bias).copy() if getattr(layer, "use_bias", False)
-                else np.zeros(kernel.shape[-1] if not isinstance(layer, _L.DepthwiseConv2D)
-                              else kernel.shape[-2] * kernel.shape[-1], np.float32))
+                else np.zeros(channels, np.float32))
         if bn_node is not None:
             scale, shift = _bn_fold(bn_node.operation)
             if isinstance(layer, _L.DepthwiseConv2D):
                 kernel = kernel * scale.reshape(kernel.shape[-2], kernel.shape[-1])
+            elif transposed:
+                kernel = kernel * scale.reshape(-1, 1)
             else:
                 kernel = kernel * scale
             bias = bias * scale + shift
@@ -279,6 +320,10 @@ class _Rewriter:
                                        per_channel=self.per_channel, **common)
         elif isinstance(layer, _L.Dense):
             new = QuantDense(layer.units, **common)  # per-tensor, as TFLite FC expects
+        elif transposed:
+            new = QuantConvTranspose(layer.filters, layer.kernel_size, layer.strides,
+                                     layer.padding, layer.output_padding, layer.dilation_rate,
+                                     **common)
         else:
             # The converter turns Conv1D into a 2-D conv and then loses the per-channel axis
             # of its kernel's fake-quant, so Conv1D weights are quantized per tensor.
@@ -406,6 +451,7 @@ def quantize_aware(
         >>> sorted({type(l).__name__ for l in q.layers} & {"BatchNormalization", "QuantConv"})
         ['QuantConv']
     """
+    model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
     if activation_bits not in (8, 16):
         raise ValueError(f"activation_bits must be 8 or 16, got {activation_bits}.")
     _require_functional(model, "quantize_aware")

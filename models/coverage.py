@@ -1,0 +1,375 @@
+"""Which networks tfcompress handles: every technique on networks nobody here wrote.
+
+    python models/coverage.py                      # every network, ~40 minutes on 2 cores
+    python models/coverage.py --only resnet8,unet  # a subset
+    python models/coverage.py --out DIR            # write coverage.json/.md elsewhere
+
+For each network, at a small input size and on a synthetic task it can learn in a few steps
+(one noisy template per class; for the U-Net, each pixel's brightest channel; class and box
+targets per anchor for the detector), each column is the outcome of what a user would run:
+
+- (a) **prune + QAT -> int8**: 3 float epochs (15 for the U-Net; BatchNormalization momentum
+  0.9), 1 epoch of `Pruning` to 50 %, `quantize_aware`, 1 QAT epoch, `to_tflite(q, "int8")`.
+  ✓ when the file is integer-only and the top-1 agreement between the QAT model and LiteRT on
+  200 inputs is >= 99 % (per pixel for the U-Net, per anchor for the detector's classes).
+- (b) **channels + shrink**: 1 epoch of `Pruning(granularity="channel")` to 30 %, `shrink`. ✓
+  when the shrunk model's outputs equal the masked model's (<= 1e-4, relative to the outputs'
+  scale); parameter and MAC ratios.
+- (c) **factorize, full rank**: `factorize(ranks=...)` at every layer's full rank. ✓ when the
+  outputs equal the original's (<= 1e-4 relative).
+- (d) **make_student**: `make_student(model, 0.5)`; the student's parameter ratio.
+
+A cell that is not ✓ gives the first line of the error. Each network runs in its own process.
+Writes `coverage.json` and `coverage.md` beside this script.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+AGREEMENT = 0.99
+TOLERANCE = 1e-4
+
+# name: (builder expression, input shape, inputs in 0-255 because the model rescales them)
+APPS = {
+    "MobileNet": ((32, 32, 3), False), "MobileNetV2": ((32, 32, 3), False),
+    "MobileNetV3Small": ((32, 32, 3), True), "MobileNetV3Large": ((32, 32, 3), True),
+    "EfficientNetB0": ((32, 32, 3), True), "EfficientNetV2B0": ((32, 32, 3), True),
+    "ResNet50": ((32, 32, 3), False), "ResNet50V2": ((32, 32, 3), False),
+    "DenseNet121": ((32, 32, 3), False), "NASNetMobile": ((32, 32, 3), False),
+    "Xception": ((71, 71, 3), False), "ConvNeXtTiny": ((32, 32, 3), True),
+}
+EPOCHS = {"U-Net": 15}  # float epochs where 3 do not separate the classes
+OWN = ["ResNet-8", "DS-CNN", "MobileNetV1-0.25", "U-Net", "Conv1D audio", "SSD detector"]
+NETWORKS = list(APPS) + OWN
+
+
+def build(name: str):
+    """The network, uncompiled, with logits outputs, and whether its inputs are 0-255."""
+    import keras
+
+    import tfcompress.reference as ref
+
+    if name in APPS:
+        shape, wide = APPS[name]
+        kwargs = {"input_shape": shape, "weights": None, "classes": 10,
+                  "classifier_activation": None}
+        if name.startswith("MobileNetV3"):
+            kwargs["include_preprocessing"] = True
+        if name == "NASNetMobile":
+            kwargs.pop("classifier_activation")  # NASNet's softmax is replaced below
+        model = getattr(keras.applications, name)(**kwargs)
+        if name == "NASNetMobile":
+            last = model.layers[-1]
+            last.activation = keras.activations.linear
+        return model, wide
+    if name == "ResNet-8":
+        return ref.reference_resnet8(), False
+    if name == "DS-CNN":
+        return ref.reference_ds_cnn(), False
+    if name == "MobileNetV1-0.25":
+        return keras.applications.MobileNet((96, 96, 3), alpha=0.25, weights=None, classes=2,
+                                            classifier_activation=None), False
+    if name == "U-Net":
+        return ref.reference_unet(), False
+    if name == "Conv1D audio":
+        return ref.reference_audio_conv1d(), False
+    if name == "SSD detector":
+        return ref.reference_detector(), False
+    raise ValueError(f"unknown network {name!r}; known: {', '.join(NETWORKS)}")
+
+
+def synthetic(model, n: int, wide: bool, seed: int = 0):
+    """Inputs (one noisy template per class) and a target per output."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(model.inputs[0].shape[1:])
+    classes = [int(o.shape[-1]) for o in model.outputs]
+    k = classes[0] if model.outputs[0].name != "boxes" else 4
+    templates = rng.uniform(0, 1, (k,) + shape).astype("float32")
+    y = rng.integers(0, k, n)
+    x = np.clip(templates[y] * 0.7 + rng.uniform(0, 0.3, (n,) + shape), 0, 1).astype("float32")
+    if wide:
+        x = x * 255.0
+    targets = []
+    box_of_class = rng.normal(0, 1, (k, 4)).astype("float32")
+    for out in model.outputs:
+        o_shape = tuple(out.shape[1:])
+        if "boxes" in out.name:
+            targets.append(np.broadcast_to(box_of_class[y][:, None, :],
+                                           (n,) + o_shape).copy())
+        elif len(o_shape) == 3 and o_shape[:2] == shape[:2]:  # per pixel: brightest channel
+            targets.append((x.reshape((n,) + shape).argmax(-1) % o_shape[-1]).astype("int32"))
+        else:
+            targets.append(np.broadcast_to(y.reshape((n,) + (1,) * (len(o_shape) - 1)),
+                                           (n,) + o_shape[:-1]).copy().astype("int32"))
+    return x, targets
+
+
+def compile_model(model, lr: float = 1e-3):
+    import keras
+
+    losses = ["mse" if "boxes" in o.name else
+              keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+              for o in model.outputs]
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=losses if len(losses) > 1 else losses[0])
+    return model
+
+
+def fit(model, x, targets, epochs: int, callbacks=()):
+    model.fit(x, targets if len(targets) > 1 else targets[0], epochs=epochs, batch_size=32,
+              verbose=0, callbacks=list(callbacks))
+
+
+def outputs_of(model, x):
+    out = model.predict(x, batch_size=64, verbose=0)
+    return out if isinstance(out, list) else [out]
+
+
+def rel_diff(a_list, b_list) -> float:
+    import numpy as np
+
+    return max(float(np.max(np.abs(a - b)) / max(1e-6, float(np.max(np.abs(a)))))
+               for a, b in zip(a_list, b_list, strict=True))
+
+
+def tflite_outputs(path: str, model, x):
+    """Every output of the file on `x`, in the Keras model's output order (matched by shape
+    and then by position)."""
+    import numpy as np
+
+    from tfcompress import _tflite
+
+    interp = _tflite.interpreter(path)
+    details = interp.get_output_details()
+    results = [[] for _ in details]
+    for i in range(len(x)):
+        inp = interp.get_input_details()[0]
+        interp.set_tensor(inp["index"], _tflite.quantize_input(x[i:i + 1], inp))
+        interp.invoke()
+        for j, d in enumerate(details):
+            results[j].append(_tflite.dequantize_output(interp.get_tensor(d["index"]), d))
+    arrays = [np.concatenate(r) for r in results]
+    ordered, free = [], list(range(len(arrays)))
+    for out in model.outputs:
+        shape = tuple(out.shape[1:])
+        pick = next((j for j in free if arrays[j].shape[1:] == shape), free[0])
+        free.remove(pick)
+        ordered.append(arrays[pick])
+    return ordered
+
+
+def first_line(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+    return text[:300]
+
+
+def check_qat(model, x, targets, workdir: str) -> dict:
+    import numpy as np
+
+    import tfcompress.pruning as P
+    from tfcompress.export import to_tflite
+    from tfcompress.quantization import quantize_aware
+
+    steps = len(x) // 32
+    pruned = compile_model(_copy(model))
+    fit(pruned, x, targets, 1, [P.Pruning(P.PolynomialDecay(0.0, 0.5, begin_step=0,
+                                                             end_step=steps, frequency=5))])
+    q = compile_model(quantize_aware(pruned), 1e-4)
+    fit(q, x, targets, 1)
+    path = os.path.join(workdir, "model_int8.tflite")
+    report = to_tflite(q, path, "int8")
+    probe = x[-200:]
+    keras_out = outputs_of(q, probe)
+    file_out = tflite_outputs(path, q, probe)
+    agreements, box_error = [], None
+    for out, a, b in zip(q.outputs, keras_out, file_out, strict=True):
+        if "boxes" in out.name:
+            box_error = float(np.sqrt(np.mean((a - b) ** 2)) / max(1e-6, float(np.std(a))))
+        else:
+            agreements.append(float(np.mean(np.argmax(a, -1) == np.argmax(b, -1))))
+    agreement = min(agreements)
+    float_ops = sorted({f"{o.op} ({o.layer})" for o in report.float_ops})
+    ok = report.integer_only and agreement >= AGREEMENT
+    return {"ok": ok, "integer_only": report.integer_only, "agreement": agreement,
+            "box_error": box_error, "float_ops": float_ops[:5],
+            "size_bytes": os.path.getsize(path)}
+
+
+def check_shrink(model, x, targets) -> dict:
+    import tfcompress.pruning as P
+    from tfcompress._macs import model_macs
+
+    steps = len(x) // 32
+    pruned = compile_model(_copy(model))
+    fit(pruned, x, targets, 1, [P.Pruning(P.PolynomialDecay(0.0, 0.3, begin_step=0,
+                                                             end_step=steps, frequency=5),
+                                          granularity="channel")])
+    small, report = P.shrink(pruned, return_report=True)
+    probe = x[:64]
+    diff = rel_diff(outputs_of(pruned, probe), outputs_of(small, probe))
+    return {"ok": diff <= TOLERANCE and report.params_after < report.params_before,
+            "max_rel_diff": diff, "param_ratio": report.param_ratio,
+            "mac_ratio": report.mac_ratio, "macs": model_macs(model),
+            "groups_left": len(report.left_whole)}
+
+
+def check_factorize(model, x) -> dict:
+    import numpy as np
+
+    from tfcompress.lowrank import factorize
+    from tfcompress.lowrank._factorize import _candidate
+
+    ranks = {}
+    from tfcompress.pruning._selection import all_layers
+
+    for layer in all_layers(model):
+        if _candidate(layer) is None:  # full rank: that of the kernel as a matrix
+            k = np.asarray(layer.kernel.shape)
+            ranks[layer.name] = int(min(np.prod(k[:-1]), k[-1]))
+    if not ranks:
+        return {"ok": False, "error": "no Dense or Conv2D layer to factorize"}
+    small, report = factorize(model, ranks=ranks, return_report=True)
+    probe = x[:64]
+    diff = rel_diff(outputs_of(model, probe), outputs_of(small, probe))
+    return {"ok": diff <= TOLERANCE, "max_rel_diff": diff, "layers": len(report.layers)}
+
+
+def check_student(model, x) -> dict:
+    from tfcompress.distillation import make_student
+
+    student, report = make_student(model, 0.5, return_report=True)
+    outputs_of(student, x[:8])
+    return {"ok": True, "param_ratio": report.param_ratio, "mac_ratio": report.mac_ratio}
+
+
+def _copy(model):
+    import keras
+
+    from tfcompress._graph import copying_loaded_code
+
+    with copying_loaded_code():
+        new = keras.models.clone_model(model)
+    new.set_weights(model.get_weights())
+    return new
+
+
+def run_one(name: str) -> dict:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    row: dict = {"network": name}
+    start = time.time()
+    model, wide = build(name)
+    row["input"] = "x".join(str(d) for d in model.inputs[0].shape[1:])
+    row["params"] = int(model.count_params())
+    for layer in model._flatten_layers():  # moving statistics that settle in a few epochs
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    x, targets = synthetic(model, 800, wide)
+    compile_model(model)
+    fit(model, x, targets, EPOCHS.get(name, 3))
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, check in (("qat", lambda: check_qat(model, x, targets, tmp)),
+                           ("shrink", lambda: check_shrink(model, x, targets)),
+                           ("factorize", lambda: check_factorize(model, x)),
+                           ("student", lambda: check_student(model, x))):
+            try:
+                row[key] = check()
+            except Exception as e:  # noqa: BLE001 (the table states every failure)
+                row[key] = {"ok": False, "error": first_line(e)}
+    row["seconds"] = round(time.time() - start, 1)
+    return row
+
+
+def cell(result: dict, kind: str) -> str:
+    if "error" in result:
+        return "✗ " + result["error"].replace("|", "\\|")
+    mark = "✓" if result["ok"] else "✗"
+    if kind == "qat":
+        text = f"{mark} {100 * result['agreement']:.1f} %"
+        if result.get("box_error") is not None:
+            text += f", boxes RMSE {result['box_error']:.3f} σ"
+        if not result["integer_only"]:
+            text += "; float: " + ", ".join(result["float_ops"])
+        return text
+    if kind == "shrink":
+        return (f"{mark} params {result['param_ratio']:.2f}x, MACs {result['mac_ratio']:.2f}x"
+                f" (diff {result['max_rel_diff']:.0e})")
+    if kind == "factorize":
+        return f"{mark} {result['layers']} layers (diff {result['max_rel_diff']:.0e})"
+    return f"{mark} params {result['param_ratio']:.2f}x"
+
+
+def write(rows: list[dict], out: Path) -> None:
+    import keras
+    import tensorflow as tf
+
+    (out / "coverage.json").write_text(json.dumps(rows, indent=1) + "\n")
+    lines = [
+        "# Coverage: networks nobody here wrote",
+        "",
+        "Written by `python models/coverage.py` (see its docstring for what each column runs "
+        f"and when it is ✓). TF {tf.__version__}, Keras {keras.__version__}, "
+        f"{platform.machine()}.",
+        "",
+        "| network | input | params | (a) prune 50 % + QAT -> int8: agreement | "
+        "(b) channels 30 % + shrink | (c) factorize, full rank | (d) make_student 0.5 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['network']} | | | ✗ {r['error']} | | | |")
+            continue
+        lines.append(f"| {r['network']} | {r['input']} | {r['params']:,} | "
+                     f"{cell(r['qat'], 'qat')} | {cell(r['shrink'], 'shrink')} | "
+                     f"{cell(r['factorize'], 'factorize')} | {cell(r['student'], 'student')} |")
+    ok = sum(all(r.get(k, {}).get("ok") for k in ("qat", "shrink", "factorize", "student"))
+             for r in rows)
+    lines += ["", f"{ok} of {len(rows)} networks pass every column.", ""]
+    (out / "coverage.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", help="comma-separated network names")
+    parser.add_argument("--out", default=str(HERE), help="folder for coverage.json/.md")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one)))
+        return
+    names = args.only.split(",") if args.only else NETWORKS
+    unknown = [n for n in names if n not in NETWORKS]
+    if unknown:
+        sys.exit(f"unknown network(s) {unknown}; known: {', '.join(NETWORKS)}")
+    rows = []
+    for name in names:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        done = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True,
+                              text=True, env=env)
+        try:
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            row = {"network": name, "error": f"the run failed: {tail[:300]}"}
+        rows.append(row)
+        print(f"{name}: " + ", ".join(f"{k} {'ok' if row.get(k, {}).get('ok') else 'FAIL'}"
+                                      for k in ("qat", "shrink", "factorize", "student")),
+              flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write(rows, out)
+
+
+if __name__ == "__main__":
+    main()

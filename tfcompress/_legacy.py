@@ -1,0 +1,359 @@
+"""Keras 2 models as Keras 3 models: `tf_keras` objects, Keras 2 `.h5` files and `tf_keras`
+SavedModel directories.
+
+The model is read where Keras 2 runs (`tf_keras`, from the `tfmot` extra): a file in a
+subprocess with `TF_USE_LEGACY_KERAS=1`, an object in this process. From there come its
+architecture (`to_json`), every layer's weights, and every layer's output on a fixed probe
+batch. Keras 3 rebuilds the architecture from that config with its own legacy deserializer,
+after the config keys Keras 3 no longer takes are removed where they cannot change what the
+model computes (a `DepthwiseConv2D`'s `groups: 1`, initializers, empty regularizers...). The
+weights are copied layer by layer, and every layer's output is compared with Keras 2's: a
+layer that computes differently (more than 1e-5 relative) is named and nothing is returned.
+
+A Keras 2 `.h5` file can be read without `tf_keras` (from its config and weights), but it is
+then not verified, and a warning says so.
+"""
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from typing import Any
+
+import numpy as np
+
+TOLERANCE = 1e-5
+PROBE_BATCH = 2
+INSTALL = "pip install 'tfcompress[tfmot]'"
+# Config keys Keras 3 dropped, with the values under which they change nothing.
+_NEUTRAL = {"groups": (1,), "fused": (None, True, False), "renorm": (False,),
+            "renorm_clipping": (None,), "renorm_momentum": None, "virtual_batch_size": (None,),
+            "adjustment": (None,), "ragged": (False,), "optional": (False,)}
+
+
+class LegacyModelError(ValueError):
+    """A Keras 2 model that could not be carried over to Keras 3 exactly."""
+
+
+def is_tf_keras_model(obj: Any) -> bool:
+    """True for a model object of Keras 2 (`tf_keras`, or `keras` 2.x inside TensorFlow)."""
+    module = type(obj).__module__
+    return module.startswith(("tf_keras", "keras.src.engine", "keras.engine",
+                              "tensorflow.python.keras")) and hasattr(obj, "to_json")
+
+
+def keras_version_of_h5(path: str) -> str | None:
+    """The Keras version an `.h5` model file was written by, or None."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            version = f.attrs.get("keras_version")
+    except Exception:  # noqa: BLE001 (not an HDF5 file: the normal loader says so)
+        return None
+    if isinstance(version, bytes):
+        version = version.decode()
+    return None if version is None else str(version)
+
+
+def is_keras2_h5(path: str) -> bool:
+    version = keras_version_of_h5(path)
+    return version is not None and version.split(".")[0] in ("1", "2")
+
+
+def is_tf_keras_saved_model(path: str) -> bool:
+    """True for a SavedModel directory written by Keras 2 (it holds its Keras metadata)."""
+    return os.path.isfile(os.path.join(path, "keras_metadata.pb"))
+
+
+def tf_keras_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tf_keras") is not None
+
+
+# ---------------------------------------------------------------- the Keras 2 side
+
+
+def _walk(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(path, layer) for every layer, nested models entered ("outer/inner")."""
+    out = []
+    for layer in model.layers:
+        out.append((prefix + layer.name, layer))
+        if hasattr(layer, "layers") and hasattr(layer, "to_json"):
+            out.extend(_walk(layer, prefix + layer.name + "/"))
+    return out
+
+
+def _probe(shapes: list[tuple]) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.uniform(0.0, 1.0, (PROBE_BATCH,) + tuple(s)).astype(np.float32)
+            for s in shapes]
+
+
+def _layer_outputs(model: Any, make_model: Any, probe: list[np.ndarray]
+                   ) -> dict[str, list[np.ndarray]]:
+    """Each top-level layer's outputs on `probe` (layers called once only)."""
+    names, tensors = [], []
+    for layer in model.layers:
+        if type(layer).__name__ == "InputLayer":
+            continue
+        try:
+            out = layer.output
+        except (AttributeError, ValueError, RuntimeError):
+            continue  # a shared layer has no single output
+        names.append(layer.name)
+        tensors.append(out)
+    if not tensors:
+        return {}
+    flat = [t for ts in tensors for t in (ts if isinstance(ts, (list, tuple)) else [ts])]
+    counts = [len(ts) if isinstance(ts, (list, tuple)) else 1 for ts in tensors]
+    values = make_model(model.inputs, flat).predict(probe if len(probe) > 1 else probe[0],
+                                                    verbose=0)
+    values = values if isinstance(values, list) else [values]
+    result, i = {}, 0
+    for name, n in zip(names, counts, strict=True):
+        result[name] = [np.asarray(v) for v in values[i:i + n]]
+        i += n
+    return result
+
+
+def dump(model: Any, out_path: str) -> None:
+    """Writes what Keras 3 needs to rebuild a Keras 2 `model`, and what to check it against,
+    to the `.npz` at `out_path`. Runs where `model` lives (Keras 2)."""
+    if not hasattr(model, "_is_graph_network") or not model._is_graph_network:
+        raise LegacyModelError(
+            f"{model.name!r} is a subclassed Keras 2 model: its architecture cannot be read. "
+            "Rebuild it with the functional API or as a Sequential.")
+    config = model.to_json()
+    arrays: dict[str, np.ndarray] = {"config": np.array(config)}
+    for path, layer in _walk(model):
+        if hasattr(layer, "layers") and hasattr(layer, "to_json"):
+            continue
+        for i, w in enumerate(layer.get_weights()):
+            arrays[f"w|{path}|{i}"] = w
+    probe = _probe([tuple(t.shape[1:]) for t in model.inputs])
+    for i, x in enumerate(probe):
+        arrays[f"x|{i}"] = x
+    make = type(model)  # tf_keras' Functional: Model(inputs, outputs)
+    for name, values in _layer_outputs(model, lambda i, o: make(i, o), probe).items():
+        for i, v in enumerate(values):
+            arrays[f"o|{name}|{i}"] = v
+    np.savez(out_path, **arrays)
+
+
+# ---------------------------------------------------------------- the Keras 3 side
+
+
+def _accepted(cls: type) -> set[str] | None:
+    """The keyword arguments a Keras 3 layer class takes (None: any)."""
+    import keras
+
+    names: set[str] = {"name", "trainable", "dtype", "autocast", "input_dim", "input_shape",
+                       "batch_input_shape", "batch_size", "weights", "activity_regularizer",
+                       "batch_shape", "sparse", "input_tensor"}
+    for klass in cls.__mro__:
+        if klass in (keras.layers.Layer, object):
+            break
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return names
+
+
+def _neutral(key: str, value: Any) -> bool:
+    if key.endswith("_initializer") or (key.endswith(("_regularizer", "_constraint"))
+                                        and value is None):
+        return True  # initializers never change a model whose weights are loaded
+    allowed = _NEUTRAL.get(key, ())
+    return key in _NEUTRAL and (allowed is None or value in allowed)
+
+
+def _sanitize(layers: list[dict], problems: list[str]) -> None:
+    """Removes, in place, the config keys Keras 3 does not take where they change nothing;
+    the others go to `problems`."""
+    import keras
+
+    for spec in layers:
+        name = spec.get("class_name", "")
+        config = spec.get("config", {})
+        if name in ("Functional", "Model", "Sequential"):
+            _sanitize(config.get("layers", []), problems)
+            continue
+        cls = getattr(keras.layers, name, None)
+        if cls is None:
+            if name == "TFOpLambda" or name == "SlicingOpLambda":
+                problems.append(
+                    f"layer {config.get('name')!r} is a TensorFlow op in the graph "
+                    f"({config.get('function')}), which Keras 3 cannot rebuild: write it as a "
+                    "Keras layer or a keras.ops call and save the model again")
+            continue  # a custom class: Keras 3 finds it, or says it cannot
+        if name == "BatchNormalization" and isinstance(config.get("axis"), list) and \
+                len(config["axis"]) == 1:
+            config["axis"] = config["axis"][0]  # Keras 2 saved a list, Keras 3 takes an int
+        accepted = _accepted(cls)
+        for key in [k for k in config if accepted is not None and k not in accepted]:
+            if _neutral(key, config[key]):
+                config.pop(key)
+            else:
+                problems.append(f"layer {config.get('name')!r} ({name}) has {key}="
+                                f"{config[key]!r}, which Keras 3's {name} does not support")
+
+
+def _rebuild(config_json: str, source: str) -> Any:
+    import keras
+
+    config = json.loads(config_json)
+    problems: list[str] = []
+    inner = config.get("config", {})
+    _sanitize(inner.get("layers", []), problems)
+    if problems:
+        raise LegacyModelError(f"{source} cannot be carried over to Keras 3: {problems[0]}"
+                               + (f" (and {len(problems) - 1} more)" if len(problems) > 1
+                                  else "") + ".")
+    kind = config.get("class_name")
+    try:
+        if kind == "Sequential":
+            return keras.Sequential.from_config(inner)
+        return keras.Model.from_config(inner)
+    except Exception as e:  # noqa: BLE001 (the layer Keras 3 failed on is named)
+        detail = str(e).split("\n")[0]
+        raise LegacyModelError(f"{source} cannot be carried over to Keras 3: {detail}") from e
+
+
+def _copy_weights(model: Any, weights: dict[str, list[np.ndarray]], source: str) -> None:
+    for path, layer in _walk(model):
+        if hasattr(layer, "layers") and hasattr(layer, "to_json"):
+            continue
+        saved = weights.get(path, [])
+        if len(saved) != len(layer.weights):
+            raise LegacyModelError(
+                f"{source}: layer {path!r} ({type(layer).__name__}) has {len(saved)} weights in "
+                f"Keras 2 and {len(layer.weights)} in Keras 3, so it cannot be carried over.")
+        try:
+            layer.set_weights(saved)
+        except ValueError as e:
+            raise LegacyModelError(f"{source}: layer {path!r} ({type(layer).__name__}) has "
+                                   f"weights of other shapes in Keras 3 ({e}).") from e
+
+
+def _verify(model: Any, probe: list[np.ndarray], expected: dict[str, list[np.ndarray]],
+            source: str) -> None:
+    import keras
+
+    got = _layer_outputs(model, lambda i, o: keras.Model(i, o), probe)
+    for layer in model.layers:  # in graph order: the first layer that differs is the cause
+        if layer.name not in expected or layer.name not in got:
+            continue
+        for want, have in zip(expected[layer.name], got[layer.name], strict=False):
+            scale = max(1.0, float(np.max(np.abs(want))) if want.size else 1.0)
+            diff = float(np.max(np.abs(want - have))) if want.shape == have.shape else np.inf
+            if diff > TOLERANCE * scale:
+                raise LegacyModelError(
+                    f"{source}: layer {layer.name!r} ({type(layer).__name__}) computes "
+                    f"differently in Keras 3 (largest difference {diff:.3g} on a probe batch), "
+                    "so the model cannot be carried over exactly.")
+
+
+def from_dump(npz_path: str, source: str) -> Any:
+    """The Keras 3 model rebuilt from a `dump`, verified layer by layer."""
+    with np.load(npz_path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    model = _rebuild(str(arrays["config"]), source)
+    weights: dict[str, list[np.ndarray]] = {}
+    expected: dict[str, list[np.ndarray]] = {}
+    probe = []
+    for key in sorted(arrays, key=lambda k: (k.rsplit("|", 1)[0],
+                                             int(k.rsplit("|", 1)[-1]) if "|" in k else 0)):
+        kind = key.split("|")[0]
+        if kind == "w":
+            _, path, _ = key.split("|")
+            weights.setdefault(path, []).append(arrays[key])
+        elif kind == "o":
+            _, name, _ = key.split("|")
+            expected.setdefault(name, []).append(arrays[key])
+        elif kind == "x":
+            probe.append(arrays[key])
+    _copy_weights(model, weights, source)
+    _verify(model, probe, expected, source)
+    return model
+
+
+def from_tf_keras(model: Any) -> Any:
+    """A Keras 3 copy of a Keras 2 (`tf_keras`) model object, verified layer by layer.
+
+    Raises:
+        ValueError: naming the layer that could not be carried over.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.npz")
+        dump(model, path)
+        return from_dump(path, f"the tf_keras model {model.name!r}")
+
+
+def keras3(model: Any) -> Any:
+    """`model` itself, or a verified Keras 3 copy when it is a Keras 2 (`tf_keras`) object."""
+    return from_tf_keras(model) if is_tf_keras_model(model) else model
+
+
+def load(path: str) -> Any:
+    """A Keras 2 `.h5` file or `tf_keras` SavedModel directory as a Keras 3 model.
+
+    With `tf_keras` installed, the file is read by Keras 2 in a subprocess and the result is
+    verified layer by layer. Without it, an `.h5` is rebuilt from its config and weights,
+    unverified (a warning says so); a SavedModel needs `tf_keras`.
+    """
+    if not tf_keras_available():
+        if os.path.isdir(path):
+            raise LegacyModelError(
+                f"{path} is a Keras 2 SavedModel; reading it needs tf_keras ({INSTALL}).")
+        return _load_h5_unverified(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "model.npz")
+        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        done = subprocess.run([sys.executable, "-m", "tfcompress._legacy", path, out],
+                              capture_output=True, text=True, env=env)
+        if done.returncode != 0 or not os.path.exists(out):
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+            detail = next((line for line in reversed(lines) if "Error" in line),
+                          lines[-1] if lines else "no output")
+            raise LegacyModelError(f"Keras 2 (tf_keras) could not read {path}: {detail}")
+        return from_dump(out, path)
+
+
+def _load_h5_unverified(path: str) -> Any:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        config = f.attrs.get("model_config")
+    if config is None:
+        raise LegacyModelError(f"{path} holds weights only, no model architecture.")
+    config = config.decode() if isinstance(config, bytes) else str(config)
+    model = _rebuild(config, path)
+    try:
+        model.load_weights(path)
+    except Exception as e:  # noqa: BLE001
+        raise LegacyModelError(f"Could not read the weights of {path} into Keras 3 ({e}); "
+                               f"with tf_keras installed ({INSTALL}) each layer is named.") from e
+    warnings.warn(f"{path} was written by Keras 2 and read without tf_keras, so its outputs "
+                  f"were not checked against Keras 2; {INSTALL} to verify it.", stacklevel=3)
+    return model
+
+
+def _main(argv: list[str]) -> int:
+    """`python -m tfcompress._legacy MODEL OUT.npz`, run with `TF_USE_LEGACY_KERAS=1`."""
+    source, out = argv
+    import tf_keras
+
+    model = tf_keras.models.load_model(source, compile=False)
+    dump(model, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
