@@ -1,11 +1,33 @@
-"""Reading and rebuilding functional Keras graphs, shared by the model transforms.
+"""Reading and rebuilding functional Keras graphs: the one place that walks a model.
 
-`quantize_aware`, `factorize` and `shrink` all return a new model made by walking the input
-model's functional graph once, in order, and deciding per node what to put in its place.
-Nested functional models (a `keras.applications` backbone inside a classifier) are inlined.
+`quantize_aware`, `strip_fake_quant`, `factorize`, `shrink` and `make_student`'s pooling
+folding all return a new model made by `rebuild`: it walks the input model's graph once, in
+order, and asks a per-transform `visit` what to put in place of each node (layers and
+`keras.ops` calls alike, e.g. MobileNetV3's `x + 3.0`). Nested functional models (a
+`keras.applications` backbone inside a classifier) are inlined. Channel pruning, the pooling
+fold and the QAT fusions read the graph through `Graph` (who produces and who reads each
+tensor), and every count of layers, parameters and MACs goes through `all_layers` and
+`output_shape`.
 
-This module is where tfcompress touches Keras' private API; `tests/test_graph_keras.py` pins
-what it relies on.
+Why not `keras.models.clone_model(model, clone_function=..., call_function=...,
+recursive=True)`, Keras' public rewriter? It was tried first. It does replace a layer
+(`clone_function`) or a call (`call_function`) and it keeps shared layers shared, which covers
+`factorize` and `shrink`. It cannot:
+- tell `call_function` which node it is at, so a decision that depends on the graph (a
+  BatchNormalization folded into the convolution before it, a ReLU fused into it, a pooling
+  turned into that convolution's stride) has to be made beforehand per layer object, and is
+  wrong for a layer that is called twice;
+- drop a node's output in favour of an earlier one (the folded BatchNormalization) without
+  leaving an identity op in the graph;
+- inline nested models: with `recursive=True` they are cloned but stay nested, so a
+  convolution at the end of a backbone cannot fuse with what follows it outside;
+- rewrite a Sequential model with `call_function`.
+So `rebuild` walks the graph itself, the way Keras' own `Function._run_through_graph` does
+(`_nodes_by_depth`, `node.arguments.fill_in`).
+
+This module is the only one that touches Keras' private graph API (`_nodes_by_depth`,
+`_functional`, node internals, `_flatten_layers`, `_inbound_nodes`);
+`tests/test_graph_keras.py` pins what it relies on.
 """
 
 import contextlib
@@ -76,6 +98,24 @@ def layer_nodes(model: Any) -> list[tuple[Any, Any, list[str]]]:
     return [(op, out, ins) for op, out, ins in found if out is not None and calls[id(op)] == 1]
 
 
+def all_layers(model: Any) -> list[Any]:
+    """Every layer inside `model`, nested models and sub-layers included, each once."""
+    return model._flatten_layers(include_self=False, recursive=True)
+
+
+def output_shape(layer: Any) -> tuple | None:
+    """The shape of a layer's (first) output where it was first called, or None if never."""
+    called = getattr(layer, "_inbound_nodes", None)
+    if not called:
+        return None
+    return tuple(called[0].outputs[0].shape)
+
+
+def call_count(layer: Any) -> int:
+    """How many times `layer` is called in the graphs it belongs to (2+ for a shared one)."""
+    return len(getattr(layer, "_inbound_nodes", None) or [])
+
+
 def output_names(model: Any) -> list[str]:
     """The name of the layer or op that produces each output of a functional model."""
     graph = functional(model)
@@ -85,7 +125,8 @@ def output_names(model: Any) -> list[str]:
 
 
 def matches(layer: Any, specs: Iterable[Any]) -> bool:
-    """True when `layer` matches a class, an `fnmatch` name pattern or a predicate in `specs`."""
+    """True when `layer` matches a class, an `fnmatch` name pattern or a predicate in `specs`
+    (checked by `layer_specs`)."""
     for spec in specs:
         if isinstance(spec, type) and isinstance(layer, spec):
             return True
@@ -103,6 +144,34 @@ def as_specs(specs: Any) -> list | None:
     if isinstance(specs, (str, type)) or callable(specs):
         return [specs]
     return list(specs)
+
+
+def layer_specs(model: Any, specs: Any, argument: str) -> list | None:
+    """The one check of a "which layers" argument (`layers=`, `exclude=`, `float_layers=`):
+    `None`, or a list of layer classes, `fnmatch` name patterns and predicates.
+
+    Raises:
+        TypeError: For an item of another type (e.g. a layer index).
+        ValueError: For a name or pattern that matches no layer of `model` (a typo would
+            otherwise select nothing, silently); the message lists the model's layers.
+    """
+    specs = as_specs(specs)
+    if specs is None:
+        return None
+    for spec in specs:
+        if not (isinstance(spec, (str, type)) or callable(spec)):
+            raise TypeError(
+                f"{argument}= takes layer classes, name patterns (str) or predicates; got "
+                f"{spec!r} ({type(spec).__name__}). Name the layer instead, e.g. "
+                f"{argument}=[model.layers[i].name].")
+    names = [layer.name for layer in all_layers(model)]
+    unknown = [s for s in specs if isinstance(s, str) and not fnmatch.filter(names, s)]
+    if unknown:
+        shown = ", ".join(names[:30]) + (f" ... ({len(names)} in all)" if len(names) > 30
+                                         else "")
+        raise ValueError(f"{argument}={unknown} matches no layer of {model.name!r}. Its "
+                         f"layers: {shown}.")
+    return specs
 
 
 @contextlib.contextmanager
@@ -132,15 +201,19 @@ def clone_layer(layer: Any) -> Any:
 
 
 class Graph:
-    """Consumers of every tensor across a functional model and the models nested in it."""
+    """Producer and consumers of every tensor across a functional model and the models nested
+    in it."""
 
     def __init__(self, model: keras.Model):
         self.consumers: dict[int, list[Any]] = {}
+        self.producers: dict[int, Any] = {}
         self.outputs: set[int] = set()
         self._index(model, top=True)
 
     def _index(self, model: keras.Model, top: bool) -> None:
         for node in nodes(model):
+            for t in node.outputs:
+                self.producers.setdefault(id(t), node)
             for t in node.input_tensors:
                 self.consumers.setdefault(id(t), []).append(node)
             if is_functional(node.operation):
@@ -150,6 +223,11 @@ class Graph:
         if top:
             self.outputs.update(id(t) for t in model.outputs)
 
+    def producer(self, tensor: Any) -> Any | None:
+        """The node whose output `tensor` is (None for a model input)."""
+        node = self.producers.get(id(tensor))
+        return None if node is None or node.is_input else node
+
     def single_consumer(self, tensor: Any) -> Any | None:
         users = self.consumers.get(id(tensor), [])
         if len(users) == 1 and id(tensor) not in self.outputs:
@@ -158,6 +236,71 @@ class Graph:
 
 
 Visit = Callable[[Any, tuple, dict], Any]
+
+
+class Rebuilder:
+    """Walks a functional graph in order and builds a new one, node by node.
+
+    `visit(node, args, kwargs)` gets each node (nested models are entered, not visited) with
+    its arguments already mapped to the new graph's tensors, and returns the node's new
+    outputs, or `None` for a copy of its layer (same config and weights; one copy per shared
+    layer, so it stays shared). A transform that replaces several nodes with one (a folded
+    BatchNormalization) calls `alias(old_tensor, new_tensor)` and `skip(node)`.
+    """
+
+    def __init__(self, visit: Visit):
+        self.visit = visit
+        self.tensors: dict[int, Any] = {}
+        self.skipped: set[int] = set()
+        self._aliased: set[int] = set()
+        self._copies: dict[int, Any] = {}
+
+    def alias(self, old: Any, new: Any) -> None:
+        """Makes `new` stand for the old graph's tensor `old` from now on."""
+        self.tensors[id(old)] = new
+        self._aliased.add(id(old))
+
+    def skip(self, node: Any) -> None:
+        """Leaves `node` out: its outputs were aliased by an earlier node."""
+        self.skipped.add(id(node))
+
+    def copy(self, op: Any) -> Any:
+        if id(op) not in self._copies:
+            self._copies[id(op)] = clone_layer(op)
+        return self._copies[id(op)]
+
+    def run(self, model: Any, inputs: list[Any]) -> list[Any]:
+        """The new graph's outputs of `model`, called on the new tensors `inputs`."""
+        graph = functional(model)
+        for ref, new in zip(graph.inputs, inputs, strict=True):
+            self.tensors[id(ref)] = new
+        for node in nodes(graph):
+            if node.is_input or id(node) in self.skipped:
+                continue
+            args, kwargs = node.arguments.fill_in(self.tensors)
+            if is_functional(node.operation):
+                inner = keras.tree.flatten(args[0]) if len(args) == 1 else list(args)
+                outs = self.run(node.operation, inner)
+                outputs = outs[0] if len(outs) == 1 else outs
+            else:
+                outputs = self.visit(node, args, kwargs)
+                if outputs is None:
+                    outputs = self.copy(node.operation)(*args, **kwargs)
+            for ref, new in zip(node.outputs, keras.tree.flatten(outputs), strict=True):
+                if id(ref) not in self._aliased:
+                    self.tensors[id(ref)] = new
+        return [self.tensors[id(t)] for t in graph.outputs]
+
+
+def new_inputs(model: Any) -> list[Any]:
+    """Fresh `keras.Input`s like the model's (a fixed batch size, e.g. 1, is kept)."""
+    return [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=getattr(t, "name", None))
+            for t in functional(model).inputs]
+
+
+def as_model(inputs: list[Any], outputs: list[Any], name: str) -> keras.Model:
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0],
+                       outputs if len(outputs) > 1 else outputs[0], name=name)
 
 
 def rebuild(model: keras.Model, visit: Visit, name: str) -> keras.Model:
@@ -177,38 +320,8 @@ def rebuild(model: keras.Model, visit: Visit, name: str) -> keras.Model:
         TypeError: If `model` is subclassed (its graph cannot be read).
     """
     require_functional(model)
-    graph = functional(model)
-    inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=getattr(t, "name", None))
-              for t in graph.inputs]
-    tensors: dict[int, Any] = {}
-    copies: dict[int, Any] = {}  # one copy per layer, so a shared layer stays shared
-
-    def run(sub: Any, sub_inputs: list[Any]) -> list[Any]:
-        sub_graph = functional(sub)
-        for ref, new in zip(sub_graph.inputs, sub_inputs, strict=True):
-            tensors[id(ref)] = new
-        for node in nodes(sub_graph):
-            if node.is_input:
-                continue
-            args, kwargs = node.arguments.fill_in(tensors)
-            if is_functional(node.operation):
-                inner = keras.tree.flatten(args[0]) if len(args) == 1 else list(args)
-                outs = run(node.operation, inner)
-                outputs = outs[0] if len(outs) == 1 else outs
-            else:
-                outputs = visit(node, args, kwargs)
-                if outputs is None:
-                    op = node.operation
-                    if id(op) not in copies:
-                        copies[id(op)] = clone_layer(op)
-                    outputs = copies[id(op)](*args, **kwargs)
-            for ref, new in zip(node.outputs, keras.tree.flatten(outputs), strict=True):
-                tensors[id(ref)] = new
-        return [tensors[id(t)] for t in sub_graph.outputs]
-
-    outputs = run(graph, inputs)
-    return keras.Model(inputs if len(inputs) > 1 else inputs[0],
-                       outputs if len(outputs) > 1 else outputs[0], name=name)
+    inputs = new_inputs(model)
+    return as_model(inputs, Rebuilder(visit).run(model, inputs), name)
 
 
 def flat(model: keras.Model) -> keras.Model:

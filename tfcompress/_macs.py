@@ -5,40 +5,43 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfcompress import _graph
+
 _L = keras.layers
 
 
-def _output_shape(layer: Any) -> tuple | None:
-    nodes = getattr(layer, "_inbound_nodes", None)
-    if not nodes:
-        return None
-    out = nodes[0].outputs[0]
-    return tuple(out.shape)
+def _positions(shape: tuple) -> int:
+    """Output positions of one image: every axis but the batch and the channels."""
+    return int(np.prod([d for d in shape[1:-1]], dtype=np.int64)) if len(shape) > 2 else 1
 
 
 def layer_macs(layer: Any) -> int:
-    """MACs of one call of `layer` on one image; 0 for layers without a weighted product."""
-    out = _output_shape(layer)
+    """MACs of one call of `layer` on one image; 0 for layers without a weighted product.
+
+    Any layer with a `kernel` counts one MAC per kernel value per position: output positions
+    for convolutions (Conv, Depthwise) and Dense, input positions for transposed convolutions.
+    So the quantized layers of `quantize_aware` and the factorized ones count like the layers
+    they replace."""
+    out = _graph.output_shape(layer)
     if out is None:
         return 0
-    positions = int(np.prod([d for d in out[1:-1]], dtype=np.int64)) if len(out) > 2 else 1
     if isinstance(layer, (_L.SeparableConv1D, _L.SeparableConv2D)):
         k = int(np.prod(layer.depthwise_kernel.shape[:-2]))
         cin = int(layer.depthwise_kernel.shape[-2]) * int(layer.depthwise_kernel.shape[-1])
-        return positions * k * cin + positions * cin * int(out[-1])
-    if isinstance(layer, (_L.DepthwiseConv1D, _L.DepthwiseConv2D)):
-        return positions * int(np.prod(layer.kernel.shape))
-    if isinstance(layer, (_L.Conv1D, _L.Conv2D, _L.Conv3D)) and hasattr(layer, "kernel"):
-        return positions * int(np.prod(layer.kernel.shape))
-    if isinstance(layer, _L.Dense) and hasattr(layer, "kernel"):
-        return positions * int(np.prod(layer.kernel.shape))
-    return 0
+        return _positions(out) * (k * cin + cin * int(out[-1]))
+    kernel = getattr(layer, "kernel", None)
+    if kernel is None or len(kernel.shape) < 2:
+        return 0
+    positions = _positions(out)
+    if "Transpose" in type(layer).__name__:  # each input position scatters the whole kernel
+        inputs = layer.input.shape if not isinstance(layer.input, list) else None
+        positions = _positions(tuple(inputs)) if inputs is not None else positions
+    return positions * int(np.prod(kernel.shape))
 
 
 def model_macs(model: keras.Model) -> int:
     """MACs of one forward pass of `model` on one image (nested models included)."""
-    layers = model._flatten_layers(include_self=False, recursive=True)
-    return int(sum(layer_macs(layer) for layer in layers))
+    return int(sum(layer_macs(layer) for layer in _graph.all_layers(model)))
 
 
 class SizeRatios:

@@ -251,6 +251,9 @@ def test_nothing_prunable_is_an_error():
     model = _compile(_sequential())
     with pytest.raises(ValueError, match="Nothing to prune.*Supported: Dense"):
         model.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[P.Pruning(P.ConstantSparsity(0.5), layers=keras.layers.Conv2D)])
+    with pytest.raises(ValueError, match=r"layers=\['no_such_layer\*'\] matches no layer"):
+        model.fit(x, y, epochs=1, verbose=0,
                   callbacks=[P.Pruning(P.ConstantSparsity(0.5), layers="no_such_layer*")])
 
 

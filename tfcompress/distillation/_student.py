@@ -201,22 +201,25 @@ def _conv_before(graph: _graph.Graph, pool_node: Any) -> tuple[Any, str | None]:
         source = node.input_tensors[0] if len(node.input_tensors) == 1 else None
         if source is None:
             return None, "its input is not one tensor"
-        producer = source._keras_history.operation
+        producer_node = graph.producer(source)
+        if producer_node is None:
+            return None, "it reads a model input"
+        producer = producer_node.operation
         if graph.single_consumer(source) is not node:
             return None, f"the output of {producer.name!r} is also read elsewhere"
         if isinstance(producer, _CONVS):
-            return producer._inbound_nodes[source._keras_history.node_index], None
-        if not isinstance(producer, _PER_PIXEL) or len(producer._inbound_nodes) != 1:
+            return producer_node, None
+        if not isinstance(producer, _PER_PIXEL) or _graph.call_count(producer) != 1:
             return None, (f"it follows {type(producer).__name__} {producer.name!r}, not a "
                           "convolution (through BatchNormalization or activations)")
-        node = producer._inbound_nodes[0]
+        node = producer_node
 
 
 def _fold_problem(conv_node: Any, pool_node: Any) -> str | None:
     """Why the pooling cannot become the convolution's stride, or `None` if it can."""
     conv, pool = conv_node.operation, pool_node.operation
     name = f"{type(conv).__name__} {conv.name!r}"
-    if len(conv._inbound_nodes) != 1:
+    if _graph.call_count(conv) != 1:
         return f"{name} is shared"
     if tuple(conv.strides) != (1, 1) or tuple(conv.dilation_rate) != (1, 1):
         return f"{name} already has a stride or dilation"

@@ -205,8 +205,9 @@ def factorize(
         raise ValueError(f"min_params must be an integer >= 0, got {min_params!r}.")
     _graph.require_functional(model, "factorize")
     ranks = dict(ranks or {})
-    include, leave_out = _graph.as_specs(layers), _graph.as_specs(exclude)
-    all_layers = model._flatten_layers(include_self=False, recursive=True)
+    include = _graph.layer_specs(model, layers, "layers")
+    leave_out = _graph.layer_specs(model, exclude, "exclude")
+    all_layers = _graph.all_layers(model)
     known = {layer.name: layer for layer in all_layers}
     for name in ranks:
         if name not in known:

@@ -10,7 +10,7 @@ import numpy as np
 from keras import ops
 
 from tfcompress.pruning import _channels, _masks
-from tfcompress.pruning._selection import Target, _as_list, _matches, prunable_targets
+from tfcompress.pruning._selection import Target, _matches, prunable_targets, selection
 from tfcompress.pruning.schedules import PruningSchedule
 
 SCOPES = ("layer", "global")
@@ -315,7 +315,7 @@ class Pruning(keras.callbacks.Callback):
         return int(ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def _channel_targets(self, model: keras.Model) -> list[Target]:
-        include, leave_out = _as_list(self.layers), _as_list(self.exclude)
+        include, leave_out = selection(model, self.layers, self.exclude)
 
         def selected(layer: Any) -> bool:
             return (not include or _matches(layer, include)) and not (

@@ -1,12 +1,13 @@
 """Which weights of a Keras model can be pruned, and how users pick among them."""
 
-import fnmatch
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import keras
+
+from tfcompress import _graph
 
 # (layer class, [(weight attribute, N:M reduction axis or None), ...]). The reduction axis is the
 # input-channel axis the N:M groups run along; depthwise kernels have none.
@@ -43,9 +44,7 @@ class Target:
         return f"{self.layer.name}/{self.attribute}"
 
 
-def all_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
-    """Every layer inside `model`, nested models and sub-layers included, each once."""
-    return model._flatten_layers(include_self=False, recursive=True)
+all_layers = _graph.all_layers
 
 
 def _weight(layer: keras.layers.Layer, attribute: str) -> Any:
@@ -56,31 +55,13 @@ def _weight(layer: keras.layers.Layer, attribute: str) -> Any:
     return None
 
 
-def _matches(layer: keras.layers.Layer, specs: Iterable[LayerSpec]) -> bool:
-    for spec in specs:
-        if isinstance(spec, type):
-            if isinstance(layer, spec):
-                return True
-        elif isinstance(spec, str):
-            if fnmatch.fnmatchcase(layer.name, spec):
-                return True
-        elif callable(spec):
-            if spec(layer):
-                return True
-        else:
-            raise TypeError(
-                "layers/exclude items must be layer classes, name patterns (str) or "
-                f"predicates, got {type(spec).__name__}."
-            )
-    return False
+_matches = _graph.matches
 
 
-def _as_list(specs: Any) -> list:
-    if specs is None:
-        return []
-    if isinstance(specs, (str, type)) or callable(specs):
-        return [specs]
-    return list(specs)
+def selection(model: keras.Model, layers: Any, exclude: Any) -> tuple[list, list]:
+    """`(include, leave_out)` spec lists, checked (`_graph.layer_specs`)."""
+    return (_graph.layer_specs(model, layers, "layers") or [],
+            _graph.layer_specs(model, exclude, "exclude") or [])
 
 
 def prunable_targets(
@@ -113,7 +94,6 @@ def prunable_targets(
     Raises:
         ValueError: If the model is not built, or nothing prunable is selected.
     """
-    include, leave_out = _as_list(layers), _as_list(exclude)
     if not model.built:
         raise ValueError(
             f"Model {model.name!r} is not built yet, so it has no weights to prune. Call it on a "
@@ -121,6 +101,7 @@ def prunable_targets(
         )
     if isinstance(min_weights, bool) or not isinstance(min_weights, int) or min_weights < 0:
         raise ValueError(f"min_weights must be an integer >= 0, got {min_weights!r}.")
+    include, leave_out = selection(model, layers, exclude)
     targets, small = [], []
     for layer in all_layers(model):
         if include and not _matches(layer, include):

@@ -198,5 +198,5 @@ def shrink(
 
 
 def _order(model: keras.Model) -> dict[int, int]:
-    layers = model._flatten_layers(include_self=False, recursive=True)
+    layers = _graph.all_layers(model)
     return {id(layer): i for i, layer in enumerate(layers)}

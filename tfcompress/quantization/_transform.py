@@ -24,13 +24,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcompress import _legacy
+from tfcompress import _graph, _legacy
 from tfcompress._graph import Graph as _Graph
 from tfcompress._graph import clone_layer as _clone
-from tfcompress._graph import functional as _functional
-from tfcompress._graph import is_functional as _is_functional
 from tfcompress._graph import matches as _matches
-from tfcompress._graph import nodes as _nodes
 from tfcompress._graph import require_functional as _require_functional
 from tfcompress.quantization._layers import (
     ActivationQuantizer,
@@ -163,33 +160,14 @@ class _Rewriter:
         self.per_channel = per_channel
         self.activation_bits = activation_bits
         self.keep_zeros = keep_zeros
-        self.absorbed: set[int] = set()  # nodes folded into an earlier quantized layer
-        self.tensors: dict[int, Any] = {}
+        self.rebuilder = _graph.Rebuilder(self.visit)
 
     def quantizer(self, name: str) -> ActivationQuantizer:
         return ActivationQuantizer(num_bits=self.activation_bits, name=f"{name}_quant")
 
-    def run(self, model: keras.Model, inputs: list[Any]) -> list[Any]:
-        graph = _functional(model)
-        for ref, new in zip(graph.inputs, inputs, strict=True):
-            self.tensors[id(ref)] = new
-        for node in _nodes(graph):
-            if node.is_input or id(node) in self.absorbed:
-                continue
-            args, kwargs = node.arguments.fill_in(self.tensors)
-            outputs = self.visit(node, args, kwargs)
-            flat = keras.tree.flatten(outputs)
-            for ref, new in zip(node.outputs, flat, strict=True):
-                self.tensors[id(ref)] = new
-        return [self.tensors[id(t)] for t in graph.outputs]
-
     def visit(self, node: Any, args: tuple, kwargs: dict) -> Any:
         op = node.operation
         name = getattr(op, "name", type(op).__name__)
-        if _is_functional(op):
-            inner = keras.tree.flatten(args[0]) if len(args) == 1 else list(args)
-            outs = self.run(op, inner)
-            return outs[0] if len(outs) == 1 else outs
         if self.float_layers and _matches(op, self.float_layers):
             return self.quantizer(name)(_clone(op)(*args, **kwargs))
         if isinstance(op, (_L.SeparableConv1D, _L.SeparableConv2D)):
@@ -304,11 +282,11 @@ class _Rewriter:
             else:
                 kernel = kernel * scale
             bias = bias * scale + shift
-            self.absorbed.add(id(bn_node))
+            self.rebuilder.skip(bn_node)
         fused = "linear"
         if act_node is not None:
             fused = _fused_name(act_node.operation)
-            self.absorbed.add(id(act_node))
+            self.rebuilder.skip(act_node)
         elif own_act in ("relu", "relu6"):
             fused = own_act
         keep = self.keep_zeros and np.mean(kernel == 0) >= 0.01
@@ -347,8 +325,7 @@ class _Rewriter:
         # The activation after a linear layer that could not be fused.
         if own_act not in ("linear", "relu", "relu6"):
             y = self.quantizer(f"{layer.name}_act")(_L.Activation(own_act)(y))
-        out_ref = (act_node or bn_node or node).outputs[0]
-        self.tensors[id(out_ref)] = y
+        self.rebuilder.alias((act_node or bn_node or node).outputs[0], y)
         return y
 
     def separable(self, layer: Any, node: Any, x: Any) -> Any:
@@ -377,11 +354,11 @@ class _Rewriter:
             scale, shift = _bn_fold(bn_node.operation)
             pw_kernel = pw_kernel * scale
             bias = bias * scale + shift
-            self.absorbed.add(id(bn_node))
+            self.rebuilder.skip(bn_node)
         fused = _fused_name(act_node.operation) if act_node is not None else (
             own_act if own_act in ("relu", "relu6") else "linear")
         if act_node is not None:
-            self.absorbed.add(id(act_node))
+            self.rebuilder.skip(act_node)
         pw = QuantConv(layer.filters, (1, 1), per_channel=self.per_channel, activation=fused,
                        activation_bits=self.activation_bits, name=f"{layer.name}_pw_quant")
         y = pw(h)
@@ -389,7 +366,7 @@ class _Rewriter:
         pw.bias.assign(bias.astype(np.float32))
         if own_act not in ("linear", "relu", "relu6"):
             y = self.quantizer(f"{layer.name}_act")(_L.Activation(own_act)(y))
-        self.tensors[id((act_node or bn_node or node).outputs[0])] = y
+        self.rebuilder.alias((act_node or bn_node or node).outputs[0], y)
         return y
 
 
@@ -459,25 +436,19 @@ def quantize_aware(
         float_layers = _auto_float_layers(model, sensitivity, float_budget, max_float_layers)
         if not float_layers:
             float_layers = None
-    specs = None if float_layers is None else (
-        [float_layers] if isinstance(float_layers, (str, type)) or callable(float_layers)
-        else list(float_layers))
-    graph = _functional(model)
-    rewriter = _Rewriter(graph, specs, per_channel_weights, activation_bits, keep_zeros)
-    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=getattr(t, "name", None))
-              for t in graph.inputs]  # a fixed batch (e.g. 1 for a microcontroller) is kept
+    specs = _graph.layer_specs(model, float_layers, "float_layers")
+    rewriter = _Rewriter(model, specs, per_channel_weights, activation_bits, keep_zeros)
+    inputs = _graph.new_inputs(model)  # a fixed batch (e.g. 1 for a microcontroller) is kept
     quantized_inputs = [ActivationQuantizer(num_bits=activation_bits, name=f"input_quant_{i}")(x)
                         for i, x in enumerate(inputs)]
-    outputs = rewriter.run(graph, quantized_inputs)
-    return keras.Model(inputs if len(inputs) > 1 else inputs[0],
-                       outputs if len(outputs) > 1 else outputs[0], name=f"{model.name}_qat")
+    outputs = rewriter.rebuilder.run(model, quantized_inputs)
+    return _graph.as_model(inputs, outputs, f"{model.name}_qat")
 
 
 def _quantizers(model: Any) -> list[ActivationQuantizer]:
-    layers = getattr(model, "_flatten_layers", None)
-    if layers is None:
+    if not isinstance(model, keras.layers.Layer):
         return []
-    return [layer for layer in layers(include_self=False) if isinstance(layer, ActivationQuantizer)]
+    return [layer for layer in _graph.all_layers(model) if isinstance(layer, ActivationQuantizer)]
 
 
 def check_ranges_learned(model: keras.Model) -> None:
@@ -525,7 +496,7 @@ def float_layer_names(model: Any) -> list[str]:
     `float_layers`); empty for a model with no fake-quant at all."""
     if not is_quantize_aware(model):
         return []
-    return [layer.name for layer in model._flatten_layers(include_self=False, recursive=True)
+    return [layer.name for layer in _graph.all_layers(model)
             if isinstance(layer, _WEIGHTED + (_L.SeparableConv1D, _L.SeparableConv2D))]
 
 
@@ -545,7 +516,7 @@ def count_params(model: Any) -> int:
         >>> count_params(quantize_aware(model)) < model.count_params()  # BatchNorm folded
         True
     """
-    layers = model._flatten_layers(include_self=False, recursive=True)
+    layers = _graph.all_layers(model)
     bookkeeping = set()
     for layer in layers:
         if isinstance(layer, ActivationQuantizer):
