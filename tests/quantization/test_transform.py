@@ -153,6 +153,20 @@ COVERAGE = {
         2.0, offset=-1.0)(x) + 3.0) * (1.0 / 6.0)),
     "conv1d_reshape": lambda x: keras.layers.Flatten()(keras.layers.Conv1D(4, 3)(
         keras.layers.Reshape((48, 16))(x))),
+    # U-Net decoder: a transposed conv and a nearest up-sampling, each concatenated.
+    "transpose_upsample_concat": lambda x: keras.layers.Concatenate()([
+        keras.layers.UpSampling2D()(keras.layers.Conv2D(4, 3, strides=2, padding="same")(x)),
+        keras.layers.Conv2DTranspose(4, 2, strides=2)(keras.layers.MaxPooling2D()(x)), x]),
+    # DenseNet transition: BN -> ReLU -> 1x1 conv -> average pooling, then concatenated
+    # (the converter needs the pooling's output on its input's scale).
+    "densenet_transition": lambda x: keras.layers.Concatenate()([
+        keras.layers.AveragePooling2D(2)(keras.layers.Conv2D(4, 1)(keras.layers.ReLU()(
+            keras.layers.BatchNormalization()(x)))), keras.layers.MaxPooling2D()(x)]),
+    # EfficientNet's Normalization stem, and a BatchNormalization after an Add (NASNet).
+    "normalization_and_lone_bn": lambda x: keras.layers.BatchNormalization()(
+        keras.layers.Add()([keras.layers.Conv2D(3, 3, padding="same")(
+            keras.layers.Normalization(mean=[0.4, 0.5, 0.6], variance=[0.04, 0.09, 0.01])(x)),
+            x])),
     "dense_softmax_pool": lambda x: keras.layers.Softmax()(keras.layers.Dense(5)(
         keras.layers.GlobalAveragePooling2D()(keras.layers.AveragePooling2D(2)(x)))),
 }
@@ -244,3 +258,50 @@ def test_per_tensor_weights_and_16_bit_activations(trained_cnn, mnist, tmp_path)
     assert acc > 0.9  # 16-bit simulation barely changes the float model
     with pytest.raises(ValueError, match="8 or 16"):
         Q.quantize_aware(trained_cnn, activation_bits=4)
+
+
+def test_converter_rules_normalization_bn_and_pooling_keep_no_float_compute(tmp_path):
+    """Normalization and a lone BatchNormalization become int8 MUL/ADD; average pooling and
+    up-sampling add no quantization point (TFLite keeps their input's scale); nearest
+    up-sampling is one RESIZE_NEAREST_NEIGHBOR (no TILE, which LiteRT's reference kernels and
+    TFLite Micro lack in int8)."""
+    from tfcompress import _tflite
+
+    model = _tiny(lambda x: keras.layers.UpSampling2D()(keras.layers.AveragePooling2D(2)(
+        COVERAGE["normalization_and_lone_bn"](x))))
+    q = Q.quantize_aware(model)
+    types = _types(q)
+    assert "Normalization" not in types and "BatchNormalization" not in types
+    quantizers = [layer.name for layer in q.layers if isinstance(layer, Q.ActivationQuantizer)]
+    assert not any("pooling" in n or "up_sampling" in n for n in quantizers), quantizers
+    x = np.random.default_rng(0).uniform(0, 1, (64, 16, 16, 3)).astype(np.float32)
+    for _ in range(25):
+        q(x, training=True)
+    report = to_tflite(q, tmp_path / "rules.tflite", "int8", verify_data=x,
+                       target="litert-reference")
+    summary = _tflite.summarize(_tflite.interpreter(report.path))
+    ops_in_file = summary.op_counts()
+    assert report.integer_only, report.float_ops
+    assert "TILE" not in ops_in_file and ops_in_file.get("RESIZE_NEAREST_NEIGHBOR") == 1
+    assert {"MUL", "ADD"} <= set(ops_in_file)
+
+
+def test_macs_of_a_quantize_aware_model_equal_the_float_model(trained_cnn):
+    from tfcompress._macs import model_macs
+
+    unet_like = _tiny(COVERAGE["transpose_upsample_concat"])
+    for model in (trained_cnn, unet_like):
+        assert model_macs(Q.quantize_aware(model)) == model_macs(model) > 0
+
+
+def test_layer_specs_are_checked_the_same_way_everywhere(trained_cnn):
+    from tfcompress.lowrank import factorize
+
+    with pytest.raises(TypeError, match=r"float_layers= takes layer classes.*got 3 \(int\)"):
+        Q.quantize_aware(trained_cnn, float_layers=[3])
+    with pytest.raises(TypeError, match=r"layers= takes layer classes.*got 3 \(int\)"):
+        factorize(trained_cnn, 0.5, layers=[3])
+    with pytest.raises(ValueError, match=r"float_layers=\['nope'\] matches no layer.*conv1"):
+        Q.quantize_aware(trained_cnn, float_layers=["nope"])
+    with pytest.raises(ValueError, match=r"exclude=\['fc9\*'\] matches no layer"):
+        factorize(trained_cnn, 0.5, exclude="fc9*")
