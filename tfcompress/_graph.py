@@ -116,6 +116,14 @@ def call_count(layer: Any) -> int:
     return len(getattr(layer, "_inbound_nodes", None) or [])
 
 
+def name_producer(tensor: Any, name: str) -> None:
+    """Renames the operation that produced a symbolic tensor (a `keras.ops` call takes no
+    name, and its automatic one can clash with a layer's)."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is not None:
+        history.operation.name = name
+
+
 def output_names(model: Any) -> list[str]:
     """The name of the layer or op that produces each output of a functional model."""
     graph = functional(model)

@@ -185,13 +185,11 @@ def _sanitize(layers: list[dict], problems: list[str]) -> None:
         if name in ("Functional", "Model", "Sequential"):
             _sanitize(config.get("layers", []), problems)
             continue
+        if name in ("TFOpLambda", "SlicingOpLambda"):
+            _tf_op_node(spec, problems)
+            continue
         cls = getattr(keras.layers, name, None)
         if cls is None:
-            if name == "TFOpLambda" or name == "SlicingOpLambda":
-                problems.append(
-                    f"layer {config.get('name')!r} is a TensorFlow op in the graph "
-                    f"({config.get('function')}), which Keras 3 cannot rebuild: write it as a "
-                    "Keras layer or a keras.ops call and save the model again")
             continue  # a custom class: Keras 3 finds it, or says it cannot
         if name == "BatchNormalization" and isinstance(config.get("axis"), list) and \
                 len(config["axis"]) == 1:
@@ -203,6 +201,149 @@ def _sanitize(layers: list[dict], problems: list[str]) -> None:
             else:
                 problems.append(f"layer {config.get('name')!r} ({name}) has {key}="
                                 f"{config[key]!r}, which Keras 3's {name} does not support")
+
+
+# TensorFlow functions that Keras 2 recorded as graph nodes (`x + 3.0`, `tf.reshape(x, s)`,
+# `x[:, 1:]`), as keras.ops calls: name -> (function, positional keyword names).
+def _tf_functions() -> dict[str, tuple[Any, tuple[str, ...]]]:
+    from keras import ops
+
+    binary = ("x", "y")
+    unary = ("x",)
+    return {
+        "__operators__.add": (ops.add, binary), "math.add": (ops.add, binary),
+        "math.subtract": (ops.subtract, binary), "__operators__.sub": (ops.subtract, binary),
+        "math.multiply": (ops.multiply, binary), "math.truediv": (ops.divide, binary),
+        "math.divide": (ops.divide, binary), "math.maximum": (ops.maximum, binary),
+        "math.minimum": (ops.minimum, binary), "nn.relu": (ops.relu, ("features",)),
+        "nn.relu6": (ops.relu6, ("features",)), "math.sigmoid": (ops.sigmoid, unary),
+        "nn.sigmoid": (ops.sigmoid, unary), "math.tanh": (ops.tanh, unary),
+        "nn.silu": (ops.silu, ("features",)), "nn.swish": (ops.silu, ("features",)),
+        "nn.softmax": (ops.softmax, ("logits",)), "math.exp": (ops.exp, unary),
+        "math.sqrt": (ops.sqrt, unary), "math.negative": (ops.negative, unary),
+        "reshape": (ops.reshape, ("tensor", "shape")),
+        "compat.v1.transpose": (ops.transpose, ("a", "perm")),
+        "transpose": (ops.transpose, ("a", "perm")),
+        "expand_dims": (ops.expand_dims, ("input", "axis")),
+        "compat.v1.squeeze": (ops.squeeze, ("input", "axis")),
+        "squeeze": (ops.squeeze, ("input", "axis")),
+        "concat": (ops.concatenate, ("values", "axis")),
+        "math.reduce_mean": (ops.mean, ("input_tensor", "axis", "keepdims")),
+        "math.reduce_max": (ops.max, ("input_tensor", "axis", "keepdims")),
+        "math.reduce_sum": (ops.sum, ("input_tensor", "axis", "keepdims")),
+        "__operators__.getitem": (None, ("x", "slice_spec")),
+    }
+
+
+_ARG_RENAMES = {"features": "x", "logits": "x", "tensor": "x", "a": "x", "input": "x",
+                "input_tensor": "x", "values": "xs", "perm": "axes", "shape": "newshape"}
+
+
+def _is_tensor_ref(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) in (3, 4) and isinstance(value[0], str)
+            and isinstance(value[1], int) and isinstance(value[2], int))
+
+
+def _tf_op_node(spec: dict, problems: list[str]) -> None:
+    """Turns a Keras 2 TF-op node into a `_TFOpNode` call, in place: tensors in its keyword
+    arguments become inputs, the other arguments constants."""
+    config = spec["config"]
+    function = config.get("function")
+    if function not in _tf_functions():
+        problems.append(f"layer {config.get('name')!r} is the TensorFlow op tf.{function}, "
+                        "which tfcompress cannot rebuild in Keras 3: write it as a Keras layer "
+                        "or a keras.ops call and save the model again")
+        return
+    new_nodes = []
+    for node in spec.get("inbound_nodes", []):
+        entries = node if node and isinstance(node[0], list) else [node]
+        kwargs = dict(entries[0][3]) if len(entries[0]) > 3 else {}
+        tensors = [[e[0], e[1], e[2], {}] for e in entries]
+        tensor_kwargs = [k for k, v in kwargs.items() if _is_tensor_ref(v)]
+        for k in tensor_kwargs:
+            ref = kwargs.pop(k)
+            tensors.append([ref[0], ref[1], ref[2], {}])
+        kwargs.pop("name", None)
+        new_nodes.append(tensors)
+        config.update({"list_input": len(entries) > 1, "tensor_kwargs": tensor_kwargs,
+                       "constants": kwargs})
+    if len(new_nodes) != 1:
+        problems.append(f"layer {config.get('name')!r} (tf.{function}) is called "
+                        f"{len(new_nodes)} times; tfcompress rebuilds TF ops called once")
+        return
+    spec["class_name"] = "_TFOpNode"
+    spec.pop("module", None)
+    spec.pop("registered_name", None)
+    spec["inbound_nodes"] = new_nodes
+    spec["config"] = {k: config[k] for k in ("name", "function", "list_input",
+                                              "tensor_kwargs", "constants")}
+
+
+def _tf_op_layer_class() -> type:
+    import keras
+
+    class _TFOpNode(keras.layers.Layer):
+        """A Keras 2 TF-op node, computed with keras.ops (replaced by plain keras.ops calls
+        once the model is verified)."""
+
+        def __init__(self, function, list_input=False, tensor_kwargs=(), constants=None,
+                     **kwargs):
+            super().__init__(**kwargs)
+            self.function = function
+            self.list_input = list_input
+            self.tensor_kwargs = list(tensor_kwargs)
+            self.constants = dict(constants or {})
+
+        def call(self, inputs):
+            return apply_tf_op(self.function, self.list_input, self.tensor_kwargs,
+                               self.constants, inputs)
+
+        def get_config(self):
+            return {**super().get_config(), "function": self.function,
+                    "list_input": self.list_input, "tensor_kwargs": self.tensor_kwargs,
+                    "constants": self.constants}
+
+    return _TFOpNode
+
+
+def apply_tf_op(function: str, list_input: bool, tensor_kwargs: list[str], constants: dict,
+                inputs: Any) -> Any:
+    """What a Keras 2 TF-op node computes, with keras.ops."""
+    fn, names = _tf_functions()[function]
+    tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    extra = tensors[len(tensors) - len(tensor_kwargs):] if tensor_kwargs else []
+    main = tensors[:len(tensors) - len(tensor_kwargs)] if tensor_kwargs else tensors
+    values = {names[0]: main if list_input else main[0], **constants,
+              **dict(zip(tensor_kwargs, extra, strict=True))}
+    if function == "__operators__.getitem":
+        index = tuple(slice(d["start"], d["stop"], d["step"]) if isinstance(d, dict) else d
+                      for d in values["slice_spec"])
+        return values["x"][index]
+    positional = [values.pop(n) for n in names if n in values]
+    renamed = {_ARG_RENAMES.get(k, k): v for k, v in values.items()}
+    if function == "concat":
+        return fn(positional[0], axis=positional[1] if len(positional) > 1 else
+                  renamed.get("axis", -1))
+    return fn(*positional, **renamed)
+
+
+def _with_keras_ops(model: Any) -> Any:
+    """`model` with every `_TFOpNode` replaced by the keras.ops calls it makes, so that the
+    transforms see ordinary op nodes (`x + 3.0`)."""
+    from tfcompress import _graph
+
+    if not any(type(layer).__name__ == "_TFOpNode" for layer in _graph.all_layers(model)):
+        return model
+
+    def visit(node: Any, args: tuple, kwargs: dict) -> Any:
+        op = node.operation
+        if type(op).__name__ != "_TFOpNode":
+            return None
+        out = apply_tf_op(op.function, op.list_input, op.tensor_kwargs, op.constants, args[0])
+        _graph.name_producer(out, op.name)  # e.g. "tf.math.multiply", as in Keras 2
+        return out
+
+    return _graph.rebuild(model, visit, model.name)
 
 
 def _rebuild(config_json: str, source: str) -> Any:
@@ -218,9 +359,10 @@ def _rebuild(config_json: str, source: str) -> Any:
                                   else "") + ".")
     kind = config.get("class_name")
     try:
-        if kind == "Sequential":
-            return keras.Sequential.from_config(inner)
-        return keras.Model.from_config(inner)
+        with keras.saving.custom_object_scope({"_TFOpNode": _tf_op_layer_class()}):
+            if kind == "Sequential":
+                return keras.Sequential.from_config(inner)
+            return keras.Model.from_config(inner)
     except Exception as e:  # noqa: BLE001 (the layer Keras 3 failed on is named)
         detail = str(e).split("\n")[0]
         raise LegacyModelError(f"{source} cannot be carried over to Keras 3: {detail}") from e
@@ -281,7 +423,7 @@ def from_dump(npz_path: str, source: str) -> Any:
             probe.append(arrays[key])
     _copy_weights(model, weights, source)
     _verify(model, probe, expected, source)
-    return model
+    return _with_keras_ops(model)
 
 
 def from_tf_keras(model: Any) -> Any:
