@@ -4,7 +4,7 @@ For one reference model (the `mnist` CNN, or MobileNetV2(alpha=0.35) on `shapes`
 1. train the dense model;
 2. one-shot channel mask (no training) + shrink: outputs compared with the masked model, and
    accuracy before any fine-tuning;
-3. channel pruning while fine-tuning (`prune(..., granularity="channel", shrink_model=True)`),
+3. channel pruning while fine-tuning (`prune(..., granularity="channel", shrink=True)`),
    then more fine-tuning of the shrunk model;
 4. unstructured pruning to 50 % with the same fine-tuning budget (the contrast);
 5. every model exported to int8 (and the dense one to float32) and timed side by side in
@@ -91,7 +91,7 @@ def main() -> None:
           flush=True)
 
     small, result = prune(dense, ds, sparsity=cfg["sparsity"], granularity="channel",
-                          epochs=cfg["prune_epochs"], batch_size=bs, shrink_model=True,
+                          epochs=cfg["prune_epochs"], batch_size=bs, shrink=True,
                           round_to=cfg["round_to"], verbose=2)
     out["accuracy_channel_pruned"] = result.accuracy_after
     out["shrink_finetuned"] = result.shrink_report.to_dict()

@@ -48,9 +48,9 @@ def main(seeds: int = 3) -> dict:
             "unstructured_sensitivity": {"sparsity": 0.8,
                                          "layer_sparsity": prune_scan.sparsities(0.8)},
             "channels_uniform": {"sparsity": 0.5, "granularity": "channel",
-                                 "shrink_model": True},
+                                 "shrink": True},
             "channels_sensitivity": {"sparsity": 0.5, "granularity": "channel",
-                                     "shrink_model": True,
+                                     "shrink": True,
                                      "layer_sparsity": channel_scan.sparsities(0.5, by="macs")},
         }
         for name, kwargs in runs.items():

@@ -4,6 +4,7 @@ import json
 
 import click
 
+from tfcompress._options import DISTILL
 from tfcompress.cli._common import data_help, say, user_errors
 
 
@@ -21,13 +22,16 @@ from tfcompress.cli._common import data_help, say, user_errors
 @click.option("--data", required=True, help=f"Training data. {data_help}")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the trained student (.keras).")
-@click.option("--epochs", default=5, show_default=True, type=click.IntRange(1))
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--learning-rate", default=1e-3, show_default=True,
+@click.option("--epochs", default=DISTILL["epochs"],
+              show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=DISTILL["batch_size"],
+              show_default=True, type=click.IntRange(1))
+@click.option("--learning-rate", default=DISTILL["learning_rate"], show_default=True,
               type=click.FloatRange(0, min_open=True))
-@click.option("--temperature", default=4.0, show_default=True,
+@click.option("--temperature", default=DISTILL["temperature"], show_default=True,
               type=click.FloatRange(0, min_open=True), help="Softmax temperature.")
-@click.option("--alpha", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--alpha", default=DISTILL["alpha"],
+              show_default=True, type=click.FloatRange(0, 1),
               help="Weight of the hard-label loss (the rest goes to the teacher's targets).")
 @click.option("--feature-layers", nargs=2, metavar="TEACHER_LAYER STUDENT_LAYER",
               help="Also match these intermediate layers (projected if widths differ).")

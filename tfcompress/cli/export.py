@@ -4,21 +4,20 @@ import json
 
 import click
 
-from tfcompress._targets import TARGETS
+from tfcompress._options import EXPORT, QUANTIZATION_MODES, TARGETS
 from tfcompress.cli._common import data_help, say, user_errors
-
-_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 
 
 @click.command("export")
 @click.argument("model", type=click.Path(exists=True))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the .tflite file.")
-@click.option("--quantize", "quantization", type=click.Choice(_MODES), default="int8",
+@click.option("--quantize", "quantization", type=click.Choice(QUANTIZATION_MODES),
+              default=EXPORT["quantization"],
               show_default=True, help="Quantization mode.")
 @click.option("--data", help="Calibration data for int8/int16x8 (not needed for a model from "
                              f"QAT), also used to check agreement. {data_help}")
-@click.option("--target", type=click.Choice(TARGETS), default="litert", show_default=True,
+@click.option("--target", type=click.Choice(TARGETS), default=EXPORT["target"], show_default=True,
               help="Runtime to verify on: LiteRT (XNNPACK), LiteRT's reference kernels, or "
                    "TFLite Micro (writes .h/.cc/_ops.h beside the file; needs the micro extra).")
 @click.option("--integer-io/--float-io", default=None,
@@ -27,7 +26,8 @@ _MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
               help="tflm: refuse a model larger than this.")
 @click.option("--max-ram", type=click.IntRange(1), metavar="BYTES",
               help="tflm: refuse a model whose tensor arena is larger than this.")
-@click.option("--calibration-samples", default=200, show_default=True, type=click.IntRange(1),
+@click.option("--calibration-samples", default=EXPORT["num_calibration_samples"],
+              show_default=True, type=click.IntRange(1),
               help="Images used to calibrate activation ranges.")
 @click.option("--allow-float", is_flag=True,
               help="int8/int16x8 of a quantization-aware model: accept ops the converter "

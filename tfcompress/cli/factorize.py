@@ -4,6 +4,7 @@ import json
 
 import click
 
+from tfcompress._options import CONV_MODES, FACTORIZE
 from tfcompress.cli._common import data_help, say, user_errors
 
 
@@ -17,14 +18,18 @@ from tfcompress.cli._common import data_help, say, user_errors
               help="Keep this fraction of each layer's full rank (e.g. 0.25).")
 @click.option("--rank", "ranks", multiple=True, metavar="LAYER=R",
               help="Rank for one layer, e.g. fc1=16. Repeatable.")
-@click.option("--conv-mode", type=click.Choice(["channel", "spatial"]), default="channel",
+@click.option("--conv-mode", type=click.Choice(CONV_MODES),
+              default=FACTORIZE["conv_mode"],
               show_default=True, help="k x k then 1 x 1, or k x 1 then 1 x k.")
-@click.option("--min-params", default=4096, show_default=True, type=click.IntRange(0),
+@click.option("--min-params", default=FACTORIZE["min_params"],
+              show_default=True, type=click.IntRange(0),
               help="Leave layers with fewer weights alone.")
 @click.option("--data", help=f"Fine-tune on this data and report accuracy. {data_help}")
-@click.option("--epochs", default=1, show_default=True, type=click.IntRange(0),
+@click.option("--epochs", default=FACTORIZE["epochs"],
+              show_default=True, type=click.IntRange(0),
               help="Fine-tuning epochs (with --data).")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=FACTORIZE["batch_size"],
+              show_default=True, type=click.IntRange(1))
 @click.option("--unsafe", is_flag=True,
               help="Allow the model file's Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -4,6 +4,7 @@ import json
 
 import click
 
+from tfcompress._options import CRITERIA, PRUNE, SCOPES
 from tfcompress.cli._common import data_help, say, user_errors
 
 
@@ -15,24 +16,27 @@ from tfcompress.cli._common import data_help, say, user_errors
 @click.option("--sparsity", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Final sparsity (fraction of channels for 'channel'). Default: 0.8, "
                    "1 - N/M for N:M, 0.5 for channel.")
-@click.option("--granularity", default="unstructured", show_default=True,
+@click.option("--granularity", default=PRUNE["granularity"], show_default=True,
               help="'unstructured', N:M such as '2:4', or 'channel' (whole filters).")
-@click.option("--criterion", type=click.Choice(["l1", "l2", "bn_scale"]), default="l1",
+@click.option("--criterion", type=click.Choice(CRITERIA), default=PRUNE["criterion"],
               show_default=True, help="How channels are ranked (with --granularity channel).")
-@click.option("--round-to", default=1, show_default=True, type=click.IntRange(1),
+@click.option("--round-to", default=PRUNE["round_to"],
+              show_default=True, type=click.IntRange(1),
               help="Keep channel counts at multiples of this (8 runs fastest in LiteRT int8).")
-@click.option("--shrink", "shrink_model", is_flag=True,
+@click.option("--shrink", is_flag=True, default=PRUNE["shrink"],
               help="After channel pruning, remove the pruned channels: a smaller, faster model.")
-@click.option("--scope", type=click.Choice(["layer", "global"]), default="layer",
+@click.option("--scope", type=click.Choice(SCOPES), default=PRUNE["scope"],
               show_default=True, help="Per-layer targets or one global threshold.")
-@click.option("--epochs", default=3, show_default=True, type=click.IntRange(1),
+@click.option("--epochs", default=PRUNE["epochs"],
+              show_default=True, type=click.IntRange(1),
               help="Fine-tuning epochs.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=PRUNE["batch_size"],
+              show_default=True, type=click.IntRange(1))
 @click.option("--unsafe", is_flag=True,
               help="Allow the model file's Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @user_errors
-def prune_command(model, data, output, sparsity, granularity, criterion, round_to, shrink_model,
+def prune_command(model, data, output, sparsity, granularity, criterion, round_to, shrink,
                   scope,
                   epochs, batch_size, unsafe, as_json):
     """Prune MODEL (.keras) by magnitude while fine-tuning it; report accuracy and sparsity."""
@@ -55,7 +59,7 @@ def prune_command(model, data, output, sparsity, granularity, criterion, round_t
     pruned, result = prune(keras_model, data, sparsity=sparsity, granularity=granularity,
                            scope=scope, epochs=epochs, batch_size=batch_size,
                            verbose=0 if as_json else 2, criterion=criterion,
-                           round_to=round_to, shrink_model=shrink_model)
+                           round_to=round_to, shrink=shrink)
     _io.save_model_atomic(pruned, output)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

@@ -4,6 +4,7 @@ import json
 
 import click
 
+from tfcompress._options import QAT
 from tfcompress.cli._common import data_help, say, user_errors
 
 
@@ -12,10 +13,12 @@ from tfcompress.cli._common import data_help, say, user_errors
 @click.option("--data", required=True, help=f"Training data. {data_help}")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the int8 .tflite file.")
-@click.option("--epochs", default=1, show_default=True, type=click.IntRange(1),
+@click.option("--epochs", default=QAT["epochs"],
+              show_default=True, type=click.IntRange(1),
               help="Quantization-aware fine-tuning epochs.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--learning-rate", default=1e-4, show_default=True,
+@click.option("--batch-size", default=QAT["batch_size"],
+              show_default=True, type=click.IntRange(1))
+@click.option("--learning-rate", default=QAT["learning_rate"], show_default=True,
               type=click.FloatRange(0, min_open=True))
 @click.option("--keras-output", type=click.Path(dir_okay=False),
               help="Also save the quantization-aware Keras model (.keras).")

@@ -6,7 +6,7 @@ from typing import Any
 
 import keras
 
-from tfcompress import _legacy, _training
+from tfcompress import _legacy, _options, _training
 from tfcompress.distillation._distiller import Distiller
 
 
@@ -35,11 +35,11 @@ def distill(
     teacher: keras.Model,
     student: keras.Model,
     data: Any,
-    epochs: int = 5,
-    batch_size: int = 64,
-    learning_rate: float = 1e-3,
-    temperature: float = 4.0,
-    alpha: float = 0.1,
+    epochs: int = _options.DISTILL["epochs"],
+    batch_size: int = _options.DISTILL["batch_size"],
+    learning_rate: float = _options.DISTILL["learning_rate"],
+    temperature: float = _options.DISTILL["temperature"],
+    alpha: float = _options.DISTILL["alpha"],
     feature_layers: tuple[str, str] | None = None,
     precompute_teacher: bool = True,
     callbacks: list | None = None,

@@ -21,7 +21,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfcompress import _graph, _legacy
+from tfcompress import _graph, _legacy, _options
 from tfcompress._macs import SizeRatios, model_macs
 
 _L = keras.layers
@@ -60,9 +60,9 @@ class StudentReport(SizeRatios):
 
 def make_student(
     teacher: keras.Model,
-    channels: float = 0.5,
+    channels: float = _options.STUDENT["channels"],
     *,
-    fold_pooling: bool = False,
+    fold_pooling: bool = _options.STUDENT["fold_pooling"],
     round_to: int = 8,
     return_report: bool = False,
 ) -> "keras.Model | tuple[keras.Model, StudentReport]":

@@ -8,14 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from tfcompress import _io, _legacy, _tflite
+from tfcompress import _io, _legacy, _options, _tflite
 from tfcompress.data import Dataset, as_arrays
 from tfcompress.export import _micro
 from tfcompress.export._fixups import widen_int16_biases
 from tfcompress.export._micro import MicroReport
 from tfcompress.quantization import check_ranges_learned, float_layer_names, is_quantize_aware
 
-QUANTIZATION_MODES: tuple[str, ...] = ("float32", "float16", "dynamic", "int8", "int16x8")
+QUANTIZATION_MODES = _options.QUANTIZATION_MODES
 _NEEDS_CALIBRATION = ("int8", "int16x8")
 
 
@@ -182,13 +182,13 @@ def _convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
 def to_tflite(
     model: Any,
     path: "str | os.PathLike",
-    quantization: str = "int8",
+    quantization: str = _options.EXPORT["quantization"],
     representative_data: Any = None,
     *,
     integer_io: bool | None = None,
-    num_calibration_samples: int = 200,
+    num_calibration_samples: int = _options.EXPORT["num_calibration_samples"],
     safe_mode: bool = True,
-    target: str = "litert",
+    target: str = _options.EXPORT["target"],
     verify_data: Any = None,
     max_flash: int | None = None,
     max_ram: int | None = None,

@@ -7,11 +7,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcompress import _graph, _legacy
+from tfcompress import _graph, _legacy, _options
 from tfcompress._macs import SizeRatios, layer_macs, model_macs
 from tfcompress.lowrank import _svd
 
-CONV_MODES = ("channel", "spatial")
+CONV_MODES = _options.CONV_MODES
 SUPPORTED_LAYERS = ("Dense", "Conv2D")
 
 
@@ -140,8 +140,8 @@ def factorize(
     *,
     ranks: dict[str, int] | None = None,
     exclude: Any = None,
-    min_params: int = 4096,
-    conv_mode: str = "channel",
+    min_params: int = _options.FACTORIZE["min_params"],
+    conv_mode: str = _options.FACTORIZE["conv_mode"],
     return_report: bool = False,
 ) -> keras.Model | tuple[keras.Model, FactorizationReport]:
     """Returns a copy of `model` with Dense and Conv2D layers split in two by a truncated SVD.

@@ -20,24 +20,43 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfcompress._targets import TARGETS
+from tfcompress._options import (
+    CONV_MODES,
+    CRITERIA,
+    DISTILL,
+    EXPORT,
+    FACTORIZE,
+    PRUNE,
+    QAT,
+    QUANTIZATION_MODES,
+    RECIPE_OVERRIDES,
+    SCOPES,
+    STUDENT,
+    TARGETS,
+)
 
+# A step's defaults are its function's (tfcompress/_options.py), but for RECIPE_OVERRIDES.
 STEP_SETTINGS: dict[str, dict[str, Any]] = {
-    "factorize": {"rank_ratio": None, "energy": None, "conv_mode": "channel",
-                  "min_params": 4096, "epochs": 1, "learning_rate": None},
-    "distill": {"channels": 0.5, "fold_pooling": False, "student": None, "epochs": 5,
-                "temperature": 4.0, "alpha": 0.1, "learning_rate": 1e-3},
-    "prune": {"granularity": "unstructured", "sparsity": None, "epochs": 3, "round_to": 1,
-              "criterion": "l1", "shrink": True, "scope": "layer", "finetune_epochs": 0,
-              "per_layer": False},
-    "qat": {"epochs": 1, "learning_rate": 1e-4, "float_layers": None},
-    "export": {"mode": "int8", "target": "litert", "max_flash": None, "max_ram": None,
-               "float_layers": None},
+    "factorize": {"rank_ratio": None, "energy": None, "conv_mode": FACTORIZE["conv_mode"],
+                  "min_params": FACTORIZE["min_params"], "epochs": FACTORIZE["epochs"],
+                  "learning_rate": None},
+    "distill": {"channels": STUDENT["channels"], "fold_pooling": STUDENT["fold_pooling"],
+                "student": None, "epochs": DISTILL["epochs"],
+                "temperature": DISTILL["temperature"], "alpha": DISTILL["alpha"],
+                "learning_rate": DISTILL["learning_rate"]},
+    "prune": {"granularity": PRUNE["granularity"], "sparsity": None, "epochs": PRUNE["epochs"],
+              "round_to": PRUNE["round_to"], "criterion": PRUNE["criterion"],
+              "shrink": PRUNE["shrink"], "scope": PRUNE["scope"], "finetune_epochs": 0,
+              "per_layer": False, **RECIPE_OVERRIDES["prune"]},
+    "qat": {"epochs": QAT["epochs"], "learning_rate": QAT["learning_rate"],
+            "float_layers": None},
+    "export": {"mode": EXPORT["quantization"], "target": EXPORT["target"], "max_flash": None,
+               "max_ram": None, "float_layers": None},
 }
 # The setting a `search` varies, per step kind.
 SEARCHED = {"factorize": "energy", "distill": "channels", "prune": "sparsity"}
 OBJECTIVES = ("size", "latency")
-EXPORT_MODES = ("int8", "float16", "dynamic", "int16x8", "float32")
+EXPORT_MODES = QUANTIZATION_MODES
 # How a setting is named in progress lines and reports where its key alone is ambiguous.
 _SHOWN = {"channels": "channels removed"}
 MAX_RECIPE_BYTES = 1_000_000  # a recipe is a few hundred bytes; this bounds a hostile one
@@ -77,6 +96,7 @@ def _choice(*choices: str, optional: bool = False):
             return None
         return f"expected one of {list(choices)}, got {value!r}"
 
+    check.choices = choices  # read by tests/test_options.py
     return check
 
 
@@ -114,7 +134,7 @@ def _model_file(value: Any) -> str | None:
 RULES: dict[str, dict[str, Any]] = {
     "factorize": {"rank_ratio": _number(0, 1, low_open=True, optional=True),
                   "energy": _number(0, 1, low_open=True, optional=True),
-                  "conv_mode": _choice("channel", "spatial"),
+                  "conv_mode": _choice(*CONV_MODES),
                   "min_params": _number(0, integer=True), "epochs": _number(0, integer=True),
                   "learning_rate": _number(0, low_open=True, optional=True)},
     "distill": {"channels": _number(0, 1, high_open=True), "fold_pooling": _flag,
@@ -124,8 +144,8 @@ RULES: dict[str, dict[str, Any]] = {
     "prune": {"granularity": _granularity,
               "sparsity": _number(0, 1, low_open=True, high_open=True, optional=True),
               "epochs": _number(1, integer=True), "round_to": _number(1, integer=True),
-              "criterion": _choice("l1", "l2", "bn_scale"), "shrink": _flag,
-              "scope": _choice("layer", "global"), "finetune_epochs": _number(0, integer=True),
+              "criterion": _choice(*CRITERIA), "shrink": _flag,
+              "scope": _choice(*SCOPES), "finetune_epochs": _number(0, integer=True),
               "per_layer": _flag},
     "qat": {"epochs": _number(1, integer=True), "learning_rate": _number(0, low_open=True),
             "float_layers": _float_layers},

@@ -113,7 +113,7 @@ def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
                            scope=step.get("scope"), epochs=step.get("epochs"),
                            batch_size=batch_size, criterion=step.get("criterion"),
                            round_to=step.get("round_to"),
-                           shrink_model=granularity == "channel" and step.get("shrink"),
+                           shrink=granularity == "channel" and step.get("shrink"),
                            verbose=verbose)
     result_info = {**result.to_dict(), **info}
     target = step.get("sparsity")

@@ -9,11 +9,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfcompress import _options
 from tfcompress.pruning import _channels, _masks
 from tfcompress.pruning._selection import Target, _matches, prunable_targets, selection
 from tfcompress.pruning.schedules import PruningSchedule
 
-SCOPES = ("layer", "global")
+SCOPES = _options.SCOPES
 
 
 class _MaskConstraint(keras.constraints.Constraint):

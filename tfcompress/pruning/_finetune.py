@@ -1,17 +1,19 @@
 """Prune a trained model by fine-tuning it with the `Pruning` callback."""
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import keras
 from keras import ops
 
-from tfcompress import _legacy, _training
+from tfcompress import _legacy, _options, _training
 from tfcompress.pruning._callback import Pruning
 from tfcompress.pruning._masks import parse_granularity
 from tfcompress.pruning._report import SparsityReport, sparsity_report
-from tfcompress.pruning._shrink import ShrinkReport, shrink
+from tfcompress.pruning._shrink import ShrinkReport
+from tfcompress.pruning._shrink import shrink as _shrink
 from tfcompress.pruning.schedules import PolynomialDecay
 
 
@@ -50,18 +52,19 @@ def prune(
     model: keras.Model,
     data: Any,
     sparsity: float | None = None,
-    granularity: str = "unstructured",
-    scope: str = "layer",
-    epochs: int = 3,
-    batch_size: int = 64,
+    granularity: str = _options.PRUNE["granularity"],
+    scope: str = _options.PRUNE["scope"],
+    epochs: int = _options.PRUNE["epochs"],
+    batch_size: int = _options.PRUNE["batch_size"],
     ramp_fraction: float = 0.6,
     layers: Any = None,
     exclude: Any = None,
     verbose: int = 0,
-    criterion: Any = "l1",
-    round_to: int = 1,
-    shrink_model: bool = False,
+    criterion: Any = _options.PRUNE["criterion"],
+    round_to: int = _options.PRUNE["round_to"],
+    shrink: bool = _options.PRUNE["shrink"],
     layer_sparsity: "dict[str, float] | None" = None,
+    shrink_model: bool | None = None,
 ) -> tuple[keras.Model, PruneResult]:
     """Fine-tunes a copy of `model` while pruning it to `sparsity`; the input is untouched.
 
@@ -87,10 +90,11 @@ def prune(
             `"l1"`.
         round_to: Round kept channel counts to a multiple of this, as for `Pruning`.
             Defaults to `1`.
-        shrink_model: After channel pruning, return the physically smaller model made by
+        shrink: After channel pruning, return the physically smaller model made by
             `shrink` (same outputs, compiled like the input). Defaults to `False`.
         layer_sparsity: Final sparsity (or channel ratio) per layer, as for `Pruning`, e.g.
             `tfcompress.debug.sensitivity(model, data).sparsities(0.8)`. Defaults to `None`.
+        shrink_model: The former name of `shrink` (deprecated). Defaults to `None`.
 
     Returns:
         `(pruned_model, PruneResult)`.
@@ -99,14 +103,18 @@ def prune(
         ValueError: For a bad sparsity, granularity, epoch count or data that does not fit.
     """
     model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
+    if shrink_model is not None:
+        warnings.warn("prune(shrink_model=...) is now prune(shrink=...), as in the recipe "
+                      "(shrink:) and the CLI (--shrink).", DeprecationWarning, stacklevel=2)
+        shrink = shrink or shrink_model
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     if not 0.0 < ramp_fraction <= 1.0:
         raise ValueError(f"ramp_fraction must be in (0, 1], got {ramp_fraction}.")
     gran = parse_granularity(granularity)
-    if shrink_model and gran.kind != "channel":
+    if shrink and gran.kind != "channel":
         raise ValueError(
-            f"shrink_model needs granularity='channel' (whole channels removed); with "
+            f"shrink needs granularity='channel' (whole channels removed); with "
             f"{granularity!r} the zeros are scattered and nothing can be removed."
         )
     if sparsity is None:
@@ -143,8 +151,8 @@ def prune(
     after = _training.accuracy(pruned, ds.x_test, ds.y_test)
     report = sparsity_report(pruned, layers, exclude, **selection)
     shrink_report = None
-    if shrink_model:
-        small, shrink_report = shrink(pruned, return_report=True)
+    if shrink:
+        small, shrink_report = _shrink(pruned, return_report=True)
         _training.compile_like(small, pruned)
         pruned = small
     return pruned, PruneResult(before, after, sparsity_before, report, str(gran), epochs,

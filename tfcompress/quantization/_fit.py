@@ -5,7 +5,7 @@ from typing import Any
 
 import keras
 
-from tfcompress import _legacy, _training
+from tfcompress import _legacy, _options, _training
 from tfcompress.quantization._transform import quantize_aware
 
 
@@ -26,9 +26,9 @@ class QatResult:
 def train_quantized(
     model: keras.Model,
     data: Any,
-    epochs: int = 1,
-    batch_size: int = 64,
-    learning_rate: float = 1e-4,
+    epochs: int = _options.QAT["epochs"],
+    batch_size: int = _options.QAT["batch_size"],
+    learning_rate: float = _options.QAT["learning_rate"],
     verbose: int = 0,
     **quantize_kwargs: Any,
 ) -> tuple[keras.Model, QatResult]:
