@@ -223,3 +223,38 @@ def test_mobilenet_v2_residual_groups_and_exact_shrink():
     # every block of a residual stage keeps the same width
     widths = {small.get_layer(f"block_{i}_project").filters for i in (3, 4, 5)}
     assert len(widths) == 1
+
+
+def test_a_registered_layer_class_passes_channels_through():
+    class Mish(keras.layers.Layer):  # a per-channel activation channel pruning does not know
+        def call(self, x):
+            return x * ops.tanh(ops.softplus(x))
+
+    def build():
+        inputs = keras.Input((8, 8, 3))
+        h = keras.layers.Conv2D(16, 3, name="conv_a")(inputs)
+        h = Mish(name="mish")(h)
+        h = keras.layers.Conv2D(8, 3, name="conv_b")(h)
+        out = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling2D()(h))
+        return keras.Model(inputs, out)
+
+    model = build()
+    group = next(g for g in P.ChannelGraph(model).groups if "conv_a" in g.name)
+    assert not group.prunable and any("'mish'" in r for r in group.reasons)
+    P.register_layer(Mish, "keeps_zero")
+    try:
+        group = next(g for g in P.ChannelGraph(model).groups if "conv_a" in g.name)
+        assert group.prunable
+        x = np.random.default_rng(0).normal(size=(64, 8, 8, 3)).astype("float32")
+        y = np.random.default_rng(1).integers(0, 2, 64)
+        _channel_prune(model, x, y)
+        small, report = P.shrink(model, return_report=True)
+        assert small.get_layer("conv_a").filters < 16
+        np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
+                                   atol=1e-4)
+    finally:
+        from tfcompress.pruning._channels import _registry
+
+        _registry.pop(Mish)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        P.register_layer(Mish, "sometimes")

@@ -8,6 +8,7 @@ from tfcompress.pruning._channels import (
     ChannelGroup,
     channel_keep,
     global_channel_keep,
+    register_layer,
 )
 from tfcompress.pruning._finetune import PruneResult, prune
 from tfcompress.pruning._masks import (
@@ -45,6 +46,7 @@ __all__ = [
     "parse_granularity",
     "prunable_targets",
     "prune",
+    "register_layer",
     "satisfies_n_m",
     "shrink",
     "sparsity_report",

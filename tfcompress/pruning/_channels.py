@@ -54,6 +54,32 @@ _OP_KEEPS_ZERO = {"Relu", "Relu6", "HardSwish", "HardSilu", "Silu", "Swish", "Ge
                   "Elu", "Selu", "LeakyRelu", "Multiply", "Divide", "TrueDivide", "Identity"}
 _OP_BREAKS_ZERO = {"Sigmoid", "HardSigmoid", "Softplus", "Exp", "Add", "Subtract"}
 
+LAYER_KINDS = ("keeps_zero", "keeps_channels")
+_registry: dict[type, str] = {}
+
+
+def register_layer(layer_class: type, kind: str) -> None:
+    """Tells channel pruning how a layer class it does not know treats the channel axis.
+
+    Unknown layers leave the channel groups that reach them whole (nothing is removed there).
+    A registered class passes its input's channels through instead, so they can be pruned
+    across it and removed by `shrink`.
+
+    Args:
+        layer_class: A `keras.layers.Layer` subclass with one input, whose output has the
+            input's channels on the last axis (each output channel computed from the same
+            input channel only).
+        kind: `"keeps_zero"` (a zero channel stays zero: a ReLU-like activation, a pooling) or
+            `"keeps_channels"` (it does not: e.g. `x + 1` or a sigmoid; a channel can then
+            only be removed where a later multiplication zeroes it again).
+
+    Raises:
+        ValueError: For another `kind`.
+    """
+    if kind not in LAYER_KINDS:
+        raise ValueError(f"kind must be one of {LAYER_KINDS}, got {kind!r}.")
+    _registry[layer_class] = kind
+
 
 @dataclass
 class Segment:
@@ -251,6 +277,10 @@ class ChannelGraph:
         return [out] + [self._fixed_layout(t, f"output of {name!r}") for t in node.outputs[1:]]
 
     def _visit_layout(self, node: Any, op: Any, ins: list[Layout], name: str) -> Layout:
+        kind = next((k for cls, k in _registry.items() if isinstance(op, cls)), None)
+        if kind is not None and len(ins) == 1:
+            return Layout(list(ins[0].segments), ins[0].repeat,
+                          ins[0].zero and kind == "keeps_zero")
         if (_is_conv(op) or isinstance(op, _L.Dense)) and len(ins) == 1:
             x = ins[0]
             if x.repeat > 1 and not isinstance(op, _L.Dense):
