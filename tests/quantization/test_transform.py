@@ -211,16 +211,25 @@ def test_keras_applications_backbones(arch, tmp_path):
     assert np.mean(lite.argmax(1) == q.predict(ds.x_test[:24], verbose=0).argmax(1)) >= 0.95
 
 
-def test_float_layers_option_and_unknown_layer_error():
+def test_float_layers_option_and_an_unknown_layer_kept_float(tmp_path):
     class Custom(keras.layers.Layer):
         def call(self, x):
             return ops.square(x)
 
-    inputs = keras.Input((8,))
-    outputs = keras.layers.Dense(2)(Custom(name="sq")(keras.layers.Dense(4)(inputs)))
+    inputs = keras.Input((8, 8, 3))
+    h = Custom(name="sq")(keras.layers.Conv2D(4, 3)(inputs))
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(h))
     model = keras.Model(inputs, outputs)
-    with pytest.raises(ValueError, match=r"does not know layer 'sq' \(Custom\).*float_layers"):
-        Q.quantize_aware(model)
+    with pytest.warns(UserWarning, match=r"keeps layer 'sq' \(Custom\) in float.*register_"):
+        auto = Q.quantize_aware(model)
+    assert Q.float_layer_names(auto) == ["sq"]
+    x = np.random.default_rng(0).normal(size=(64, 8, 8, 3)).astype(np.float32)
+    for _ in range(25):
+        auto(x, training=True)
+    with pytest.raises(ValueError, match="keeps sq in float.*representative_data"):
+        to_tflite(auto, tmp_path / "auto.tflite", "int8")
+    report = to_tflite(auto, tmp_path / "auto.tflite", "int8", representative_data=x)
+    assert not report.integer_only and {o.layer for o in report.float_ops} == {"sq"}
     q = Q.quantize_aware(model, float_layers=["sq"])
     assert "Custom" in _types(q)
     Q.register_layer(Custom, "quantize_output")

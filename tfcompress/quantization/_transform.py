@@ -18,6 +18,7 @@ The rewrite walks the functional graph once, in order, and for each node decides
 - Nested functional models are inlined, so a `keras.applications` backbone is covered.
 """
 
+import warnings
 from typing import Any
 
 import keras
@@ -30,6 +31,7 @@ from tfcompress._graph import clone_layer as _clone
 from tfcompress._graph import matches as _matches
 from tfcompress._graph import require_functional as _require_functional
 from tfcompress.quantization._layers import (
+    QUANT_LAYERS,
     ActivationQuantizer,
     QuantConv,
     QuantConvTranspose,
@@ -203,14 +205,14 @@ class _Rewriter:
                 return op(*args, **kwargs)
             if kind in _OP_QUANTIZE_OUTPUT:
                 return self.quantizer(name)(op(*args, **kwargs))
-        raise ValueError(
-            f"quantize_aware does not know layer {name!r} ({type(op).__name__}). Options: keep "
-            f"it in float with quantize_aware(model, float_layers=[{name!r}]) (the int8 export "
-            "will then refuse it: export that model as 'dynamic'), or tell tfcompress how it "
-            "quantizes with tfcompress.quantization.register_layer("
-            f"{type(op).__name__}, 'passthrough' or 'quantize_output'). Supported: "
-            f"{', '.join(supported_layers())}."
-        )
+        warnings.warn(
+            f"quantize_aware keeps layer {name!r} ({type(op).__name__}) in float: tfcompress "
+            "does not know an int8 kernel for it. The int8 export keeps it float between "
+            "DEQUANTIZE and QUANTIZE (it then needs representative data) and its report lists "
+            "it. If TFLite runs it in int8, say how with tfcompress.quantization."
+            f"register_layer({type(op).__name__}, 'passthrough' or 'quantize_output').",
+            stacklevel=4)
+        return self.quantizer(name)(_clone(op)(*args, **kwargs))
 
     def scalar_ops(self, x: Any, scale: Any, offset: Any, name: str) -> Any:
         """`x * scale + offset` as TFLite int8 MUL/ADD with quantized constants."""
@@ -418,8 +420,10 @@ def quantize_aware(
 
     Raises:
         TypeError: If `model` is a subclassed model (its graph cannot be read).
-        ValueError: If it contains a layer with no known quantization; the message names it
-            and the options.
+        ValueError: For a bad `float_layers`, `activation_bits` or sensitivity scan.
+
+    A layer whose int8 kernel tfcompress does not know is kept in float, with a warning that
+    names it (`float_layer_names` lists it; `register_layer` says how it quantizes).
 
     Example:
         >>> import keras
@@ -491,13 +495,21 @@ def _auto_float_layers(model: Any, scan: Any, budget: float, max_layers: int) ->
     return scan.float_layers(budget=budget, max_layers=max_layers)
 
 
+def _known(layer: Any) -> bool:
+    """True for a layer class `quantize_aware` knows how to quantize (or made itself)."""
+    return isinstance(layer, QUANT_LAYERS + PASSTHROUGH + QUANTIZE_OUTPUT + _AFFINE + (
+        _L.InputLayer, _L.UpSampling2D, keras.Model) + tuple(_registry))
+
+
 def float_layer_names(model: Any) -> list[str]:
-    """The layers with weights that a quantization-aware model keeps in float (its
-    `float_layers`); empty for a model with no fake-quant at all."""
+    """The layers a quantization-aware model keeps in float: those with weights named in its
+    `float_layers`, and the layers `quantize_aware` knew no int8 kernel for; empty for a
+    model with no fake-quant at all."""
     if not is_quantize_aware(model):
         return []
     return [layer.name for layer in _graph.all_layers(model)
-            if isinstance(layer, _WEIGHTED + (_L.SeparableConv1D, _L.SeparableConv2D))]
+            if isinstance(layer, _WEIGHTED + (_L.SeparableConv1D, _L.SeparableConv2D))
+            or not _known(layer)]
 
 
 def is_quantize_aware(model: Any) -> bool:
