@@ -143,29 +143,11 @@ def rel_diff(a_list, b_list) -> float:
 
 
 def tflite_outputs(path: str, model, x):
-    """Every output of the file on `x`, in the Keras model's output order (matched by shape
-    and then by position)."""
-    import numpy as np
-
+    """Every output of the file on `x`, in the Keras model's output order."""
     from tfcompress import _tflite
 
-    interp = _tflite.interpreter(path)
-    details = interp.get_output_details()
-    results = [[] for _ in details]
-    for i in range(len(x)):
-        inp = interp.get_input_details()[0]
-        interp.set_tensor(inp["index"], _tflite.quantize_input(x[i:i + 1], inp))
-        interp.invoke()
-        for j, d in enumerate(details):
-            results[j].append(_tflite.dequantize_output(interp.get_tensor(d["index"]), d))
-    arrays = [np.concatenate(r) for r in results]
-    ordered, free = [], list(range(len(arrays)))
-    for out in model.outputs:
-        shape = tuple(out.shape[1:])
-        pick = next((j for j in free if arrays[j].shape[1:] == shape), free[0])
-        free.remove(pick)
-        ordered.append(arrays[pick])
-    return ordered
+    return _tflite.run_all(_tflite.interpreter(path), x,
+                           [tuple(o.shape[1:]) for o in model.outputs])
 
 
 def first_line(e: BaseException) -> str:
@@ -187,7 +169,7 @@ def check_qat(model, x, targets, workdir: str) -> dict:
     q = compile_model(quantize_aware(pruned), 1e-4)
     fit(q, x, targets, 1)
     path = os.path.join(workdir, "model_int8.tflite")
-    report = to_tflite(q, path, "int8")
+    report = to_tflite(q, path, "int8", representative_data=x[:200])  # for any float layer
     probe = x[-200:]
     keras_out = outputs_of(q, probe)
     file_out = tflite_outputs(path, q, probe)

@@ -95,6 +95,9 @@ def test_a_keras2_h5_file_exports_to_int8_and_compresses(keras2_files, tmp_path)
     result = CliRunner().invoke(cli, ["export", str(keras2_files / "k2_savedmodel"), "-o",
                                       str(tmp_path / "sm.tflite"), "--quantize", "float16"])
     assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["factorize", str(keras2_files / "k2_savedmodel"), "-o",
+                                      str(tmp_path / "f.keras"), "--rank", "pw=8"])
+    assert result.exit_code == 0, result.output
     model = _io.load_keras_model(keras2_files / "k2.h5")
     small = factorize(model, ranks={"pw": 8})
     np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
@@ -169,3 +172,14 @@ def test_tf_op_nodes_become_keras_ops_and_quantize(keras2_files, tmp_path):
     for _ in range(25):
         q(x, training=True)
     assert to_tflite(q, tmp_path / "ops.tflite", "int8").integer_only
+
+
+def test_a_savedmodel_that_is_not_keras_is_refused_in_one_line(tmp_path):
+    from tfcompress.reference import reference_cnn
+
+    pytest.importorskip("tf_keras")
+    saved = tmp_path / "plain"
+    reference_cnn().export(saved, format="tf_saved_model", verbose=False)
+    with pytest.raises(ValueError, match="is a SavedModel that is not a Keras model.*exported "
+                                         "to TFLite but not fine-tuned"):
+        _io.load_keras_model(saved)

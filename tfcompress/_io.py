@@ -44,12 +44,21 @@ def load_keras_model(path: "str | os.PathLike", safe_mode: bool = True, compile:
     text = os.fspath(path)
     if not os.path.exists(text):
         raise ValueError(f"No model at {text}. Check the path.")
-    if os.path.isdir(text) and _legacy.is_tf_keras_saved_model(text):
-        return _legacy.load(text)
+    if _legacy.is_tf_keras_saved_model(text) or (
+            is_saved_model_dir(text) and _legacy.tf_keras_available()):
+        try:  # SavedModels from before TF 2.5 keep their Keras metadata inside saved_model.pb
+            return _legacy.load(text)
+        except _legacy.LegacyReadError as e:
+            if _legacy.is_tf_keras_saved_model(text):
+                raise
+            raise ValueError(
+                f"{text} is a SavedModel that is not a Keras model ({e}). It can be exported "
+                "to TFLite but not fine-tuned; save the Keras model with model.save().") from e
     if os.path.isdir(text):
         raise ValueError(
-            f"{text} is a directory; expected a .keras file. (SavedModel directories can be "
-            "exported to TFLite but not fine-tuned; save the Keras model with model.save().)"
+            f"{text} is a directory; expected a .keras or .h5 file, or a SavedModel saved by "
+            "Keras 2 (it holds keras_metadata.pb). Other SavedModel directories can be exported "
+            "to TFLite but not fine-tuned; save the Keras model with model.save()."
         )
     if not text.lower().endswith(KERAS_SUFFIXES):
         raise ValueError(

@@ -38,6 +38,10 @@ class LegacyModelError(ValueError):
     """A Keras 2 model that could not be carried over to Keras 3 exactly."""
 
 
+class LegacyReadError(LegacyModelError):
+    """Keras 2 itself could not read the file as a Keras model."""
+
+
 def is_tf_keras_model(obj: Any) -> bool:
     """True for a model object of Keras 2 (`tf_keras`, or `keras` 2.x inside TensorFlow)."""
     module = type(obj).__module__
@@ -464,7 +468,7 @@ def load(path: str) -> Any:
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
             detail = next((line for line in reversed(lines) if "Error" in line),
                           lines[-1] if lines else "no output")
-            raise LegacyModelError(f"Keras 2 (tf_keras) could not read {path}: {detail}")
+            raise LegacyReadError(f"Keras 2 (tf_keras) could not read {path}: {detail}")
         return from_dump(out, path)
 
 

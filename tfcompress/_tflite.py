@@ -362,6 +362,31 @@ def run(interp: Any, x: np.ndarray) -> np.ndarray:
     return np.stack(results)
 
 
+def run_all(interp: Any, x: np.ndarray, shapes: "list[tuple] | None" = None
+            ) -> list[np.ndarray]:
+    """Every output of a batch-1 interpreter on every sample of `x`, as float arrays. With
+    `shapes` (the Keras model's output shapes without the batch), the outputs come in that
+    order: matched by shape, in the file's order among equal shapes."""
+    inp = interp.get_input_details()[0]
+    outs = interp.get_output_details()
+    check_input_shape(inp, x)
+    results: list[list[np.ndarray]] = [[] for _ in outs]
+    for i in range(len(x)):
+        interp.set_tensor(inp["index"], quantize_input(x[i : i + 1], inp))
+        invoke(interp)
+        for j, d in enumerate(outs):
+            results[j].append(dequantize_output(interp.get_tensor(d["index"]), d)[0])
+    arrays = [np.stack(r) for r in results]
+    if shapes is None:
+        return arrays
+    order, free = [], list(range(len(arrays)))
+    for shape in shapes:
+        pick = next((j for j in free if arrays[j].shape[1:] == tuple(shape)), free[0])
+        free.remove(pick)
+        order.append(arrays[pick])
+    return order
+
+
 def predict_classes(interp: Any, x: np.ndarray) -> np.ndarray:
     """The top-1 class of every sample of `x` (the argmax of `run`)."""
     return np.argmax(run(interp, x), axis=-1)

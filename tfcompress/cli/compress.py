@@ -11,7 +11,7 @@ BUDGET_MISSED = 3
 
 
 @click.command("compress")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("model", type=click.Path(exists=True))
 @click.option("--data", required=True, help=f"Training (and, without --test, test) data. "
                                             f"{data_help}")
 @click.option("--val", help="Validation data for searches (default: 10 % of the training part).")

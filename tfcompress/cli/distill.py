@@ -9,9 +9,9 @@ from tfcompress.cli._common import data_help, say, user_errors
 
 
 @click.command("distill")
-@click.option("--teacher", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--teacher", required=True, type=click.Path(exists=True),
               help="The trained teacher (.keras).")
-@click.option("--student", type=click.Path(exists=True, dir_okay=False),
+@click.option("--student", type=click.Path(exists=True),
               help="The student to train (.keras; its weights are the starting point).")
 @click.option("--channels", type=click.FloatRange(0, 1, max_open=True),
               help="Instead of --student: a copy of the teacher with this fraction of its "

@@ -9,7 +9,7 @@ from tfcompress.cli._common import data_help, say, user_errors
 
 
 @click.command("factorize")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("model", type=click.Path(exists=True))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the factorized model (.keras).")
 @click.option("--energy", type=click.FloatRange(0, 1, min_open=True),

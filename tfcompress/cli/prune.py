@@ -9,7 +9,7 @@ from tfcompress.cli._common import data_help, say, user_errors
 
 
 @click.command("prune")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("model", type=click.Path(exists=True))
 @click.option("--data", required=True, help=f"Training data. {data_help}")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the pruned .keras model.")

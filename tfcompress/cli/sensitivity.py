@@ -11,7 +11,7 @@ _TECHNIQUES = ("prune", "quantize", "channels")  # tfcompress.debug.TECHNIQUES, 
 
 
 @click.command("sensitivity")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("model", type=click.Path(exists=True))
 @click.option("--data", required=True, help=f"Labelled images to score (its test split). "
                                             f"{data_help}")
 @click.option("--technique", type=click.Choice(_TECHNIQUES), default="prune",
