@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import keras
 from keras import ops
 
-from tfcompress import _graph, _legacy, _options
+from tfcompress import _graph, _legacy, _options, _pooling
 from tfcompress._macs import SizeRatios, model_macs
 
 _L = keras.layers
@@ -109,7 +109,7 @@ def make_student(
     folded: tuple = ()
     not_folded: tuple = ()
     if fold_pooling:
-        student, folded, not_folded = fold_pooling(student)
+        student, folded, not_folded = _pooling.fold_pooling(student)
     if student is teacher:
         why = ["channels is 0" if channels == 0 else "it has no channel that can be removed"]
         if fold_pooling:
