@@ -258,3 +258,26 @@ def test_a_registered_layer_class_passes_channels_through():
         _registry.pop(Mish)
     with pytest.raises(ValueError, match="kind must be one of"):
         P.register_layer(Mish, "sometimes")
+
+
+def test_separable_convs_are_pruned_and_shrunk_exactly():
+    """Xception and NASNet are built of SeparableConv2D: its pointwise half produces the
+    channels, its depthwise half (no bias) reads them."""
+    inputs = keras.Input((12, 12, 3))
+    h = keras.layers.Conv2D(16, 3, name="stem")(inputs)
+    h = keras.layers.SeparableConv2D(24, 3, depth_multiplier=2, name="sep1")(h)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn1")(h))
+    h = keras.layers.SeparableConv2D(32, 3, name="sep2", activation="relu")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(
+        keras.layers.GlobalAveragePooling2D()(h)))
+    groups = {g.name: g for g in P.ChannelGraph(model).groups}
+    assert groups["sep1"].prunable and groups["stem"].prunable
+    x = np.random.default_rng(0).normal(size=(64, 12, 12, 3)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 3, 64)
+    _channel_prune(model, x, y)
+    small, report = P.shrink(model, return_report=True)
+    widths = {r.name: r.channels_after for r in report.layers}
+    assert widths["stem"] < 16 and widths["sep1"] < 24 and widths["sep2"] < 32
+    assert small.get_layer("sep1").depthwise_kernel.shape[-2] == widths["stem"]
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-4)

@@ -240,7 +240,7 @@ def _scan_channels(model: Any, x, y, amount: float, base: float) -> list[LayerSe
             for variable, value in saved:
                 variable.assign(value)
         size = sum(int(np.prod(ref.variable.shape)) for layer in group.producers
-                   for ref in graph.producer_weights(layer) if ref.attribute == "kernel")
+                   for ref in graph.producer_weights(layer) if ref.attribute.endswith("kernel"))
         touched = {id(layer): layer for layer in [
             *group.producers, *(m for m, _ in group.members), *(c for c, _ in group.consumers)]}
         macs = sum(layer_macs(layer) for layer in touched.values())

@@ -162,6 +162,19 @@ def _is_conv(layer: Any) -> bool:
             and getattr(layer, "data_format", "channels_last") == "channels_last")
 
 
+_SEPARABLE = (_L.SeparableConv1D, _L.SeparableConv2D)
+
+
+def _is_separable(layer: Any) -> bool:
+    return isinstance(layer, _SEPARABLE) and layer.data_format == "channels_last"
+
+
+def output_kernel(layer: Any) -> Any:
+    """The kernel whose last axis is a producer's output channels (a separable conv's
+    pointwise kernel)."""
+    return layer.pointwise_kernel if isinstance(layer, _SEPARABLE) else layer.kernel
+
+
 def _per_channel(layer: Any, names: tuple[str, ...]) -> list[tuple[str, Any]]:
     out = []
     for name in names:
@@ -281,12 +294,12 @@ class ChannelGraph:
         if kind is not None and len(ins) == 1:
             return Layout(list(ins[0].segments), ins[0].repeat,
                           ins[0].zero and kind == "keeps_zero")
-        if (_is_conv(op) or isinstance(op, _L.Dense)) and len(ins) == 1:
+        if (_is_conv(op) or _is_separable(op) or isinstance(op, _L.Dense)) and len(ins) == 1:
             x = ins[0]
             if x.repeat > 1 and not isinstance(op, _L.Dense):
                 self._fix(x, f"flattened into {name!r}")
-            self._consume(op, x)
-            gid = self._new_group(int(op.kernel.shape[-1]))
+            self._consume(op, x)  # a separable conv's depthwise half has no bias: 0 stays 0
+            gid = self._new_group(int(output_kernel(op).shape[-1]))
             self._groups[gid].producers.append(op)
             return Layout([Segment(gid, 0, self._groups[gid].size)],
                           zero=_activation_keeps_zero(op))
@@ -369,9 +382,9 @@ class ChannelGraph:
     # -- per-channel weights -----------------------------------------------------------------
 
     def producer_weights(self, layer: Any) -> list[WeightRef]:
-        """Kernel (last axis) and bias of a producer."""
-        return [WeightRef(layer, n, v, -1 if n == "kernel" else 0)
-                for n, v in _per_channel(layer, ("kernel", "bias"))]
+        """Kernel (last axis; a separable conv's pointwise kernel) and bias of a producer."""
+        return [WeightRef(layer, n, v, -1 if n.endswith("kernel") else 0)
+                for n, v in _per_channel(layer, ("kernel", "pointwise_kernel", "bias"))]
 
     def member_weights(self, layer: Any) -> list[WeightRef]:
         """The per-channel weights that must be zero for a masked channel to stay zero."""
@@ -429,7 +442,7 @@ class ChannelGraph:
 def _norm_scores(graph: ChannelGraph, group: ChannelGroup, order: int) -> np.ndarray:
     scores = np.zeros(group.size)
     for layer in group.producers:
-        k = np.abs(ops.convert_to_numpy(layer.kernel)).reshape(-1, group.size)
+        k = np.abs(ops.convert_to_numpy(output_kernel(layer))).reshape(-1, group.size)
         scores += (k ** order).sum(axis=0) ** (1.0 / order)
     return scores
 

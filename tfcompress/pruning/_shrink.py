@@ -9,7 +9,7 @@ from keras import ops
 
 from tfcompress import _graph, _legacy
 from tfcompress._macs import SizeRatios, model_macs
-from tfcompress.pruning._channels import ChannelGraph, ChannelGroup
+from tfcompress.pruning._channels import ChannelGraph, ChannelGroup, output_kernel
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def _dead(group: ChannelGroup) -> np.ndarray:
     zero for a zero input)."""
     dead = np.ones(group.size, bool)
     for layer in group.producers:
-        kernel = ops.convert_to_numpy(layer.kernel).reshape(-1, group.size)
+        kernel = ops.convert_to_numpy(output_kernel(layer)).reshape(-1, group.size)
         dead &= _is_zero(kernel).all(axis=0)
         if getattr(layer, "use_bias", False):
             dead &= _is_zero(ops.convert_to_numpy(layer.bias))
@@ -156,14 +156,24 @@ def shrink(
         weights = op.get_weights()
         if weighted:
             out_idx = np.flatnonzero(graph.layout_keep(graph.out_layouts[id(op)], keep))
-            n_in, n_out = weights[0].shape[-2], weights[0].shape[-1]
+            n_in, n_out = weights[0].shape[-2], ops.convert_to_numpy(
+                output_kernel(op)).shape[-1]
             if len(in_idx) == n_in and len(out_idx) == n_out:
                 return None
             config = op.get_config()
             config["units" if isinstance(op, keras.layers.Dense) else "filters"] = len(out_idx)
             new = type(op).from_config(config)
-            kernel = np.take(np.take(weights[0], in_idx, axis=-2), out_idx, axis=-1)
-            new_weights = [kernel] + [w[out_idx] for w in weights[1:]]
+            if isinstance(op, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+                # depthwise (..., in, multiplier); pointwise rows are (in, multiplier) pairs
+                depthwise, pointwise = weights[0], weights[1]
+                rows = (in_idx[:, None] * op.depth_multiplier
+                        + np.arange(op.depth_multiplier)[None, :]).reshape(-1)
+                new_weights = [np.take(depthwise, in_idx, axis=-2),
+                               np.take(np.take(pointwise, rows, axis=-2), out_idx, axis=-1)]
+                new_weights += [w[out_idx] for w in weights[2:]]
+            else:
+                kernel = np.take(np.take(weights[0], in_idx, axis=-2), out_idx, axis=-1)
+                new_weights = [kernel] + [w[out_idx] for w in weights[1:]]
         else:
             n = weights[0].shape[-2] if isinstance(op, keras.layers.DepthwiseConv2D) \
                 else weights[0].shape[0]
@@ -184,9 +194,9 @@ def shrink(
         return small
     rows = []
     for layer in sorted(producers, key=lambda x: _order(model).get(id(x), 0)):
-        before = int(layer.kernel.shape[-1])
+        before = int(output_kernel(layer).shape[-1])
         try:
-            after = int(small.get_layer(layer.name).kernel.shape[-1])
+            after = int(output_kernel(small.get_layer(layer.name)).shape[-1])
         except ValueError:
             after = before
         rows.append(LayerChannels(layer.name, type(layer).__name__, before, after))
