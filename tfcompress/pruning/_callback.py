@@ -253,6 +253,7 @@ class Pruning(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if not self._installed:
             return
+        self._sync_state()
         self._installed = False
         for target, mask, inner in zip(self._targets, self._masks, self._inner_constraints,
                                        strict=True):
@@ -313,7 +314,23 @@ class Pruning(keras.callbacks.Callback):
             self._update_masks(sparsity)
 
     def _step(self) -> int:
+        self._sync_state()
         return int(ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def _sync_state(self) -> None:
+        """Brings the training state back into the model's variables before they are read or
+        written. On JAX, Keras keeps it outside them between batches (`jax_state_sync` is its
+        public hook for callbacks); elsewhere this does nothing."""
+        sync = getattr(self.model, "jax_state_sync", None)
+        if callable(sync):
+            sync()
+
+    def _masks_changed(self) -> None:
+        """Makes the compiled train step use the new masks. TensorFlow reads the mask
+        variables at every step; JAX compiles the step with their values, so it is traced
+        again (once per mask update, every `frequency` steps)."""
+        if keras.backend.backend() == "jax":
+            self.model.make_train_function(force=True)
 
     def _channel_targets(self, model: keras.Model) -> list[Target]:
         include, leave_out = selection(model, self.layers, self.exclude)
@@ -356,6 +373,11 @@ class Pruning(keras.callbacks.Callback):
         return min(0.999, sparsity * self.layer_sparsity.get(name, final) / final)
 
     def _update_masks(self, sparsity: float) -> None:
+        self._sync_state()
+        self._apply_masks(sparsity)
+        self._masks_changed()
+
+    def _apply_masks(self, sparsity: float) -> None:
         if self.granularity.kind == "unstructured":
             # On the weights' device: no copy to the host, no sort in NumPy.
             weights = [t.variable.value for t in self._targets]
@@ -386,6 +408,7 @@ class Pruning(keras.callbacks.Callback):
             target.variable.assign((w * mask).astype(w.dtype))
 
     def _achieved(self) -> dict[str, tuple[int, int]]:
+        self._sync_state()
         out = {}
         for t in self._targets:
             w = ops.convert_to_numpy(t.variable)
