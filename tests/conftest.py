@@ -24,9 +24,11 @@ def mirrored():
 
     Two strategies in one process can collide on collective-op keys, so tests share this one.
     """
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    assert len(devices) == 2
-    return tf.distribute.MirroredStrategy(devices)
+    from tfcompress import _distribute
+
+    strategy = _distribute.strategy("mirrored")  # the one the CLI's --distribute uses too
+    assert strategy.num_replicas_in_sync == 2
+    return strategy
 
 
 @pytest.fixture(scope="session")

@@ -76,6 +76,24 @@ def test_prune_command(runner, trained_cnn_path, tmp_path):
     assert out.is_file()
 
 
+def test_prune_and_qat_commands_train_on_two_devices(runner, trained_cnn_path, tmp_path,
+                                                      mirrored):
+    out = tmp_path / "pruned.keras"
+    result = runner.invoke(main, ["prune", str(trained_cnn_path), "--data", "mnist",
+                                  "--sparsity", "0.5", "--epochs", "1", "-o", str(out),
+                                  "--distribute", "mirrored", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["sparsity_after"] == pytest.approx(0.5, abs=0.01)
+    assert info["accuracy_after"] > 0.85
+    result = runner.invoke(main, ["qat", str(out), "--data", "mnist", "-o",
+                                  str(tmp_path / "q.tflite"), "--distribute", "mirrored"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["prune", str(trained_cnn_path), "--data", "mnist", "-o",
+                                  str(out), "--distribute", "tpu"])
+    assert result.exit_code == 2 and "'tpu' is not 'mirrored'" in result.output
+
+
 def test_prune_channel_shrink_command(runner, trained_cnn_path, tmp_path):
     out = tmp_path / "small.keras"
     result = runner.invoke(main, ["prune", str(trained_cnn_path), "--data", "mnist",

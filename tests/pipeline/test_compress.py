@@ -160,3 +160,16 @@ def test_qat_step_with_auto_float_layers(trained_cnn, small, tmp_path):
     assert result.steps[0].info["float_layers"] == ["fc1", "drop", "logits"]
     assert result.final.delta > -3.0
     assert not benchmark(result.final.tflite_path).fully_int8
+
+
+@pytest.mark.slow
+def test_a_run_on_two_devices_trains_every_step_there(trained_cnn, small, tmp_path, mirrored):
+    result = compress(trained_cnn, small, QUICK, tmp_path, runs=3, max_accuracy_drop=5.0,
+                      distribute="mirrored")
+    assert "on 2 devices (MirroredStrategy)" in result.data_sources["train"]
+    assert "on 2 devices" in (tmp_path / "report.md").read_text()
+    assert [r.step for r in result.steps] == ["prune", "qat", "export"]
+    assert result.final.accuracy > 0.85 and abs(result.final.delta) <= 5.0
+    with pytest.raises(ValueError, match="distribute must be one of"):
+        compress(trained_cnn, small, QUICK, tmp_path / "x", distribute="tpu-pod")
+    assert not (tmp_path / "x").exists()

@@ -81,3 +81,23 @@ def say(message: str) -> None:
 data_help = (
     "Data: 'mnist', 'shapes', an .npz with arrays x and y, or a folder of class sub-folders."
 )
+
+
+DISTRIBUTE_HELP = ("Train on several devices: 'mirrored' (tf.distribute.MirroredStrategy over "
+                   "the local GPUs, else the logical CPUs). --batch-size is the global batch.")
+
+
+def distributed(command: Callable) -> Callable:
+    """Adds `--distribute` to a command that trains and runs its body in that strategy's
+    scope (place it under `@user_errors`, so that a bad setting is one line)."""
+    from tfcompress._distribute import STRATEGIES
+
+    @functools.wraps(command)
+    def run(*args, distribute=None, **kwargs):
+        from tfcompress import _distribute
+
+        with _distribute.scope(distribute):
+            return command(*args, **kwargs)
+
+    return click.option("--distribute", type=click.Choice(STRATEGIES), default=None,
+                        help=DISTRIBUTE_HELP)(run)

@@ -5,7 +5,7 @@ import json
 import click
 
 from tfcompress._options import DISTILL
-from tfcompress.cli._common import data_help, say, user_errors
+from tfcompress.cli._common import data_help, distributed, say, user_errors
 
 
 @click.command("distill")
@@ -39,6 +39,7 @@ from tfcompress.cli._common import data_help, say, user_errors
               help="Allow the model files' Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @user_errors
+@distributed
 def distill_command(teacher, student, channels, fold_pooling, data, output, epochs, batch_size,
                     learning_rate, temperature, alpha, feature_layers, unsafe, as_json):
     """Distill TEACHER into a student on DATA; report both accuracies and sizes.

@@ -5,7 +5,7 @@ import json
 import click
 
 from tfcompress._options import CONV_MODES, FACTORIZE
-from tfcompress.cli._common import data_help, say, user_errors
+from tfcompress.cli._common import data_help, distributed, say, user_errors
 
 
 @click.command("factorize")
@@ -34,6 +34,7 @@ from tfcompress.cli._common import data_help, say, user_errors
               help="Allow the model file's Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @user_errors
+@distributed
 def factorize_command(model, output, energy, rank_ratio, ranks, conv_mode, min_params, data,
                       epochs, batch_size, unsafe, as_json):
     """Split MODEL's large Dense/Conv2D layers in two by truncated SVD; report params and MACs."""

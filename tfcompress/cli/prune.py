@@ -5,7 +5,7 @@ import json
 import click
 
 from tfcompress._options import CRITERIA, PRUNE, SCOPES
-from tfcompress.cli._common import data_help, say, user_errors
+from tfcompress.cli._common import data_help, distributed, say, user_errors
 
 
 @click.command("prune")
@@ -36,6 +36,7 @@ from tfcompress.cli._common import data_help, say, user_errors
               help="Allow the model file's Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @user_errors
+@distributed
 def prune_command(model, data, output, sparsity, granularity, criterion, round_to, shrink,
                   scope,
                   epochs, batch_size, unsafe, as_json):

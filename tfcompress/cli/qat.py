@@ -5,7 +5,7 @@ import json
 import click
 
 from tfcompress._options import QAT
-from tfcompress.cli._common import data_help, say, user_errors
+from tfcompress.cli._common import data_help, distributed, say, user_errors
 
 
 @click.command("qat")
@@ -30,6 +30,7 @@ from tfcompress.cli._common import data_help, say, user_errors
               help="Allow the model file's Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @user_errors
+@distributed
 def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_output,
                 float_layers, unsafe, as_json):
     """Fine-tune MODEL (.keras) with simulated int8 and export it as an integer-only .tflite."""

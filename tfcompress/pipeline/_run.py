@@ -13,7 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress import _io, _legacy, _training
+from tfcompress import _distribute, _io, _legacy, _training
 from tfcompress.data import Dataset, as_arrays, load, split
 from tfcompress.pipeline import _steps
 from tfcompress.pipeline._recipe import SEARCHED, Recipe, Step, load_recipe, shown_name
@@ -221,6 +221,7 @@ def compress(
     verbose: int = 0,
     progress: Any = None,
     safe_mode: bool = True,
+    distribute: Any = None,
 ) -> PipelineResult:
     """Runs a recipe on a trained model and measures every step in LiteRT.
 
@@ -264,6 +265,11 @@ def compress(
             Defaults to `None`: lines on standard error.
         safe_mode: Keras' safe mode when loading `.keras` files (the model, a recipe's student,
             resumed steps); `False` lets their Lambda layers run code. Defaults to `True`.
+        distribute: Train every step on several devices: `"mirrored"`
+            (`tf.distribute.MirroredStrategy` over the local GPUs, else the logical CPUs) or
+            a `tf.distribute.Strategy` (e.g. `MultiWorkerMirroredStrategy` set up by
+            `TF_CONFIG`). `batch_size` is then the global batch. Defaults to `None`: one
+            device.
 
     Returns:
         A `PipelineResult`.
@@ -284,6 +290,7 @@ def compress(
             kind = "number" if name == "max_accuracy_drop" else "whole number"
             raise ValueError(f"{name} must be a {kind} >= {low}, got {value!r}.")
     budget = float(budget)
+    devices = _distribute.replicas(distribute)  # a bad value fails here, before any work
     out = os.fspath(out_dir)
     students = [s.get("student") for s in plan.steps if s.kind == "distill"]
     recipe_file = recipe if isinstance(recipe, (str, os.PathLike)) else None
@@ -292,6 +299,9 @@ def compress(
     if not isinstance(model, keras.Model):
         model = _io.load_keras_model(model, safe_mode=safe_mode)
     fit_ds, test_ds, sources = _splits(data, val, seed, test, model)
+    if distribute is not None:
+        sources["train"] += (f", on {devices} device{'s' if devices > 1 else ''} "
+                             f"({type(_distribute.strategy(distribute)).__name__})")
     _check_steps_apply(plan, model)
     identity = {"model": _io.model_fingerprint(model),
                 "data": _io.fingerprint(fit_ds.x_train, fit_ds.y_train, fit_ds.x_test,
@@ -304,8 +314,9 @@ def compress(
         with _io.folder_lock(out):
             trace: dict = {"written": [], "steps_done": 0}
             try:
-                return _run(model, plan, out, fit_ds, test_ds, sources, identity, budget, seed,
-                            runs, batch_size, verbose, say, safe_mode, trace)
+                with _distribute.scope(distribute):
+                    return _run(model, plan, out, fit_ds, test_ds, sources, identity, budget,
+                                seed, runs, batch_size, verbose, say, safe_mode, trace)
             except BaseException:
                 _clean_up_unfinished(out, created, trace)  # while the folder is still ours
                 raise
