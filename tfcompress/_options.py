@@ -16,6 +16,7 @@ QUANTIZATION_MODES: tuple[str, ...] = ("float32", "float16", "dynamic", "int8", 
 CRITERIA: tuple[str, ...] = ("l1", "l2", "bn_scale")
 SCOPES: tuple[str, ...] = ("layer", "global")
 CONV_MODES: tuple[str, ...] = ("channel", "spatial")
+INPUT_RANGES: tuple[str, ...] = ("0-1", "-1-1", "0-255")  # what images become for the model
 
 # Defaults per function, keyed by the function's argument names.
 PRUNE = MappingProxyType({"granularity": "unstructured", "scope": "layer", "epochs": 3,

@@ -88,8 +88,12 @@ def check_labels(ds, classes: int, what: str) -> None:
 
 def load_for(model: keras.Model, data, **kwargs):
     """Loads `data` as `model` takes it (image folders read at its input size and channel
-    count), and checks that it fits the model."""
-    from tfcompress.data import load
+    count, images in the range its first `Rescaling`/`Normalization` layer expects unless
+    `preprocessing=` says otherwise), and checks that it fits the model."""
+    from tfcompress.data import Preprocessing, load
+
+    if kwargs.get("preprocessing") is None:
+        kwargs["preprocessing"] = Preprocessing.from_model(model)
 
     shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else ()
     if len(shape) == 3 and all(isinstance(d, int) for d in shape):

@@ -83,6 +83,19 @@ data_help = (
 )
 
 
+INPUT_RANGE_HELP = ("What images from --data become for the model: 0-1, -1-1 (MobileNet's "
+                    "preprocessing) or 0-255. Default: read from the model's first "
+                    "Rescaling/Normalization layer, else 0-1.")
+
+
+def input_range_option(command: Callable) -> Callable:
+    """Adds `--input-range` (passed to the command as `input_range`)."""
+    from tfcompress._options import INPUT_RANGES
+
+    return click.option("--input-range", type=click.Choice(INPUT_RANGES), default=None,
+                        help=INPUT_RANGE_HELP)(command)
+
+
 DISTRIBUTE_HELP = ("Train on several devices: 'mirrored' (tf.distribute.MirroredStrategy over "
                    "the local GPUs, else the logical CPUs). --batch-size is the global batch.")
 

@@ -5,7 +5,7 @@ import json
 import click
 
 from tfcompress._distribute import STRATEGIES
-from tfcompress.cli._common import DISTRIBUTE_HELP, data_help, say, user_errors
+from tfcompress.cli._common import DISTRIBUTE_HELP, data_help, input_range_option, say, user_errors
 
 # Exit status of a run that finished but missed its accuracy budget, with --strict.
 BUDGET_MISSED = 3
@@ -36,9 +36,11 @@ BUDGET_MISSED = 3
 @click.option("--unsafe", is_flag=True,
               help="Allow the model files' Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
+@input_range_option
 @user_errors
 def compress_command(model, data, val, test, recipe, out_dir, max_accuracy_drop, strict, seed,
-                     runs, batch_size, distribute, unsafe, as_json):
+                     runs, batch_size, distribute, unsafe, as_json,
+        input_range):
     """Compress MODEL (.keras) step by step as RECIPE says; measure each step in LiteRT.
 
     Writes OUT: NN_<step>.keras and .tflite per step, report.json, report.md, report.png and
@@ -51,7 +53,7 @@ def compress_command(model, data, val, test, recipe, out_dir, max_accuracy_drop,
     result = compress(model, data, recipe, out_dir, val=val, test=test,
                       max_accuracy_drop=max_accuracy_drop, seed=seed, runs=runs,
                       batch_size=batch_size, verbose=0, progress=say, safe_mode=not unsafe,
-                      distribute=distribute)
+                      distribute=distribute, preprocessing=input_range)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

@@ -5,7 +5,7 @@ import json
 import click
 
 from tfcompress._options import DISTILL
-from tfcompress.cli._common import data_help, distributed, say, user_errors
+from tfcompress.cli._common import data_help, distributed, input_range_option, say, user_errors
 
 
 @click.command("distill")
@@ -38,10 +38,12 @@ from tfcompress.cli._common import data_help, distributed, say, user_errors
 @click.option("--unsafe", is_flag=True,
               help="Allow the model files' Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@input_range_option
 @user_errors
 @distributed
 def distill_command(teacher, student, channels, fold_pooling, data, output, epochs, batch_size,
-                    learning_rate, temperature, alpha, feature_layers, unsafe, as_json):
+                    learning_rate, temperature, alpha, feature_layers, unsafe, as_json,
+        input_range):
     """Distill TEACHER into a student on DATA; report both accuracies and sizes.
 
     The student is a .keras file (--student) or made from the teacher (--channels and/or
@@ -62,7 +64,7 @@ def distill_command(teacher, student, channels, fold_pooling, data, output, epoc
         raise click.BadParameter(f"expected a .keras file name, got {output!r}.",
                                  param_hint="--output")
     t = _io.load_keras_model(teacher, safe_mode=not unsafe)
-    data = _training.load_for(t, data)  # checked before any progress line
+    data = _training.load_for(t, data, preprocessing=input_range)  # checked first
     if student is not None:
         s = _io.load_keras_model(student, safe_mode=not unsafe)
     else:

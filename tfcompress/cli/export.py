@@ -5,7 +5,7 @@ import json
 import click
 
 from tfcompress._options import EXPORT, QUANTIZATION_MODES, TARGETS
-from tfcompress.cli._common import data_help, say, user_errors
+from tfcompress.cli._common import data_help, input_range_option, say, user_errors
 
 
 @click.command("export")
@@ -39,9 +39,11 @@ from tfcompress.cli._common import data_help, say, user_errors
 @click.option("--unsafe", is_flag=True,
               help="Allow a .keras file's Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
+@input_range_option
 @user_errors
 def export_command(model, output, quantization, data, target, integer_io, max_flash, max_ram,
-                   calibration_samples, allow_float, float_layers, unsafe, as_json):
+                   calibration_samples, allow_float, float_layers, unsafe, as_json,
+        input_range):
     """Convert MODEL (.keras file or SavedModel directory) to a verified .tflite file."""
     from tfcompress.export import to_tflite
 
@@ -60,6 +62,7 @@ def export_command(model, output, quantization, data, target, integer_io, max_fl
         raise click.UsageError("--float-layer auto goes alone.")
     say(f"converting {model} to {quantization} for {target} ...")
     report = to_tflite(model, output, quantization, representative_data=data,
+                       preprocessing=input_range,
                        integer_io=integer_io, num_calibration_samples=calibration_samples,
                        safe_mode=not unsafe, target=target, max_flash=max_flash,
                        max_ram=max_ram, allow_float=allow_float, float_layers=chosen or None)

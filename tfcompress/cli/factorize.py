@@ -5,7 +5,7 @@ import json
 import click
 
 from tfcompress._options import CONV_MODES, FACTORIZE
-from tfcompress.cli._common import data_help, distributed, say, user_errors
+from tfcompress.cli._common import data_help, distributed, input_range_option, say, user_errors
 
 
 @click.command("factorize")
@@ -33,10 +33,12 @@ from tfcompress.cli._common import data_help, distributed, say, user_errors
 @click.option("--unsafe", is_flag=True,
               help="Allow the model file's Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@input_range_option
 @user_errors
 @distributed
 def factorize_command(model, output, energy, rank_ratio, ranks, conv_mode, min_params, data,
-                      epochs, batch_size, unsafe, as_json):
+                      epochs, batch_size, unsafe, as_json,
+        input_range):
     """Split MODEL's large Dense/Conv2D layers in two by truncated SVD; report params and MACs."""
     from tfcompress import _io, _training
     from tfcompress.lowrank import factorize
@@ -59,7 +61,7 @@ def factorize_command(model, output, energy, rank_ratio, ranks, conv_mode, min_p
                             min_params=min_params, conv_mode=conv_mode, return_report=True)
     info = report.to_dict()
     if data is not None:
-        ds = _training.load_for(original, data)
+        ds = _training.load_for(original, data, preprocessing=input_range)
         settings = _training.compile_like(new, original)
         info["accuracy_before"] = _training.accuracy(original, ds.x_test, ds.y_test)
         info["accuracy_factorized"] = _training.accuracy(new, ds.x_test, ds.y_test)

@@ -5,7 +5,7 @@ import json
 import click
 
 from tfcompress._options import CRITERIA, PRUNE, SCOPES
-from tfcompress.cli._common import data_help, distributed, say, user_errors
+from tfcompress.cli._common import data_help, distributed, input_range_option, say, user_errors
 
 
 @click.command("prune")
@@ -35,11 +35,13 @@ from tfcompress.cli._common import data_help, distributed, say, user_errors
 @click.option("--unsafe", is_flag=True,
               help="Allow the model file's Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@input_range_option
 @user_errors
 @distributed
 def prune_command(model, data, output, sparsity, granularity, criterion, round_to, shrink,
                   scope,
-                  epochs, batch_size, unsafe, as_json):
+                  epochs, batch_size, unsafe, as_json,
+        input_range):
     """Prune MODEL (.keras) by magnitude while fine-tuning it; report accuracy and sparsity."""
     from tfcompress import _io, _training
     from tfcompress.pruning import prune
@@ -55,7 +57,7 @@ def prune_command(model, data, output, sparsity, granularity, criterion, round_t
         raise click.BadParameter(f"expected a .keras file name, got {output!r}.",
                                  param_hint="--output")
     keras_model = _io.load_keras_model(model, safe_mode=not unsafe)
-    data = _training.load_for(keras_model, data)  # checked before any progress line
+    data = _training.load_for(keras_model, data, preprocessing=input_range)  # checked first
     say(f"pruning {model} to {granularity} sparsity for {epochs} epoch(s) ...")
     pruned, result = prune(keras_model, data, sparsity=sparsity, granularity=granularity,
                            scope=scope, epochs=epochs, batch_size=batch_size,

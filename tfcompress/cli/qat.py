@@ -5,7 +5,7 @@ import json
 import click
 
 from tfcompress._options import QAT
-from tfcompress.cli._common import data_help, distributed, say, user_errors
+from tfcompress.cli._common import data_help, distributed, input_range_option, say, user_errors
 
 
 @click.command("qat")
@@ -29,10 +29,12 @@ from tfcompress.cli._common import data_help, distributed, say, user_errors
 @click.option("--unsafe", is_flag=True,
               help="Allow the model file's Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@input_range_option
 @user_errors
 @distributed
 def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_output,
-                float_layers, unsafe, as_json):
+                float_layers, unsafe, as_json,
+        input_range):
     """Fine-tune MODEL (.keras) with simulated int8 and export it as an integer-only .tflite."""
     import os
 
@@ -51,7 +53,7 @@ def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_ou
             raise click.BadParameter(f"expected a .keras file name, got {keras_output!r}.",
                                      param_hint="--keras-output")
     keras_model = _io.load_keras_model(model, safe_mode=not unsafe)
-    ds = _training.load_for(keras_model, data)
+    ds = _training.load_for(keras_model, data, preprocessing=input_range)
     say(f"quantization-aware training of {model} for {epochs} epoch(s) ...")
     chosen = list(float_layers) or None
     if chosen == ["auto"]:

@@ -1,12 +1,13 @@
 """One loader for the data users have: built-in sets, `.npz` files and image folders."""
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tfcompress.data._preprocess import as_preprocessing
 from tfcompress.data._shapes import SHAPE_CLASSES, make_shapes
 
 BUILTIN_NAMES: tuple[str, ...] = ("mnist", "shapes")
@@ -17,7 +18,8 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 class Dataset:
     """Images and integer labels, split into a train and a test part.
 
-    Images are float32 in `[0, 1]` with shape `(N, H, W, C)`; labels are int32 of shape `(N,)`.
+    Images are float32 with shape `(N, H, W, C)`, in `[0, 1]` unless a `Preprocessing` put
+    them in the model's range; labels are int32 of shape `(N,)`.
 
     Args:
         x_train: Training images.
@@ -26,6 +28,7 @@ class Dataset:
         y_test: Test labels.
         class_names: One name per class. Defaults to the label values as strings.
         name: Where the data came from. Defaults to `"arrays"`.
+        preprocessing: The `Preprocessing` the loader applied, if any. Defaults to `None`.
     """
 
     x_train: np.ndarray
@@ -34,6 +37,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: tuple[str, ...] = field(default=())
     name: str = "arrays"
+    preprocessing: Any = None
 
     def __post_init__(self):
         for part in ("train", "test"):
@@ -89,7 +93,8 @@ class Dataset:
             (8, 2, [0, 1])
         """
         x_tr, y_tr, x_val, y_val = split(self.x_train, self.y_train, fraction, seed)
-        rest = Dataset(x_tr, y_tr, self.x_test, self.y_test, self.class_names, self.name)
+        rest = Dataset(x_tr, y_tr, self.x_test, self.y_test, self.class_names, self.name,
+                       self.preprocessing)
         return rest, (x_val, y_val)
 
     def __repr__(self) -> str:
@@ -197,7 +202,7 @@ def _load_mnist(test_fraction: float, seed: int) -> Dataset:
     return Dataset(*parts, class_names=tuple(str(i) for i in range(10)), name="mnist")
 
 
-def _load_npz(path: Path, test_fraction: float, seed: int) -> Dataset:
+def _load_npz(path: Path, test_fraction: float, seed: int) -> tuple[Dataset, bool]:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -228,7 +233,9 @@ def _load_npz(path: Path, test_fraction: float, seed: int) -> Dataset:
             f"{path} holds arrays {sorted(arrays)}; expected 'x' and 'y' (or x_train, y_train, "
             "x_test, y_test). Save with np.savez(path, x=images, y=labels)."
         )
-    return Dataset(*parts, class_names=names, name=path.name)
+    integer = all(np.issubdtype(arrays[k].dtype, np.integer)
+                  for k in ("x", "x_train", "x_test") if k in arrays)
+    return Dataset(*parts, class_names=names, name=path.name), integer
 
 
 # Larger images than this are refused before they are decoded (a 16k x 16k image already
@@ -302,6 +309,7 @@ def load(
     image_size: int | tuple[int, int] | None = None,
     num_samples: int | None = None,
     channels: int | None = None,
+    preprocessing: Any = None,
 ) -> Dataset:
     """Loads images and labels from a built-in name, an `.npz` file or an image folder.
 
@@ -319,6 +327,10 @@ def load(
         num_samples: For `shapes`, how many images to generate. Defaults to `6000`.
         channels: For folders, read every image with this many channels (1 grey, 3 RGB),
             e.g. the model's. Defaults to `None`: grey if the first image is, else RGB.
+        preprocessing: What the images become for the model: a `Preprocessing` or an input
+            range, `"0-1"`, `"-1-1"` or `"0-255"` (with `Preprocessing`, also a mean and std).
+            Applied to images the loader reads (built-in sets, folders, integer `.npz`
+            arrays); float `.npz` arrays are taken as they are. Defaults to `None`: `[0, 1]`.
 
     Returns:
         A `Dataset`.
@@ -334,6 +346,17 @@ def load(
     """
     if isinstance(source, Dataset):
         return source
+    prep = as_preprocessing(preprocessing)
+    ds, scaled = _load(source, test_fraction, seed, image_size, num_samples, channels)
+    if prep is None or not scaled:  # float .npz arrays are taken as they are
+        return ds
+    return replace(ds, x_train=prep.apply(ds.x_train), x_test=prep.apply(ds.x_test),
+                   preprocessing=prep)
+
+
+def _load(source, test_fraction, seed, image_size, num_samples, channels
+          ) -> tuple[Dataset, bool]:
+    """The dataset, and whether the loader scaled its images to [0, 1] itself."""
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
             f"source must be a built-in name {BUILTIN_NAMES}, a path or a Dataset, got "
@@ -343,12 +366,12 @@ def load(
         image_size = (image_size, image_size)
     text = os.fspath(source)
     if text == "mnist":
-        return _load_mnist(test_fraction, seed)
+        return _load_mnist(test_fraction, seed), True
     if text == "shapes":
         size = image_size[0] if image_size else 32
         x, y = make_shapes(num_samples or 6000, image_size=size, seed=seed)
         parts = split(x, y, test_fraction, seed)
-        return Dataset(*parts, class_names=SHAPE_CLASSES, name="shapes")
+        return Dataset(*parts, class_names=SHAPE_CLASSES, name="shapes"), True
     path = Path(text)
     if not path.exists():
         raise ValueError(
@@ -357,7 +380,7 @@ def load(
             "class sub-folders."
         )
     if path.is_dir():
-        return _load_directory(path, image_size, channels, test_fraction, seed)
+        return _load_directory(path, image_size, channels, test_fraction, seed), True
     if path.suffix.lower() == ".npz":
         return _load_npz(path, test_fraction, seed)
     raise ValueError(

@@ -195,6 +195,7 @@ def to_tflite(
     class_names: "list[str] | tuple[str, ...] | None" = None,
     allow_float: bool = False,
     float_layers: "list[str] | tuple[str, ...] | None" = None,
+    preprocessing: Any = None,
 ) -> ExportReport:
     """Converts a Keras 3 model to a `.tflite` file and verifies it in the LiteRT interpreter.
 
@@ -244,6 +245,11 @@ def to_tflite(
             else is int8. Use it for the few layers that lose the most (`tfcompress debug`
             names them; `tfcompress.debug.sensitivity(model, data, "quantize")
             .float_layers()` picks them within an accuracy budget). Defaults to `None`.
+        preprocessing: For data given as a name or path: what its images become for the
+            model (`"0-1"`, `"-1-1"`, `"0-255"` or a `tfcompress.data.Preprocessing`).
+            Defaults to `None`: read from the model's first `Rescaling`/`Normalization`
+            layer, else [0, 1]. Calibration images far outside the model's range are warned
+            about.
 
     Returns:
         An `ExportReport`.
@@ -301,6 +307,13 @@ def to_tflite(
 
         check_finite_weights(model)
     calib = None
+    if not isinstance(model, str):  # a folder or built-in set is read as the model takes it
+        from tfcompress._training import load_for
+
+        representative_data, verify_data = (
+            load_for(model, d, preprocessing=preprocessing)
+            if isinstance(d, (str, os.PathLike)) else d
+            for d in (representative_data, verify_data))
     qat = not isinstance(model, str) and is_quantize_aware(model)
     if qat:
         check_ranges_learned(model)
@@ -342,6 +355,7 @@ def to_tflite(
                 "tfcompress.quantization.quantize_aware first (int8 then needs no data)."
             )
         calib = _calibration_arrays(representative_data, num_calibration_samples)
+        _warn_if_out_of_range(model, calib)
         expected = _expected_input_shape(model)
         if expected is not None and tuple(calib.shape[1:]) != expected:
             raise ValueError(
@@ -404,6 +418,49 @@ def to_tflite(
         agreement_samples=samples,
         micro=micro,
     )
+
+
+def _expected_range(model: Any) -> tuple[float, float, str] | None:
+    """The input range the model saw in training, where it can be known: the range a QAT
+    model's input quantizer learned, or the range its first Rescaling/Normalization layer
+    implies."""
+    if isinstance(model, str):
+        return None
+    from tfcompress.quantization._transform import _quantizers
+
+    inputs = [q for q in _quantizers(model) if q.name.startswith("input_quant")]
+    if inputs:
+        from keras import ops
+
+        q = inputs[0]
+        return (float(ops.convert_to_numpy(q.range_min)),
+                float(ops.convert_to_numpy(q.range_max)), "its input quantizer learned")
+    from tfcompress.data import Preprocessing
+
+    prep = Preprocessing.from_model(model)
+    if prep is None:
+        return None
+    low, high = prep.bounds()
+    return low, high, f"its layer says ({prep.source.removeprefix('read from ')})"
+
+
+def _warn_if_out_of_range(model: Any, x: np.ndarray) -> None:
+    """Warns when calibration images lie far from the range the model was trained on (e.g.
+    [0, 1] images for a model that expects 0-255): the int8 ranges would be wrong."""
+    expected = _expected_range(model)
+    if expected is None or x.size == 0:
+        return
+    low, high, why = expected
+    span, data_span = max(high - low, 1e-6), float(x.max() - x.min())
+    if data_span < span / 8 or data_span > span * 8 or x.max() < low + span / 8 or \
+            x.min() > high - span / 8:
+        import warnings
+
+        warnings.warn(
+            f"The calibration images span [{float(x.min()):.3g}, {float(x.max()):.3g}], but "
+            f"the model expects about [{low:.3g}, {high:.3g}] ({why}). Give images in the "
+            "model's range: preprocessing='0-255' / '-1-1' when loading (on the command line "
+            "--input-range).", stacklevel=3)
 
 
 def _fixed_batch(model: Any, target: str) -> int | None:

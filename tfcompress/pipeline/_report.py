@@ -58,7 +58,8 @@ def markdown(result: Any) -> str:
     lines += [f"- {part}: {where}" for part, where in (
         ("training (every step)", sources.get("train")),
         ("validation (the searches' budget)", sources.get("validation")),
-        ("test (accuracy in the table)", sources.get("test"))) if where]
+        ("test (accuracy in the table)", sources.get("test")),
+        ("input (what the images become for the model)", sources.get("input"))) if where]
     lines.append("")
     return "\n".join(lines)
 

@@ -123,14 +123,15 @@ def _all_images(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([ds.x_train, ds.x_test]), np.concatenate([ds.y_train, ds.y_test])
 
 
-def _splits(data: Any, val: Any, seed: int, test: Any = None, model: Any = None
-            ) -> tuple[Dataset, Dataset, dict]:
+def _splits(data: Any, val: Any, seed: int, test: Any = None, model: Any = None,
+            preprocessing: Any = None) -> tuple[Dataset, Dataset, dict]:
     """(train + validation as a Dataset whose test part is the validation set, test Dataset,
     where each part's images come from). With `model`, folders are read as it takes them and
     every part is checked against it."""
     def read(source: Any) -> Dataset:
-        return load(source, seed=seed) if model is None else _training.load_for(
-            model, source, seed=seed)
+        if model is None:
+            return load(source, seed=seed, preprocessing=preprocessing)
+        return _training.load_for(model, source, seed=seed, preprocessing=preprocessing)
 
     def whole(source: Any) -> tuple[np.ndarray, np.ndarray, str]:
         """All images of a source that is used whole (validation or test data)."""
@@ -155,14 +156,18 @@ def _splits(data: Any, val: Any, seed: int, test: Any = None, model: Any = None
     else:
         x_val, y_val, name = whole(val)
         val_from = f"{name}: all of it"
-    fit = Dataset(x_tr, y_tr, x_val, y_val, ds.class_names, f"{ds.name} (train/val)")
-    test_ds = ds if test is None else Dataset(x_te, y_te, x_te, y_te, ds.class_names, ds.name)
+    fit = Dataset(x_tr, y_tr, x_val, y_val, ds.class_names, f"{ds.name} (train/val)",
+                  ds.preprocessing)
+    test_ds = ds if test is None else Dataset(x_te, y_te, x_te, y_te, ds.class_names, ds.name,
+                                              ds.preprocessing)
     if model is not None:
         for part in (fit, test_ds):
             _training.check_data_fits(model, part)
     sources = {"train": f"{train_from} ({len(x_tr):,} images)",
                "validation": f"{val_from} ({len(x_val):,} images)",
-               "test": f"{test_from} ({len(x_te):,} images)"}
+               "test": f"{test_from} ({len(x_te):,} images)",
+               "input": (ds.preprocessing.describe() if ds.preprocessing is not None
+                         else "images as loaded: [0, 1] from images and built-in sets")}
     return fit, test_ds, sources
 
 
@@ -222,6 +227,7 @@ def compress(
     progress: Any = None,
     safe_mode: bool = True,
     distribute: Any = None,
+    preprocessing: Any = None,
 ) -> PipelineResult:
     """Runs a recipe on a trained model and measures every step in LiteRT.
 
@@ -270,6 +276,10 @@ def compress(
             a `tf.distribute.Strategy` (e.g. `MultiWorkerMirroredStrategy` set up by
             `TF_CONFIG`). `batch_size` is then the global batch. Defaults to `None`: one
             device.
+        preprocessing: What the images become for the model: `"0-1"`, `"-1-1"`, `"0-255"`
+            or a `tfcompress.data.Preprocessing` (with a mean and std). Defaults to `None`:
+            read from the model's first `Rescaling`/`Normalization` layer, else [0, 1]. The
+            report says which was used.
 
     Returns:
         A `PipelineResult`.
@@ -298,7 +308,7 @@ def compress(
                          else None, data, val, test, recipe_file, *students)
     if not isinstance(model, keras.Model):
         model = _io.load_keras_model(model, safe_mode=safe_mode)
-    fit_ds, test_ds, sources = _splits(data, val, seed, test, model)
+    fit_ds, test_ds, sources = _splits(data, val, seed, test, model, preprocessing)
     if distribute is not None:
         sources["train"] += (f", on {devices} device{'s' if devices > 1 else ''} "
                              f"({type(_distribute.strategy(distribute)).__name__})")
