@@ -73,8 +73,14 @@ class ExportReport:
 
 
 def _calibration_arrays(data: Any, num_samples: int) -> np.ndarray:
-    """Turns any accepted representative data into an array of at most `num_samples` images."""
-    if isinstance(data, (np.ndarray, tuple, str, os.PathLike, Dataset)):
+    """Turns any accepted representative data into an array of at most `num_samples` inputs
+    (images, or the inputs of a model that does not take images, e.g. audio frames)."""
+    if isinstance(data, np.ndarray) and data.ndim != 4:
+        x = np.asarray(data, dtype=np.float32)
+        if x.ndim < 2 or not np.isfinite(x).all():
+            raise ValueError(f"representative_data must be a batch of finite inputs, got an "
+                             f"array of shape {x.shape}.")
+    elif isinstance(data, (np.ndarray, tuple, str, os.PathLike, Dataset)):
         x, _ = as_arrays(data, split_name="train")
     else:  # an iterable of batches, e.g. a tf.data.Dataset of images or (images, labels)
         batches, count = [], 0
