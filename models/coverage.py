@@ -4,6 +4,7 @@
     python models/coverage.py --only resnet8,unet  # a subset
     python models/coverage.py --out DIR            # write coverage.json/.md elsewhere
     python models/coverage.py --keras2 vww_96.h5 kws_ref_model   # Keras 2 files too
+    python models/coverage.py --only ConvNeXtTiny --update       # rerun some rows
 
 For each network, at a small input size and on a synthetic task it can learn in a few steps
 (one noisy template per class; for the U-Net, each pixel's brightest channel; class and box
@@ -383,6 +384,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE), help="folder for coverage.json/.md")
     parser.add_argument("--keras2", nargs="*", default=[], metavar="FILE",
                         help="Keras 2 .h5 files or SavedModel directories to check as well")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only the rows run now in an existing coverage.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--one-keras2", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -411,6 +414,11 @@ def main() -> None:
         print(f"{path}: {'FAIL' if 'error' in row else row['int8']}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.update and (out / "coverage.json").exists():  # keep the rows not run this time
+        old = json.loads((out / "coverage.json").read_text())
+        new = {r["network"]: r for r in rows}
+        rows = [new.pop(r["network"], r) for r in old["networks"]] + list(new.values())
+        keras2_rows = keras2_rows or old.get("keras2", [])
     write(rows, out, keras2_rows)
 
 

@@ -314,3 +314,24 @@ def test_layer_specs_are_checked_the_same_way_everywhere(trained_cnn):
         Q.quantize_aware(trained_cnn, float_layers=["nope"])
     with pytest.raises(ValueError, match=r"exclude=\['fc9\*'\] matches no layer"):
         factorize(trained_cnn, 0.5, exclude="fc9*")
+
+
+def test_a_conv_with_one_group_per_channel_is_a_depthwise_conv_and_others_stay_float():
+    from tfcompress import _graph
+
+    inputs = keras.Input((8, 8, 6))
+    h = keras.layers.Conv2D(12, 3, groups=6, padding="same", name="gdw")(inputs)  # ConvNeXt's
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    model = keras.Model(inputs, keras.layers.Conv2D(6, 1, groups=3, name="g3")(h))
+    model.get_layer("bn").set_weights([np.linspace(0.5, 1.5, 12)] * 2 + [
+        np.linspace(-1, 1, 12), np.linspace(0.5, 2, 12)])
+    with pytest.warns(UserWarning, match=r"keeps layer 'g3' \(Conv2D\) in float: a "
+                                         r"convolution in 3 groups"):
+        q = Q.quantize_aware(model)
+    assert isinstance(q.get_layer("gdw_quant"), Q.QuantDepthwiseConv2D)
+    assert Q.float_layer_names(q) == ["g3"]
+    for layer in _graph.all_layers(q):
+        if hasattr(layer, "simulate"):
+            layer.simulate = False
+    x = np.random.default_rng(0).uniform(size=(4, 8, 8, 6)).astype(np.float32)
+    np.testing.assert_allclose(q.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)

@@ -149,6 +149,22 @@ def _affine(layer: Any) -> tuple[Any, Any] | None:
     return None
 
 
+def _is_grouped_depthwise(layer: Any, x: Any) -> bool:
+    """A Conv2D with as many groups as input channels (a depthwise conv written as one)."""
+    return (type(layer) is _L.Conv2D and layer.groups > 1
+            and layer.groups == int(x.shape[-1]) and layer.data_format == "channels_last")
+
+
+def _unsupported_conv(layer: Any, x: Any) -> str | None:
+    """Why a weighted layer cannot be quantized as TFLite runs it, or None."""
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return "channels_first convolutions are not supported"
+    if getattr(layer, "groups", 1) != 1 and not _is_grouped_depthwise(layer, x):
+        return (f"a convolution in {layer.groups} groups of several channels has no int8 "
+                "kernel in LiteRT")
+    return None
+
+
 def float_or_list(value: Any) -> Any:
     """A Python float, or a list of floats, from a number or an array."""
     arr = np.asarray(value, dtype=np.float32)
@@ -175,7 +191,10 @@ class _Rewriter:
         if isinstance(op, (_L.SeparableConv1D, _L.SeparableConv2D)):
             return self.separable(op, node, args[0])
         if isinstance(op, _WEIGHTED):
-            return self.weighted(op, node, args[0])
+            why = _unsupported_conv(op, args[0])
+            if why is None:
+                return self.weighted(op, node, args[0])
+            return self.keep_float(op, args, kwargs, why)
         for cls, kind in _registry.items():
             if isinstance(op, cls):
                 out = _clone(op)(*args, **kwargs)
@@ -205,13 +224,18 @@ class _Rewriter:
                 return op(*args, **kwargs)
             if kind in _OP_QUANTIZE_OUTPUT:
                 return self.quantizer(name)(op(*args, **kwargs))
+        return self.keep_float(op, args, kwargs, "tfcompress does not know an int8 kernel for "
+                               "it")
+
+    def keep_float(self, op: Any, args: tuple, kwargs: dict, why: str) -> Any:
+        """`op` as it is (float), its output quantized, with a warning that names it."""
+        name = getattr(op, "name", type(op).__name__)
         warnings.warn(
-            f"quantize_aware keeps layer {name!r} ({type(op).__name__}) in float: tfcompress "
-            "does not know an int8 kernel for it. The int8 export keeps it float between "
-            "DEQUANTIZE and QUANTIZE (it then needs representative data) and its report lists "
-            "it. If TFLite runs it in int8, say how with tfcompress.quantization."
-            f"register_layer({type(op).__name__}, 'passthrough' or 'quantize_output').",
-            stacklevel=4)
+            f"quantize_aware keeps layer {name!r} ({type(op).__name__}) in float: {why}. The "
+            "int8 export keeps it float between DEQUANTIZE and QUANTIZE (it then needs "
+            "representative data) and its report lists it. If TFLite runs it in int8, say how "
+            f"with tfcompress.quantization.register_layer({type(op).__name__}, "
+            "'passthrough' or 'quantize_output').", stacklevel=5)
         return self.quantizer(name)(_clone(op)(*args, **kwargs))
 
     def scalar_ops(self, x: Any, scale: Any, offset: Any, name: str) -> Any:
@@ -271,13 +295,19 @@ class _Rewriter:
             pass
         kernel = ops.convert_to_numpy(layer.kernel).copy()
         transposed = isinstance(layer, _L.Conv2DTranspose)  # kernel (h, w, out, in)
-        channels = (kernel.shape[-2] * kernel.shape[-1] if isinstance(layer, _L.DepthwiseConv2D)
+        # A Conv2D with one group per input channel (ConvNeXt's) is a depthwise conv: output
+        # channel c * multiplier + m reads input channel c, as in DepthwiseConv2D.
+        as_depthwise = _is_grouped_depthwise(layer, x)
+        if as_depthwise:
+            kernel = kernel.reshape(kernel.shape[:2] + (int(x.shape[-1]), -1))
+        depthwise = isinstance(layer, _L.DepthwiseConv2D) or as_depthwise
+        channels = (kernel.shape[-2] * kernel.shape[-1] if depthwise
                     else kernel.shape[-2] if transposed else kernel.shape[-1])
         bias = (ops.convert_to_numpy(layer.bias).copy() if getattr(layer, "use_bias", False)
                 else np.zeros(channels, np.float32))
         if bn_node is not None:
             scale, shift = _bn_fold(bn_node.operation)
-            if isinstance(layer, _L.DepthwiseConv2D):
+            if depthwise:
                 kernel = kernel * scale.reshape(kernel.shape[-2], kernel.shape[-1])
             elif transposed:
                 kernel = kernel * scale.reshape(-1, 1)
@@ -294,8 +324,8 @@ class _Rewriter:
         keep = self.keep_zeros and np.mean(kernel == 0) >= 0.01
         common = dict(activation=fused, keep_zeros=bool(keep),
                       activation_bits=self.activation_bits, name=f"{layer.name}_quant")
-        if isinstance(layer, _L.DepthwiseConv2D):
-            new = QuantDepthwiseConv2D(layer.kernel_size, layer.depth_multiplier, layer.strides,
+        if depthwise:
+            new = QuantDepthwiseConv2D(layer.kernel_size, int(kernel.shape[-1]), layer.strides,
                                        layer.padding, layer.dilation_rate,
                                        per_channel=self.per_channel, **common)
         elif isinstance(layer, _L.Dense):
@@ -310,12 +340,6 @@ class _Rewriter:
             per_channel = self.per_channel and not isinstance(layer, _L.Conv1D)
             new = QuantConv(layer.filters, layer.kernel_size, layer.strides, layer.padding,
                             layer.dilation_rate, per_channel=per_channel, **common)
-        if getattr(layer, "groups", 1) != 1 or getattr(layer, "data_format",
-                                                      "channels_last") != "channels_last":
-            raise ValueError(
-                f"Layer {layer.name!r}: grouped or channels_first convolutions are not supported "
-                "by quantize_aware. Keep it float with float_layers=[...]."
-            )
         y = new(x)
         weights = [kernel.astype(np.float32), bias.astype(np.float32)]
         if keep:
