@@ -95,7 +95,8 @@ def synthetic(model, n: int, wide: bool, seed: int = 0):
     rng = np.random.default_rng(seed)
     shape = tuple(model.inputs[0].shape[1:])
     classes = [int(o.shape[-1]) for o in model.outputs]
-    k = classes[0] if model.outputs[0].name != "boxes" else 4
+    regression = _regression_outputs(model)
+    k = classes[0] if not regression[0] else 4
     templates = rng.uniform(0, 1, (k,) + shape).astype("float32")
     y = rng.integers(0, k, n)
     x = np.clip(templates[y] * 0.7 + rng.uniform(0, 0.3, (n,) + shape), 0, 1).astype("float32")
@@ -103,9 +104,9 @@ def synthetic(model, n: int, wide: bool, seed: int = 0):
         x = x * 255.0
     targets = []
     box_of_class = rng.normal(0, 1, (k, 4)).astype("float32")
-    for out in model.outputs:
+    for out, box in zip(model.outputs, regression, strict=True):
         o_shape = tuple(out.shape[1:])
-        if "boxes" in out.name:
+        if box:
             targets.append(np.broadcast_to(box_of_class[y][:, None, :],
                                            (n,) + o_shape).copy())
         elif len(o_shape) == 3 and o_shape[:2] == shape[:2]:  # per pixel: brightest channel
@@ -116,12 +117,19 @@ def synthetic(model, n: int, wide: bool, seed: int = 0):
     return x, targets
 
 
+def _regression_outputs(model) -> list[bool]:
+    """Per output: is it box offsets (regression)? Read from the name of the layer that
+    makes it ("boxes", or "boxes_quant" in the QAT model)."""
+    from tfcompress import _graph
+
+    return ["boxes" in name for name in _graph.output_names(model)]
+
+
 def compile_model(model, lr: float = 1e-3):
     import keras
 
-    losses = ["mse" if "boxes" in o.name else
-              keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-              for o in model.outputs]
+    losses = ["mse" if box else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+              for box in _regression_outputs(model)]
     model.compile(optimizer=keras.optimizers.Adam(lr),
                   loss=losses if len(losses) > 1 else losses[0])
     return model
@@ -176,8 +184,8 @@ def check_qat(model, x, targets, workdir: str) -> dict:
     keras_out = outputs_of(q, probe)
     file_out = tflite_outputs(path, q, probe)
     agreements, box_error = [], None
-    for out, a, b in zip(q.outputs, keras_out, file_out, strict=True):
-        if "boxes" in out.name:
+    for box, a, b in zip(_regression_outputs(q), keras_out, file_out, strict=True):
+        if box:
             box_error = float(np.sqrt(np.mean((a - b) ** 2)) / max(1e-6, float(np.std(a))))
         else:
             agreements.append(float(np.mean(np.argmax(a, -1) == np.argmax(b, -1))))

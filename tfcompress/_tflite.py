@@ -348,9 +348,10 @@ def check_input_shape(detail: dict, x: np.ndarray) -> None:
 
 
 def run(interp: Any, x: np.ndarray) -> np.ndarray:
-    """Runs a batch-1 interpreter on every sample of `x`; returns float outputs stacked."""
+    """Runs a batch-1 interpreter on every sample of `x`; returns its (first) output, float,
+    stacked."""
     inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
+    out = outputs_in_model_order(interp)[0]
     check_input_shape(inp, x)
     from tfcompress._progress import track
 
@@ -362,13 +363,33 @@ def run(interp: Any, x: np.ndarray) -> np.ndarray:
     return np.stack(results)
 
 
+def outputs_in_model_order(interp: Any) -> list[dict]:
+    """The output details in the Keras model's output order. LiteRT lists them in its own
+    order; the serving signature names them `output_0`, `output_1`... in the model's."""
+    details = interp.get_output_details()
+    if len(details) < 2:
+        return details
+    try:
+        signatures = interp.get_signature_list()
+        (key,) = signatures
+        named = interp.get_signature_runner(key).get_output_details()
+        by_index = {d["index"]: d for d in details}
+        names = sorted(named, key=lambda n: int(n.rsplit("_", 1)[-1]))
+        ordered = [by_index[named[n]["index"]] for n in names]
+        if len(ordered) == len(details):
+            return ordered
+    except (AttributeError, ValueError, KeyError, TypeError):
+        pass  # no signature (TFLite Micro) or other names: the file's order
+    return details
+
+
 def run_all(interp: Any, x: np.ndarray, shapes: "list[tuple] | None" = None
             ) -> list[np.ndarray]:
     """Every output of a batch-1 interpreter on every sample of `x`, as float arrays. With
-    `shapes` (the Keras model's output shapes without the batch), the outputs come in that
-    order: matched by shape, in the file's order among equal shapes."""
+    `shapes` (the Keras model's output shapes without the batch), each output is checked to
+    have its shape; the order is the model's (`outputs_in_model_order`)."""
     inp = interp.get_input_details()[0]
-    outs = interp.get_output_details()
+    outs = outputs_in_model_order(interp)
     check_input_shape(inp, x)
     results: list[list[np.ndarray]] = [[] for _ in outs]
     for i in range(len(x)):
@@ -377,14 +398,14 @@ def run_all(interp: Any, x: np.ndarray, shapes: "list[tuple] | None" = None
         for j, d in enumerate(outs):
             results[j].append(dequantize_output(interp.get_tensor(d["index"]), d)[0])
     arrays = [np.stack(r) for r in results]
-    if shapes is None:
-        return arrays
-    order, free = [], list(range(len(arrays)))
-    for shape in shapes:
-        pick = next((j for j in free if arrays[j].shape[1:] == tuple(shape)), free[0])
-        free.remove(pick)
-        order.append(arrays[pick])
-    return order
+    if shapes is not None and [a.shape[1:] for a in arrays] != [tuple(s) for s in shapes]:
+        order, free = [], list(range(len(arrays)))  # not the model's order: match by shape
+        for shape in shapes:
+            pick = next((j for j in free if arrays[j].shape[1:] == tuple(shape)), free[0])
+            free.remove(pick)
+            order.append(arrays[pick])
+        return order
+    return arrays
 
 
 def predict_classes(interp: Any, x: np.ndarray) -> np.ndarray:

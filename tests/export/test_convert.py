@@ -145,3 +145,19 @@ def test_corrupt_model_file(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="corrupt or not a Keras model"):
         to_tflite(bad, tmp_path / "x.tflite", "float32")
+
+
+def test_a_multi_output_file_is_read_in_the_models_output_order(tmp_path):
+    """LiteRT lists a detector's two (135, 4) outputs in its own order; they are matched to
+    the Keras outputs through the serving signature (output_0, output_1)."""
+    from tfcompress import _tflite
+    from tfcompress.reference import reference_detector
+
+    model = reference_detector()
+    x = np.random.default_rng(0).uniform(size=(3, 96, 96, 3)).astype(np.float32)
+    report = to_tflite(model, tmp_path / "det.tflite", "float32")
+    got = _tflite.run_all(_tflite.interpreter(report.path), x)
+    want = model.predict(x, verbose=0)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert np.allclose(_tflite.run(_tflite.interpreter(report.path), x), want[0], atol=1e-4)
