@@ -152,8 +152,8 @@ def dump(model: Any, out_path: str) -> None:
 # ---------------------------------------------------------------- the Keras 3 side
 
 
-def _accepted(cls: type) -> set[str] | None:
-    """The keyword arguments a Keras 3 layer class takes (None: any)."""
+def _accepted(cls: type) -> set[str]:
+    """The keyword arguments a Keras 3 layer class takes."""
     import keras
 
     names: set[str] = {"name", "trainable", "dtype", "autocast", "input_dim", "input_shape",
@@ -199,7 +199,7 @@ def _sanitize(layers: list[dict], problems: list[str]) -> None:
                 len(config["axis"]) == 1:
             config["axis"] = config["axis"][0]  # Keras 2 saved a list, Keras 3 takes an int
         accepted = _accepted(cls)
-        for key in [k for k in config if accepted is not None and k not in accepted]:
+        for key in [k for k in config if k not in accepted]:
             if _neutral(key, config[key]):
                 config.pop(key)
             else:

@@ -350,17 +350,7 @@ def check_input_shape(detail: dict, x: np.ndarray) -> None:
 def run(interp: Any, x: np.ndarray) -> np.ndarray:
     """Runs a batch-1 interpreter on every sample of `x`; returns its (first) output, float,
     stacked."""
-    inp = interp.get_input_details()[0]
-    out = outputs_in_model_order(interp)[0]
-    check_input_shape(inp, x)
-    from tfcompress._progress import track
-
-    results = []
-    for i in track(range(len(x)), len(x), "scoring in LiteRT"):
-        interp.set_tensor(inp["index"], quantize_input(x[i : i + 1], inp))
-        invoke(interp)
-        results.append(dequantize_output(interp.get_tensor(out["index"]), out)[0])
-    return np.stack(results)
+    return run_all(interp, x)[0]
 
 
 def outputs_in_model_order(interp: Any) -> list[dict]:
@@ -391,8 +381,10 @@ def run_all(interp: Any, x: np.ndarray, shapes: "list[tuple] | None" = None
     inp = interp.get_input_details()[0]
     outs = outputs_in_model_order(interp)
     check_input_shape(inp, x)
+    from tfcompress._progress import track
+
     results: list[list[np.ndarray]] = [[] for _ in outs]
-    for i in range(len(x)):
+    for i in track(range(len(x)), len(x), "scoring in LiteRT"):
         interp.set_tensor(inp["index"], quantize_input(x[i : i + 1], inp))
         invoke(interp)
         for j, d in enumerate(outs):

@@ -60,10 +60,6 @@ class Preprocessing:
             out = out / np.asarray(self.std, np.float32)
         return out.astype(np.float32)
 
-    @property
-    def is_identity(self) -> bool:
-        return self.input_range == "0-1" and self.mean is None and self.std is None
-
     def bounds(self) -> tuple[float, float]:
         """The lowest and highest value an image can have after `apply`."""
         channels = max(len(self.mean or ()), len(self.std or ()), 1)
@@ -75,10 +71,6 @@ class Preprocessing:
         if self.mean is not None or self.std is not None:
             text += f", mean {self.mean or 0}, std {self.std or 1}"
         return f"{text} ({self.source})"
-
-    def to_dict(self) -> dict:
-        return {"input_range": self.input_range, "mean": self.mean, "std": self.std,
-                "source": self.source}
 
     @classmethod
     def from_model(cls, model: Any) -> "Preprocessing | None":

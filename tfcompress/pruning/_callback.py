@@ -9,9 +9,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcompress import _options
+from tfcompress import _graph, _options
 from tfcompress.pruning import _channels, _masks
-from tfcompress.pruning._selection import Target, _matches, prunable_targets, selection
+from tfcompress.pruning._selection import Target, prunable_targets, selection
 from tfcompress.pruning.schedules import PruningSchedule
 
 SCOPES = _options.SCOPES
@@ -336,8 +336,8 @@ class Pruning(keras.callbacks.Callback):
         include, leave_out = selection(model, self.layers, self.exclude)
 
         def selected(layer: Any) -> bool:
-            return (not include or _matches(layer, include)) and not (
-                leave_out and _matches(layer, leave_out))
+            return (not include or _graph.matches(layer, include)) and not (
+                leave_out and _graph.matches(layer, leave_out))
 
         graph = _channels.ChannelGraph(model, selected)
         groups = [g for g in graph.groups if g.prunable]

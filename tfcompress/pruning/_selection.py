@@ -1,7 +1,6 @@
 """Which weights of a Keras model can be pruned, and how users pick among them."""
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,6 @@ _PRUNABLE: tuple[tuple[type, tuple[tuple[str, int | None], ...]], ...] = (
 
 SUPPORTED_LAYERS: tuple[str, ...] = tuple(cls.__name__ for cls, _ in _PRUNABLE)
 
-LayerSpec = type | str | Callable[[keras.layers.Layer], bool]
 
 
 @dataclass(frozen=True)
@@ -53,9 +51,6 @@ def _weight(layer: keras.layers.Layer, attribute: str) -> Any:
         if isinstance(value, keras.Variable):
             return value
     return None
-
-
-_matches = _graph.matches
 
 
 def selection(model: keras.Model, layers: Any, exclude: Any) -> tuple[list, list]:
@@ -104,9 +99,9 @@ def prunable_targets(
     include, leave_out = selection(model, layers, exclude)
     targets, small = [], []
     for layer in all_layers(model):
-        if include and not _matches(layer, include):
+        if include and not _graph.matches(layer, include):
             continue
-        if leave_out and _matches(layer, leave_out):
+        if leave_out and _graph.matches(layer, leave_out):
             continue
         for cls, weights in _PRUNABLE:
             if isinstance(layer, cls):
