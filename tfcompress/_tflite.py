@@ -373,8 +373,8 @@ def outputs_in_model_order(interp: Any) -> list[dict]:
     return details
 
 
-def run_all(interp: Any, x: np.ndarray, shapes: "list[tuple] | None" = None
-            ) -> list[np.ndarray]:
+def run_all(interp: Any, x: np.ndarray, shapes: "list[tuple] | None" = None,
+            progress: bool = True) -> list[np.ndarray]:
     """Every output of a batch-1 interpreter on every sample of `x`, as float arrays. With
     `shapes` (the Keras model's output shapes without the batch), each output is checked to
     have its shape; the order is the model's (`outputs_in_model_order`)."""
@@ -384,7 +384,8 @@ def run_all(interp: Any, x: np.ndarray, shapes: "list[tuple] | None" = None
     from tfcompress._progress import track
 
     results: list[list[np.ndarray]] = [[] for _ in outs]
-    for i in track(range(len(x)), len(x), "scoring in LiteRT"):
+    samples = range(len(x))
+    for i in track(samples, len(x), "scoring in LiteRT") if progress else samples:
         interp.set_tensor(inp["index"], quantize_input(x[i : i + 1], inp))
         invoke(interp)
         for j, d in enumerate(outs):

@@ -52,22 +52,42 @@ def copy_model(model: keras.Model) -> keras.Model:
                                            safe_mode=False)
 
 
-def accuracy(model: keras.Model, x, y, batch_size: int = 256) -> float:
-    """Top-1 accuracy of `model` on `(x, y)`."""
-    import numpy as np
+def evaluate(model: keras.Model, data, metric=None, batch_size: int = 256) -> float | None:
+    """`metric` of `model` on `data` (a `Part`, or anything `as_part` takes), read batch by
+    batch; a multi-output model is scored on its first output. Without a metric: top-1, or
+    `None` when the targets are not class labels (an autoencoder's images)."""
+    from tfcompress.data import as_part
+    from tfcompress.metrics import as_metric
 
-    pred = model.predict(x, batch_size=batch_size, verbose=0)
-    return float(np.mean(np.argmax(pred, axis=-1) == y))
+    part = as_part(data)
+    if metric is None and part.label_max() is None:
+        return None
+
+    def pairs():
+        for x, y in part.batches(batch_size):
+            if y is None:
+                raise ValueError(f"{part.name} has no targets (labels) to score against.")
+            pred = model.predict(x, batch_size=len(x), verbose=0)  # also under tf.distribute
+            yield y, (pred[0] if isinstance(pred, (list, tuple)) else pred)
+
+    return as_metric(metric).score(pairs())
+
+
+def accuracy(model: keras.Model, x, y, batch_size: int = 256) -> float:
+    """Top-1 accuracy of `model` on `(x, y)` arrays."""
+    return evaluate(model, (x, y), "top1", batch_size)
 
 
 def check_data_fits(model: keras.Model, ds) -> None:
     """Raises when the data's image shape is not the one `model` takes, or its labels go
     beyond the model's outputs."""
     expected = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
-    if expected is not None and expected != ds.input_shape:
+    if expected is not None and not _fits(expected, ds.input_shape):
         raise ValueError(
             f"The model expects images of shape {expected}, but the data has {ds.input_shape}. "
-            "Pass the data the model was trained on."
+            + ("The stream yields single samples: batch it, e.g. dataset.batch(64)."
+               if tuple(expected[1:]) == tuple(ds.input_shape) else
+               "Pass the data the model was trained on.")
         )
     outputs = getattr(model, "outputs", None)
     classes = outputs[0].shape[-1] if outputs else None
@@ -75,9 +95,16 @@ def check_data_fits(model: keras.Model, ds) -> None:
         check_labels(ds, classes, f"the model {model.name!r}")
 
 
+def _fits(expected: tuple, shape: tuple) -> bool:
+    return len(expected) == len(shape) and all(
+        e is None or e == s for e, s in zip(expected, shape, strict=True))
+
+
 def check_labels(ds, classes: int, what: str) -> None:
-    """Raises when a label of `ds` is not below `classes` (the outputs of `what`)."""
-    top = int(max(ds.y_train.max(initial=0), ds.y_test.max(initial=0)))
+    """Raises when a label of `ds` is not below `classes` (the outputs of `what`); targets
+    that are not class labels (e.g. images) are not checked."""
+    tops = [p.label_max() for p in (ds.train, ds.test)]
+    top = max((t for t in tops if t is not None), default=-1)
     if top >= classes:
         raise ValueError(
             f"The data {ds.name!r} has labels up to {top}, but {what} has {classes} outputs "
@@ -120,12 +147,37 @@ class StopOnNonFinite(keras.callbacks.Callback):
             )
 
 
-def fit(model: keras.Model, x, y, *, callbacks=None, **kwargs):
-    """`model.fit` that stops on a non-finite loss and refuses a model whose weights end up
+def fit(model: keras.Model, data, *, batch_size: int = 64, callbacks=None, **kwargs):
+    """`model.fit` on `data` (a `Part`: arrays, a folder's files or a stream, read batch by
+    batch) that stops on a non-finite loss and refuses a model whose weights end up
     non-finite."""
-    history = model.fit(x, y, callbacks=[*(callbacks or []), StopOnNonFinite()], **kwargs)
+    import numpy as np
+
+    from tfcompress.data import as_part
+
+    part = as_part(data, "train")
+    args = part.fit_args(batch_size, seed=int(np.random.randint(2**31)))
+    try:
+        history = model.fit(**args, callbacks=[*(callbacks or []), StopOnNonFinite()],
+                            **kwargs)
+    except Exception as e:  # noqa: BLE001 (a data error raised inside TensorFlow's input pipeline)
+        line = _stream_error(e)
+        if line is None:
+            raise
+        raise ValueError(line) from None
     check_finite_weights(model, "after training")
     return history
+
+
+def _stream_error(error: Exception) -> str | None:
+    """The one line of a `ValueError` that a streamed batch raised inside TensorFlow's input
+    pipeline (which wraps it in a multi-line runtime error), or `None` for any other error."""
+    import re
+
+    if isinstance(error, ValueError) or "Error" not in type(error).__name__:
+        return None
+    found = re.search(r"ValueError: (.+)", str(error))
+    return found.group(1).strip() if found else None
 
 
 def check_finite_weights(model: keras.Model, when: str = "") -> None:

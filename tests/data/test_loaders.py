@@ -27,7 +27,7 @@ def test_hold_out_is_stratified_disjoint_and_keeps_the_test_part(mnist):
     assert rest.x_test is mnist.x_test and rest.name == mnist.name
     again = mnist.hold_out(0.1, seed=1)[1][0]
     np.testing.assert_array_equal(again, x_val)
-    with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\)"):
         mnist.hold_out(1.0)
 
 
@@ -163,14 +163,14 @@ def test_a_corrupt_image_is_named(tmp_path):
 
 
 def test_every_image_is_resized_and_huge_ones_are_refused(tmp_path, monkeypatch):
-    from tfcompress.data import _loaders
+    from tfcompress.data import _parts
 
     for name, size in (("a/0.png", (8, 8)), ("a/1.png", (8, 8)), ("b/2.png", (640, 480)),
                        ("b/3.png", (30, 20))):
         _png(tmp_path / name, size)
     ds = load(tmp_path, image_size=8, channels=1, test_fraction=0.5)
     assert ds.input_shape == (8, 8, 1) and len(ds.x_train) + len(ds.x_test) == 4
-    monkeypatch.setattr(_loaders, "MAX_IMAGE_PIXELS", 1000)
+    monkeypatch.setattr(_parts, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(ValueError, match=r"2\.png is 640 x 480 pixels"):
         load(tmp_path, image_size=8)
 

@@ -97,7 +97,7 @@ def test_default_validation_is_the_hold_out_split(small):
     explicit, _, _ = _run._splits(rest, val, seed=3)
     for part in ("x_train", "y_train", "x_test", "y_test"):
         np.testing.assert_array_equal(getattr(fit, part), getattr(explicit, part))
-    assert test is small
+    assert test.test is small.test
 
 
 def test_distill_step_folds_pooling_and_exports_integer_only(trained_cnn, small, tmp_path):

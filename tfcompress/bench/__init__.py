@@ -4,6 +4,7 @@ from tfcompress.bench._benchmark import (
     BenchmarkReport,
     benchmark,
     compare,
+    score,
     time_side_by_side,
     to_json,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "benchmark",
     "compare",
     "inspect_model",
+    "score",
     "time_side_by_side",
     "to_json",
 ]

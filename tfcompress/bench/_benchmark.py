@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -12,7 +13,9 @@ from typing import Any
 import numpy as np
 
 from tfcompress import _tflite
-from tfcompress.data import as_arrays, load
+from tfcompress.data import as_arrays, as_part, load
+from tfcompress.data._parts import label_max
+from tfcompress.metrics import as_metric
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class BenchmarkReport:
     op_dtypes: dict[str, list[str]] = field(default_factory=dict)
     op_counts: dict[str, int] = field(default_factory=dict)
     target: str = "litert"
+    metric: str = "top1"
 
     @property
     def name(self) -> str:
@@ -57,6 +61,7 @@ class BenchmarkReport:
             "op_counts": dict(self.op_counts),
             "target": self.target,
             "runtime": _tflite.TARGET_NAMES[self.target],
+            "metric": self.metric,
         }
 
 
@@ -70,18 +75,22 @@ def benchmark(
     max_samples: int | None = None,
     progress: Callable[[str], None] | None = None,
     target: str = "litert",
+    metric: Any = None,
 ) -> BenchmarkReport:
     """Measures a `.tflite` model in the LiteRT interpreter.
 
     Latency is the wall time of single-image `invoke()` calls (batch 1, as on a device) after
-    `warmup` untimed calls. Accuracy is top-1 over every labelled sample, one image at a time,
-    with float inputs quantized to the model's input type where it is integer.
+    `warmup` untimed calls. Accuracy is the `metric` (top-1 unless told) over every labelled
+    sample, one image at a time, with float inputs quantized to the model's input type where
+    it is integer; the data is read a batch at a time, so a folder or a stream of any size
+    is scored in bounded memory.
 
     Args:
         path: The `.tflite` file.
         data: Images to time and, with labels, to score: a `Dataset`, a loader name or path
-            (its test split), an `(x, y)` tuple or an image array. Defaults to `None`: latency
-            on random input, no accuracy.
+            (its test split), an `(x, y)` tuple, an image array or a stream (`tf.data`,
+            `keras.utils.PyDataset`, a function returning batches). Defaults to `None`:
+            latency on random input, no accuracy.
         threads: Interpreter threads. Defaults to `1`.
         runs: Timed invocations. Defaults to `50`.
         warmup: Untimed invocations before timing. Defaults to `5`.
@@ -90,6 +99,8 @@ def benchmark(
         target: The runtime that runs the model: `"litert"` (XNNPACK), `"litert-reference"`
             (LiteRT's reference kernels, which TFLite Micro matches) or `"tflm"` (TFLite Micro;
             its host latency says nothing of a microcontroller's). Defaults to `"litert"`.
+        metric: What `accuracy` holds: `"top1"`, `"top5"`, a Keras metric or a
+            `tfcompress.metrics.Metric`. Defaults to `None`: top-1.
 
     Returns:
         A `BenchmarkReport`.
@@ -113,26 +124,17 @@ def benchmark(
     summary = _tflite.summarize(interp if target != "tflm" else _tflite.interpreter(content))
     inp = interp.get_input_details()[0]
 
-    x = y = None
-    if data is not None:
-        x, y = as_arrays(_load_as_input(data, inp), split_name="test")
-        if max_samples is not None:
-            x = x[:max_samples]
-            y = None if y is None else y[:max_samples]
-        classes = int(interp.get_output_details()[0]["shape"][-1])
-        if y is not None and len(y) and int(y.max()) >= classes:
-            raise ValueError(
-                f"The data has labels up to {int(y.max())}, but {Path(path).name} has {classes} "
-                f"outputs (classes 0..{classes - 1}). Pass the data the model was trained on.")
-    sample = x[:1] if x is not None else _random_input(inp)
+    part = None if data is None else as_part(_load_as_input(data, inp))
+    sample = part.head(1)[0] if part is not None else _random_input(inp)
 
     say(f"timing {Path(path).name} in {_tflite.TARGET_NAMES[target]}: {warmup} warm-up + "
         f"{runs} runs, {threads} thread(s)")
     times = _time_invocations(interp, sample, runs, warmup)
-    accuracy = None
-    if y is not None:
-        say(f"scoring {len(x)} samples")
-        accuracy = float(np.mean(_tflite.predict_classes(interp, x) == y))
+    accuracy, scored = None, 0
+    metric = as_metric(metric)
+    if part is not None and part.head(1)[1] is not None:
+        say(f"scoring {part.describe() if max_samples is None else f'{max_samples} samples'}")
+        accuracy, scored = score(interp, part, metric, max_samples)
     return BenchmarkReport(
         path=os.fspath(path),
         size_bytes=len(content),
@@ -143,12 +145,13 @@ def benchmark(
         threads=threads,
         runs=runs,
         accuracy=accuracy,
-        num_samples=0 if y is None else len(y),
+        num_samples=scored,
         fully_int8=summary.is_integer_only("int8"),
         input_dtype=summary.inputs[0].dtype,
         op_dtypes=summary.op_dtypes(),
         op_counts=summary.op_counts(),
         target=target,
+        metric=metric.name,
     )
 
 
@@ -199,7 +202,7 @@ def time_side_by_side(
         raise ValueError("time_side_by_side needs at least one .tflite path.")
     interps = [_tflite.interpreter(p, num_threads=threads, target=target) for p in paths]
     x = None if data is None else as_arrays(
-        _load_as_input(data, interps[0].get_input_details()[0]), split_name="test")[0][:1]
+        _load_as_input(data, interps[0].get_input_details()[0]), split_name="test", limit=1)[0]
     samples = [x if x is not None else _random_input(i.get_input_details()[0]) for i in interps]
     for interp, sample in zip(interps, samples, strict=True):
         _time_invocations(interp, sample, 0, warmup)
@@ -208,6 +211,43 @@ def time_side_by_side(
         for interp, sample, out in zip(interps, samples, times, strict=True):
             out.append(_time_invocations(interp, sample, len(chunk), 0))
     return [np.concatenate(t) for t in times]
+
+
+def score(interp: Any, data: Any, metric: Any = None, max_samples: int | None = None
+          ) -> tuple[float, int]:
+    """`(metric, samples scored)` of a batch-1 interpreter on labelled data, read a batch at
+    a time (the first output of a multi-output model). Class labels beyond the model's
+    outputs are refused at the first batch that has one."""
+    from tfcompress._progress import track
+
+    part, metric = as_part(data), as_metric(metric)
+    out = _tflite.outputs_in_model_order(interp)[0]
+    classes = int(out["shape"][-1])
+    count = 0
+
+    def pairs():
+        nonlocal count
+        batches = part.batches(64)
+        if part.size is not None:
+            n = part.size if max_samples is None else min(part.size, max_samples)
+            batches = track(batches, -(-n // 64), "scoring in LiteRT")
+        for x, y in batches:
+            if y is None:
+                raise ValueError(f"{part.name} has no labels to score against.")
+            if max_samples is not None:
+                x, y = x[: max_samples - count], y[: max_samples - count]
+            top = label_max(y) if metric.classifies else None
+            if top is not None and top >= classes:
+                raise ValueError(
+                    f"The data has labels up to {top}, but the model has {classes} outputs "
+                    f"(classes 0..{classes - 1}). Pass the data the model was trained on.")
+            count += len(x)
+            yield y, _tflite.run_all(interp, x, progress=False)[0]
+            if max_samples is not None and count >= max_samples:
+                break
+
+    value = metric.score(pairs())
+    return value, count
 
 
 def _load_as_input(data: Any, detail: dict) -> Any:
@@ -260,7 +300,7 @@ def compare(reports: Sequence[BenchmarkReport], baseline: int = 0) -> str:
         raise ValueError("compare needs at least one report.")
     base = reports[baseline]
     header = ("model", "size KB", "gzip KB", "x smaller", "p50 ms", "p90 ms", "x faster",
-              "accuracy", "int8")
+              "accuracy" if base.metric == "top1" else base.metric, "int8")
     rows = [header]
     for r in reports:
         rows.append((
@@ -271,7 +311,9 @@ def compare(reports: Sequence[BenchmarkReport], baseline: int = 0) -> str:
             f"{r.latency_ms_p50:.3f}",
             f"{r.latency_ms_p90:.3f}",
             f"{base.latency_ms_p50 / r.latency_ms_p50:.2f}",
-            "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%",
+            "-" if r.accuracy is None else (
+                f"{100 * r.accuracy:.2f}%" if re.fullmatch(r"top\d+", r.metric)
+                else f"{r.accuracy:.4g}"),
             "yes" if r.fully_int8 else "no",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -96,6 +96,26 @@ def input_range_option(command: Callable) -> Callable:
                         help=INPUT_RANGE_HELP)(command)
 
 
+METRIC_HELP = ("What scores every model: top1 (default), top5, or a Keras metric name for "
+               "other models (mse, mae, auc...: the targets need not be class labels).")
+
+
+def metric_options(command: Callable) -> Callable:
+    """Adds `--metric` and `--metric-direction` (passed as `metric`, `metric_direction`)."""
+    command = click.option("--metric-direction", type=click.Choice(("max", "min")),
+                           default=None,
+                           help="Whether higher (max) or lower (min) is better, for a metric "
+                                "whose direction tfcompress does not know.")(command)
+    return click.option("--metric", default=None, help=METRIC_HELP)(command)
+
+
+def metric_of(metric: str | None, direction: str | None):
+    """The `Metric` the options name (top-1 without them); a bad name is a user error."""
+    from tfcompress.metrics import as_metric
+
+    return as_metric(metric, direction)
+
+
 DISTRIBUTE_HELP = ("Train on several devices: 'mirrored' (tf.distribute.MirroredStrategy over "
                    "the local GPUs, else the logical CPUs). --batch-size is the global batch.")
 

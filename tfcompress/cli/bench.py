@@ -3,7 +3,7 @@
 import click
 
 from tfcompress._targets import TARGETS
-from tfcompress.cli._common import data_help, say, user_errors
+from tfcompress.cli._common import data_help, metric_of, metric_options, say, user_errors
 
 
 @click.command("bench")
@@ -19,8 +19,10 @@ from tfcompress.cli._common import data_help, say, user_errors
               default="litert", show_default=True,
               help="Runtime: LiteRT (XNNPACK), LiteRT's reference kernels, or TFLite Micro.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+@metric_options
 @user_errors
-def bench_command(models, data, threads, runs, warmup, target, as_json):
+def bench_command(models, data, threads, runs, warmup, target, as_json, metric,
+                  metric_direction):
     """Benchmark one or more .tflite MODELS in the LiteRT interpreter (ratios vs the first).
 
     With several models, their latencies come from timing them side by side (in turns), so
@@ -32,9 +34,10 @@ def bench_command(models, data, threads, runs, warmup, target, as_json):
 
     from tfcompress.bench import benchmark, compare, time_side_by_side, to_json
 
+    metric = metric_of(metric, metric_direction)
     reports = [
         benchmark(m, data, threads=threads, runs=runs, warmup=warmup, progress=say,
-                  target=target)
+                  target=target, metric=metric)
         for m in models
     ]
     if len(models) > 1:

@@ -5,7 +5,15 @@ import json
 import click
 
 from tfcompress._distribute import STRATEGIES
-from tfcompress.cli._common import DISTRIBUTE_HELP, data_help, input_range_option, say, user_errors
+from tfcompress.cli._common import (
+    DISTRIBUTE_HELP,
+    data_help,
+    input_range_option,
+    metric_of,
+    metric_options,
+    say,
+    user_errors,
+)
 
 # Exit status of a run that finished but missed its accuracy budget, with --strict.
 BUDGET_MISSED = 3
@@ -22,8 +30,10 @@ BUDGET_MISSED = 3
               help="A built-in recipe (default, quick, lowrank, distill) or a .yaml/.json file.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(),
               help="Output folder: every step's model, the .tflite files and the reports.")
-@click.option("--max-accuracy-drop", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="Accuracy budget in points against the input model (also bounds searches).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0), default=None,
+              help="The budget: how much worse than the input model the metric may get (also "
+                   "bounds searches), in points for top1/top5 (default 1) and in the metric's "
+                   "own units otherwise (then required).")
 @click.option("--strict", is_flag=True,
               help=f"Exit with status {BUDGET_MISSED} when the final model misses the budget.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
@@ -37,10 +47,11 @@ BUDGET_MISSED = 3
               help="Allow the model files' Lambda layers to run their code (trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
 @input_range_option
+@metric_options
 @user_errors
 def compress_command(model, data, val, test, recipe, out_dir, max_accuracy_drop, strict, seed,
-                     runs, batch_size, distribute, unsafe, as_json,
-        input_range):
+                     runs, batch_size, distribute, unsafe, as_json, input_range, metric,
+                     metric_direction):
     """Compress MODEL (.keras) step by step as RECIPE says; measure each step in LiteRT.
 
     Writes OUT: NN_<step>.keras and .tflite per step, report.json, report.md, report.png and
@@ -53,7 +64,8 @@ def compress_command(model, data, val, test, recipe, out_dir, max_accuracy_drop,
     result = compress(model, data, recipe, out_dir, val=val, test=test,
                       max_accuracy_drop=max_accuracy_drop, seed=seed, runs=runs,
                       batch_size=batch_size, verbose=0, progress=say, safe_mode=not unsafe,
-                      distribute=distribute, preprocessing=input_range)
+                      distribute=distribute, preprocessing=input_range,
+                      metric=metric_of(metric, metric_direction))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -62,6 +74,6 @@ def compress_command(model, data, val, test, recipe, out_dir, max_accuracy_drop,
         click.echo(markdown(result))
         say(f"wrote {out_dir}/ (report.md, report.json, report.png, models)")
     if strict and not result.meets_budget:
-        say(f"--strict: the final model misses the accuracy budget of -{max_accuracy_drop:g} "
-            "points")
+        say(f"--strict: the final model misses the budget ({result.worse_by:.4g} worse than the "
+            f"input model, {result.max_accuracy_drop:g} allowed)")
         raise SystemExit(BUDGET_MISSED)

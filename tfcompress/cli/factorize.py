@@ -63,13 +63,13 @@ def factorize_command(model, output, energy, rank_ratio, ranks, conv_mode, min_p
     if data is not None:
         ds = _training.load_for(original, data, preprocessing=input_range)
         settings = _training.compile_like(new, original)
-        info["accuracy_before"] = _training.accuracy(original, ds.x_test, ds.y_test)
-        info["accuracy_factorized"] = _training.accuracy(new, ds.x_test, ds.y_test)
+        info["accuracy_before"] = _training.evaluate(original, ds.test)
+        info["accuracy_factorized"] = _training.evaluate(new, ds.test)
         if epochs:
             say(f"fine-tuning for {epochs} epoch(s) with {settings} ...")
-            _training.fit(new, ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
+            _training.fit(new, ds.train, epochs=epochs, batch_size=batch_size,
                           verbose=0 if as_json else 2)
-        info["accuracy_after"] = _training.accuracy(new, ds.x_test, ds.y_test)
+        info["accuracy_after"] = _training.evaluate(new, ds.test)
         info["epochs"] = epochs
     _io.save_model_atomic(new, output)
     info["output"] = output

@@ -1,12 +1,21 @@
 """One loader for the data users have: built-in sets, `.npz` files and image folders."""
 
 import os
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tfcompress.data._parts import (
+    STREAM_TYPES,
+    ArrayPart,
+    FilesPart,
+    Part,
+    StreamPart,
+    check_image_size,
+    is_stream,
+    stratified,
+)
 from tfcompress.data._preprocess import as_preprocessing
 from tfcompress.data._shapes import SHAPE_CLASSES, make_shapes
 
@@ -14,12 +23,16 @@ BUILTIN_NAMES: tuple[str, ...] = ("mnist", "shapes")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
-@dataclass(frozen=True)
 class Dataset:
-    """Images and integer labels, split into a train and a test part.
+    """Inputs and labels, split into a train and a test part, in memory or streamed.
 
-    Images are float32 with shape `(N, H, W, C)`, in `[0, 1]` unless a `Preprocessing` put
-    them in the model's range; labels are int32 of shape `(N,)`.
+    Built from arrays, `Dataset(x_train, y_train, x_test, y_test)` holds float32 images of
+    shape `(N, H, W, C)`, in `[0, 1]` unless a `Preprocessing` put them in the model's range,
+    and int32 labels of shape `(N,)`. `load` of an image folder gives a dataset whose images
+    are decoded a batch at a time, and `Dataset.from_streams` one over a user's streams
+    (`tf.data.Dataset`, `keras.utils.PyDataset`, a function returning batches): every part of
+    tfcompress reads `train` and `test` batch by batch, so memory does not grow with the
+    number of images.
 
     Args:
         x_train: Training images.
@@ -31,37 +44,104 @@ class Dataset:
         preprocessing: The `Preprocessing` the loader applied, if any. Defaults to `None`.
     """
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    class_names: tuple[str, ...] = field(default=())
-    name: str = "arrays"
-    preprocessing: Any = None
-
-    def __post_init__(self):
-        for part in ("train", "test"):
-            x, y = getattr(self, f"x_{part}"), getattr(self, f"y_{part}")
+    def __init__(self, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                 y_test: np.ndarray, class_names: tuple[str, ...] = (), name: str = "arrays",
+                 preprocessing: Any = None):
+        for part, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
             _check_images(x, f"x_{part}")
             _check_labels(y, len(x), f"y_{part}")
-        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+        if x_train.shape[1:] != x_test.shape[1:]:
             raise ValueError(
-                f"Train and test images differ in shape: {self.x_train.shape[1:]} vs "
-                f"{self.x_test.shape[1:]}. Resize them to one size."
+                f"Train and test images differ in shape: {x_train.shape[1:]} vs "
+                f"{x_test.shape[1:]}. Resize them to one size."
             )
-        if not self.class_names:
-            n = int(max(self.y_train.max(initial=0), self.y_test.max(initial=0))) + 1
-            object.__setattr__(self, "class_names", tuple(str(i) for i in range(n)))
+        self._set(ArrayPart(x_train, y_train, name), ArrayPart(x_test, y_test, name),
+                  class_names, name, preprocessing)
+
+    def _set(self, train: Part, test: Part, class_names: tuple, name: str,
+             preprocessing: Any) -> None:
+        self.train, self.test, self.name, self.preprocessing = train, test, name, preprocessing
+        if not class_names and (train.in_memory or isinstance(train, FilesPart)):
+            tops = [t for t in (train.label_max(), test.label_max()) if t is not None]
+            class_names = tuple(str(i) for i in range(max(tops) + 1)) if tops else ()
+        self.class_names = tuple(class_names)
+
+    @classmethod
+    def from_parts(cls, train: Part, test: Part, class_names: tuple = (),
+                   name: str = "arrays", preprocessing: Any = None) -> "Dataset":
+        """A dataset over two `Part`s (arrays, a folder's files or streams)."""
+        ds = cls.__new__(cls)
+        ds._set(train, test, class_names, name, preprocessing)
+        return ds
+
+    @classmethod
+    def from_streams(cls, train: Any, test: Any, class_names: "tuple[str, ...] | list" = (),
+                     name: str = "stream") -> "Dataset":
+        """A dataset over the streams a user trains with: each a `tf.data.Dataset`, a
+        `keras.utils.PyDataset` or a function that returns a new iterable of batches.
+
+        Each stream yields `(inputs, labels)` batches, already batched and preprocessed as
+        the model takes them; they are read as they come, one batch at a time, every time a
+        step needs them (each epoch, then scoring). A batch that does not fit (shape, dtype,
+        labels beyond the model's outputs) stops the work at that batch with one line.
+
+        Args:
+            train: Training batches.
+            test: Evaluation batches (validation inside `compress`).
+            class_names: One name per class. Defaults to `()`: unknown.
+            name: Where the data came from. Defaults to `"stream"`.
+
+        Returns:
+            A `Dataset`.
+
+        Raises:
+            TypeError: If a stream is none of the above (a generator, which can be read only
+                once, is refused: pass the function that makes it).
+
+        Example:
+            >>> import tensorflow as tf
+            >>> x, y = np.zeros((8, 4, 4, 1), "float32"), np.arange(8) % 2
+            >>> batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+            >>> ds = Dataset.from_streams(batches, batches)
+            >>> ds.input_shape, [len(b[0]) for b in ds.train.batches()]
+            ((4, 4, 1), [4, 4])
+        """
+        return cls.from_parts(StreamPart(train), StreamPart(test), tuple(class_names), name)
+
+    @property
+    def x_train(self) -> np.ndarray:
+        """The training images as one array (a folder or a stream is read whole)."""
+        return self.train.head()[0]
+
+    @property
+    def y_train(self) -> np.ndarray:
+        """The training labels as one array."""
+        return self.train.head()[1]
+
+    @property
+    def x_test(self) -> np.ndarray:
+        """The test images as one array (a folder or a stream is read whole)."""
+        return self.test.head()[0]
+
+    @property
+    def y_test(self) -> np.ndarray:
+        """The test labels as one array."""
+        return self.test.head()[1]
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one image, `(H, W, C)`."""
-        return tuple(int(d) for d in self.x_train.shape[1:])
+        return self.train.element_shape
 
     @property
     def num_classes(self) -> int:
-        """The number of classes."""
+        """The number of classes (0 when a stream's classes were not named)."""
         return len(self.class_names)
+
+    @property
+    def streamed(self) -> bool:
+        """True when the images are read a batch at a time (a folder or a stream)."""
+        return not (self.train.in_memory and self.test.in_memory)
 
     def hold_out(
         self, fraction: float = 0.1, seed: int = 0
@@ -83,7 +163,7 @@ class Dataset:
             the same test part.
 
         Raises:
-            ValueError: If `fraction` is not in `(0, 1)`.
+            ValueError: If `fraction` is not in `(0, 1)`, or the training part is a stream.
 
         Example:
             >>> ds = Dataset(np.zeros((10, 4, 4, 1), "float32"), np.arange(10) % 2,
@@ -92,15 +172,21 @@ class Dataset:
             >>> len(rest.x_train), len(x_val), sorted(y_val.tolist())
             (8, 2, [0, 1])
         """
-        x_tr, y_tr, x_val, y_val = split(self.x_train, self.y_train, fraction, seed)
-        rest = Dataset(x_tr, y_tr, self.x_test, self.y_test, self.class_names, self.name,
-                       self.preprocessing)
-        return rest, (x_val, y_val)
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"fraction must be in (0, 1), got {fraction}.")
+        train, held = self.train.split(fraction, seed)
+        rest = Dataset.from_parts(train, self.test, self.class_names, self.name,
+                                  self.preprocessing)
+        return rest, held.head()
 
     def __repr__(self) -> str:
+        def count(part: Part) -> str:
+            return str(part.size) if part.size is not None else "stream"
+
         return (
-            f"Dataset(name={self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
-            f"input_shape={self.input_shape}, num_classes={self.num_classes})"
+            f"Dataset(name={self.name!r}, train={count(self.train)}, "
+            f"test={count(self.test)}, input_shape={self.input_shape}, "
+            f"num_classes={self.num_classes})"
         )
 
 
@@ -125,8 +211,17 @@ def _check_images(x: Any, what: str) -> None:
 
 
 def _check_labels(y: Any, n: int, what: str) -> None:
+    """Class labels of shape (n,), or other targets (e.g. images for an autoencoder) with
+    one row per image."""
     if not isinstance(y, np.ndarray):
         raise TypeError(f"{what} must be a NumPy array, got {type(y).__name__}.")
+    if y.ndim > 1 and not _label_like(y):
+        if len(y) != n or y.dtype.kind not in "fiu" or (
+                y.dtype.kind == "f" and not np.isfinite(y).all()):
+            raise ValueError(
+                f"{what} must hold one finite numeric target per image ({n} rows), got "
+                f"shape {y.shape} of dtype {y.dtype}.")
+        return
     if y.shape != (n,):
         raise ValueError(
             f"{what} must hold one integer label per image, shape ({n},), got shape {y.shape}."
@@ -148,8 +243,17 @@ def _to_images(x: np.ndarray, what: str) -> np.ndarray:
     return x.astype(np.float32)
 
 
+def _label_like(y: np.ndarray) -> bool:
+    """Integer labels, a column of them, or one-hot rows (not, e.g., images or boxes)."""
+    return y.ndim == 1 or (y.ndim == 2 and (y.shape[1] == 1 or bool(np.isin(y, (0, 1)).all())))
+
+
 def _to_labels(y: np.ndarray, what: str) -> np.ndarray:
+    """Class indices from labels or one-hot rows; other targets (images for an autoencoder,
+    boxes) as float32."""
     y = np.asarray(y)
+    if not _label_like(y):
+        return y.astype(np.float32)
     if y.ndim == 2 and y.shape[1] > 1:  # one-hot
         y = y.argmax(axis=1)
     y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
@@ -179,17 +283,7 @@ def split(
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
-    rng = np.random.default_rng(seed)
-    test_idx = []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        rng.shuffle(idx)
-        test_idx.append(idx[: max(1, round(test_fraction * len(idx)))])
-    test_mask = np.zeros(len(y), dtype=bool)
-    test_mask[np.concatenate(test_idx)] = True
-    train, test = np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
-    rng.shuffle(train)
-    rng.shuffle(test)
+    train, test = stratified(y, test_fraction, seed)
     return x[train], y[train], x[test], y[test]
 
 
@@ -238,15 +332,13 @@ def _load_npz(path: Path, test_fraction: float, seed: int) -> tuple[Dataset, boo
     return Dataset(*parts, class_names=names, name=path.name), integer
 
 
-# Larger images than this are refused before they are decoded (a 16k x 16k image already
-# takes 768 MB as RGB floats); every image is resized to one size as it is read.
-MAX_IMAGE_PIXELS = 64_000_000
-
-
 def _load_directory(
     path: Path, image_size: tuple[int, int] | None, channels: int | None,
     test_fraction: float, seed: int
 ) -> Dataset:
+    """A folder of class sub-folders, read lazily: every file's header is checked now (a
+    file that is not an image, or too large, fails here, before any work), the pixels are
+    decoded a batch at a time when a step reads them."""
     from PIL import Image, UnidentifiedImageError
 
     root = path.resolve()
@@ -261,11 +353,14 @@ def _load_directory(
             f"{path} has no class sub-folders. Expected one folder per class, each holding "
             "that class's images (e.g. data/cat/1.png, data/dog/2.png)."
         )
-    files: list[tuple[Path, int]] = []
+    files: list[str] = []
+    labels: list[int] = []
     for label, folder in enumerate(classes):
         for dirpath, _, names in sorted(os.walk(folder)):  # links to folders are not followed
-            files += [(Path(dirpath) / n, label) for n in sorted(names)
-                      if n.lower().endswith(_IMAGE_SUFFIXES)]
+            found = [os.path.join(dirpath, n) for n in sorted(names)
+                     if n.lower().endswith(_IMAGE_SUFFIXES)]
+            files += found
+            labels += [label] * len(found)
     if not files:
         raise ValueError(
             f"{path} has class folders {[c.name for c in classes]} but no images in them "
@@ -273,32 +368,22 @@ def _load_directory(
     mode = {None: None, 1: "L", 3: "RGB", 4: "RGBA"}.get(channels, "unsupported")
     if mode == "unsupported":
         raise ValueError(f"Images can be read with 1, 3 or 4 channels, not {channels}.")
-    x = None
-    y = np.empty(len(files), dtype=np.int32)
-    for i, (file, label) in enumerate(files):
+    for file in files:
         try:
             with Image.open(file) as im:
-                if im.width * im.height > MAX_IMAGE_PIXELS:
-                    raise ValueError(
-                        f"{file} is {im.width} x {im.height} pixels, more than tfcompress reads "
-                        f"({MAX_IMAGE_PIXELS:,}). Resize it or remove it from the folder.")
+                check_image_size(file, im)
                 if mode is None:  # no model to follow: the first image decides
                     mode = "L" if im.mode in ("L", "I", "I;16", "1") else "RGB"
                 if image_size is None:
                     image_size = (im.height, im.width)
-                im = im.convert(mode)
-                if (im.height, im.width) != tuple(image_size):
-                    im = im.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
-                arr = np.asarray(im, dtype=np.float32)
         except (OSError, UnidentifiedImageError, SyntaxError) as e:
             raise ValueError(
                 f"Could not read the image {file} ({e}). Remove or replace that file.") from None
-        if x is None:
-            x = np.empty((len(files), *image_size, 1 if mode == "L" else len(mode)), np.float32)
-        x[i] = arr.reshape(x.shape[1:]) / 255.0
-        y[i] = label
-    class_names = tuple(c.name for c in classes)
-    return Dataset(*split(x, y, test_fraction, seed), class_names=class_names, name=path.name)
+    y = np.asarray(labels, np.int32)
+    all_files = FilesPart(tuple(files), y, tuple(image_size), mode, name=path.name)
+    train, test = stratified(y, test_fraction, seed)
+    return Dataset.from_parts(all_files.subset(train), all_files.subset(test),
+                              tuple(c.name for c in classes), path.name)
 
 
 def load(
@@ -346,12 +431,22 @@ def load(
     """
     if isinstance(source, Dataset):
         return source
+    if is_stream(source):
+        raise TypeError(
+            "load cannot split a stream into training and test batches. Pass "
+            "Dataset.from_streams(train, test), or to compress: data=train, val=validation.")
     prep = as_preprocessing(preprocessing)
     ds, scaled = _load(source, test_fraction, seed, image_size, num_samples, channels)
     if prep is None or not scaled:  # float .npz arrays are taken as they are
         return ds
-    return replace(ds, x_train=prep.apply(ds.x_train), x_test=prep.apply(ds.x_test),
-                   preprocessing=prep)
+    return Dataset.from_parts(*(_preprocessed(p, prep) for p in (ds.train, ds.test)),
+                              ds.class_names, ds.name, prep)
+
+
+def _preprocessed(part: Part, prep: Any) -> Part:
+    if isinstance(part, FilesPart):
+        return FilesPart(part.files, part.labels, part.image_size, part.mode, prep, part.name)
+    return ArrayPart(prep.apply(part.x), part.y, part.name)
 
 
 def _load(source, test_fraction, seed, image_size, num_samples, channels
@@ -389,17 +484,17 @@ def _load(source, test_fraction, seed, image_size, num_samples, channels
     )
 
 
-def as_arrays(data: Any, *, split_name: str = "test") -> tuple[np.ndarray, np.ndarray | None]:
-    """Turns what a user passes as data into `(x, y)` arrays.
+def as_part(data: Any, split_name: str = "test") -> Part:
+    """What a user passes as data, as one `Part` read batch by batch.
 
     Args:
-        data: A `Dataset`, a loader source (name or path), an `(x, y)` tuple, or an array of
-            images (then `y` is `None`).
-        split_name: Which split of a `Dataset` or loader source to use, `"train"` or `"test"`.
-            Defaults to `"test"`.
+        data: A `Dataset` (its `split_name` part), a loader source (name or path), an
+            `(x, y)` tuple, an array of inputs (no labels), or a stream (`tf.data.Dataset`,
+            `keras.utils.PyDataset`, a function returning batches).
+        split_name: `"train"` or `"test"`. Defaults to `"test"`.
 
     Returns:
-        `(x, y)` with `y` possibly `None`.
+        A `Part`.
 
     Raises:
         TypeError: If `data` is none of the above.
@@ -409,19 +504,42 @@ def as_arrays(data: Any, *, split_name: str = "test") -> tuple[np.ndarray, np.nd
     if isinstance(data, (str, os.PathLike)):
         data = load(data)
     if isinstance(data, Dataset):
-        return getattr(data, f"x_{split_name}"), getattr(data, f"y_{split_name}")
+        return getattr(data, split_name)
+    if isinstance(data, Part):
+        return data
     if isinstance(data, tuple) and len(data) == 2:
         x = _to_images(data[0], "x")
         y = _to_labels(data[1], "y")
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} images but y has {len(y)} labels.")
         _check_images(x, "x")
-        return x, y
+        return ArrayPart(x, y)
     if isinstance(data, np.ndarray):
         x = np.asarray(data, dtype=np.float32)
         _check_images(x, "the images")
-        return x, None
+        return ArrayPart(x, None)
+    if is_stream(data):
+        return StreamPart(data)
     raise TypeError(
-        "data must be a Dataset, a built-in name or path, an (x, y) tuple or an array of images; "
-        f"got {type(data).__name__}."
+        "data must be a Dataset, a built-in name or path, an (x, y) tuple, an array of images "
+        f"or a stream ({STREAM_TYPES}); got {type(data).__name__}."
     )
+
+
+def as_arrays(data: Any, *, split_name: str = "test", limit: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Turns what a user passes as data into `(x, y)` arrays.
+
+    Args:
+        data: As for `as_part`.
+        split_name: Which split of a `Dataset` or loader source to use, `"train"` or `"test"`.
+            Defaults to `"test"`.
+        limit: Read at most this many samples (the first ones). Defaults to `None`: all.
+
+    Returns:
+        `(x, y)` with `y` possibly `None`.
+
+    Raises:
+        TypeError: If `data` is none of the above.
+    """
+    return as_part(data, split_name).head(limit)

@@ -238,7 +238,7 @@ def layer_errors(
     _graph.require_functional(model, "layer_errors")
     model = _graph.flat(model)  # a nested backbone's layers are compared one by one too
     interp = _tflite.interpreter(tflite_path, preserve_all_tensors=True)
-    x, _ = as_arrays(data, split_name="test")
+    x, _ = as_arrays(data, split_name="test", limit=num_samples)
     x = np.asarray(x[:num_samples], dtype=np.float32)
     inp = interp.get_input_details()[0]
     _tflite.check_input_shape(inp, x)

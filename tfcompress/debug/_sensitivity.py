@@ -18,6 +18,7 @@ from keras import ops
 from tfcompress import _io, _legacy
 from tfcompress._macs import layer_macs
 from tfcompress.data import as_arrays
+from tfcompress.data._parts import class_ids
 
 TECHNIQUES = ("prune", "quantize", "channels")
 _DEFAULT_AMOUNT = {"prune": 0.8, "quantize": 1.0, "channels": 0.5}
@@ -365,11 +366,11 @@ def sensitivity(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     if isinstance(model, (str, os.PathLike)):
         model = _io.load_keras_model(model, safe_mode=safe_mode, compile=False)
-    x, y = as_arrays(data, split_name="test")
+    x, y = as_arrays(data, split_name="test", limit=num_samples)
     if y is None:
         raise ValueError("A sensitivity scan scores accuracy, so data needs labels: an (x, y) "
                          "tuple, a Dataset or a labelled data path.")
-    x, y = np.asarray(x[:num_samples], np.float32), np.asarray(y[:num_samples])
+    x, y = np.asarray(x, np.float32), class_ids(y)
     fingerprint = _io.model_fingerprint(model)
     if cache is not None and os.path.exists(cache):
         cached = SensitivityScan.load(cache)
@@ -383,7 +384,7 @@ def sensitivity(
     elif technique == "channels":
         layers = _scan_channels(model, x, y, amount, base)
     else:
-        calibration, _ = as_arrays(data, split_name="train")
+        calibration, _ = as_arrays(data, split_name="train", limit=500)
         layers, all_changed = _scan_quantize(model, x, y, base,
                                              np.asarray(calibration[:500], np.float32))
     scan = SensitivityScan(technique, amount, base, len(x), tuple(layers), fingerprint,

@@ -12,10 +12,11 @@ from tfcompress.distillation._distiller import Distiller
 
 @dataclass(frozen=True)
 class DistillResult:
-    """Accuracy of teacher and student, their sizes, and the settings used."""
+    """Top-1 accuracy of teacher and student (`None` when the targets are not class labels),
+    their sizes, and the settings used."""
 
-    teacher_accuracy: float
-    student_accuracy: float
+    teacher_accuracy: float | None
+    student_accuracy: float | None
     teacher_params: int
     student_params: int
     epochs: int
@@ -77,16 +78,18 @@ def distill(
     _training.check_data_fits(student, ds)
     trained = _training.copy_model(student)
     distiller = Distiller(teacher, trained, temperature=temperature, alpha=alpha,
-                          feature_layers=feature_layers, precompute_teacher=precompute_teacher)
+                          feature_layers=feature_layers,
+                          # a stream is read batch by batch: the teacher runs on each batch
+                          precompute_teacher=precompute_teacher and ds.train.in_memory)
     distiller.compile(keras.optimizers.Adam(learning_rate), metrics=["accuracy"])
     start = time.perf_counter()
-    _training.fit(distiller, ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
+    _training.fit(distiller, ds.train, epochs=epochs, batch_size=batch_size,
                   callbacks=list(callbacks or []), verbose=verbose)
     seconds = time.perf_counter() - start
     _training.compile_like(trained, student, learning_rate)
     result = DistillResult(
-        teacher_accuracy=_training.accuracy(teacher, ds.x_test, ds.y_test),
-        student_accuracy=_training.accuracy(trained, ds.x_test, ds.y_test),
+        teacher_accuracy=_training.evaluate(teacher, ds.test),
+        student_accuracy=_training.evaluate(trained, ds.test),
         teacher_params=teacher.count_params(), student_params=trained.count_params(),
         epochs=epochs, temperature=float(temperature), alpha=float(alpha),
         seconds=round(seconds, 2),

@@ -3,13 +3,15 @@
 import dataclasses
 import os
 import tempfile
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tfcompress import _io, _legacy, _options, _tflite
-from tfcompress.data import Dataset, as_arrays
+from tfcompress.data import Dataset, Part, as_arrays
+from tfcompress.data._parts import is_stream
 from tfcompress.export import _micro
 from tfcompress.export._fixups import widen_int16_biases
 from tfcompress.export._micro import MicroReport
@@ -80,8 +82,10 @@ def _calibration_arrays(data: Any, num_samples: int) -> np.ndarray:
         if x.ndim < 2 or not np.isfinite(x).all():
             raise ValueError(f"representative_data must be a batch of finite inputs, got an "
                              f"array of shape {x.shape}.")
-    elif isinstance(data, (np.ndarray, tuple, str, os.PathLike, Dataset)):
-        x, _ = as_arrays(data, split_name="train")
+    elif isinstance(data, (np.ndarray, tuple, str, os.PathLike, Dataset, Part)) or (
+            is_stream(data) and not hasattr(data, "element_spec")
+            and not isinstance(data, types.GeneratorType)):  # a generator is read once below
+        x, _ = as_arrays(data, split_name="train", limit=num_samples)
     else:  # an iterable of batches, e.g. a tf.data.Dataset of images or (images, labels)
         batches, count = [], 0
         for batch in data:

@@ -11,11 +11,12 @@ from tfcompress.pipeline._recipe import shown_name
 def markdown(result: Any) -> str:
     """The results table (one row per step, the baseline first) and a summary line."""
     rows = [result.baseline, *result.steps]
+    m = _Shown(result)
     lines = [
         f"# tfcompress report: recipe `{result.recipe['name']}` on {result.data}",
         "",
         "| step | parameters | size (bytes) | gzip size (bytes) | p50 (ms) | p90 (ms) | "
-        "accuracy (%) | reference kernels (%) | vs baseline (points) |",
+        f"{m.label} | reference kernels{m.suffix} | vs baseline ({m.unit}) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -24,8 +25,8 @@ def markdown(result: Any) -> str:
             name += f" (skipped: {r.skipped})"
         lines.append(
             f"| {r.index}. {name} | {r.params:,} | {r.size_bytes:,} | {r.gzip_bytes:,} | "
-            f"{r.latency_ms_p50:.4f} | {r.latency_ms_p90:.4f} | {100 * r.accuracy:.2f} | "
-            f"{_percent(r.accuracy_reference)} | {r.delta:+.2f} |")
+            f"{r.latency_ms_p50:.4f} | {r.latency_ms_p90:.4f} | {m.value(r.accuracy)} | "
+            f"{m.value(r.accuracy_reference)} | {r.delta:+.4g} |")
     ratios = result.ratios()
     pair = result.side_by_side
     timing = "LiteRT p50, 1 thread" + (
@@ -34,24 +35,30 @@ def markdown(result: Any) -> str:
         "",
         f"Final model `{os.path.basename(result.final.tflite_path)}` against the float32 "
         f"baseline: {ratios['smaller']}x smaller on disk, {ratios['smaller_gzip']}x smaller "
-        f"gzipped, {ratios['faster_p50']}x faster ({timing}), accuracy "
-        f"{result.final.delta:+.2f} points.",
+        f"gzipped, {ratios['faster_p50']}x faster ({timing}), {m.name} "
+        f"{result.final.delta:+.4g} {m.unit}.",
     ]
     verdict = "meets" if result.meets_budget else "does NOT meet"
-    lines.append(f"It {verdict} the accuracy budget of -{result.max_accuracy_drop:g} points.")
+    if m.percent and m.higher:
+        lines.append(f"It {verdict} the {m.name} budget of -{result.max_accuracy_drop:g} "
+                     "points.")
+    else:
+        lines.append(f"It {verdict} the budget: {m.name} at most {result.max_accuracy_drop:g} "
+                     f"{'below' if m.higher else 'above'} the baseline.")
     for r in result.steps:
         if r.search:
             key = next(k for k in r.search[0] if k not in (
                 "val_accuracy", "within_budget", "chosen", "size", "latency"))
             tried = ", ".join(
-                f"{row[key]}: {100 * row['val_accuracy']:.2f} %"
+                f"{row[key]}: {m.value(row['val_accuracy'])}{m.suffix}"
                 f"{' (chosen)' if row['chosen'] else ''}" for row in r.search)
             lines.append(f"Step {r.index} searched {shown_name(key)} on the validation data: "
                          f"{tried}.")
     for text in result.warnings:
         lines.append(f"Warning: {text}")
     sources = result.data_sources or {}
-    lines += ["", "Every row's model and .tflite are in this folder. Accuracy is measured in "
+    lines += ["", f"Every row's model and .tflite are in this folder. The metric is {m.name} "
+              f"({'higher' if m.higher else 'lower'} is better); it is measured in "
               "LiteRT with XNNPACK (as on phones and boards) and with LiteRT's reference "
               "kernels (what TFLite Micro and most other delegates compute); latency with "
               "XNNPACK, 1 thread. Images behind each figure:"]
@@ -64,8 +71,24 @@ def markdown(result: Any) -> str:
     return "\n".join(lines)
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
+class _Shown:
+    """How a run's metric is shown: top-1 as "accuracy (%)", others by name."""
+
+    def __init__(self, result: Any):
+        spec = result.metric or {"name": "top1", "direction": "max", "percent": True}
+        self.name = "accuracy" if spec["name"] == "top1" else spec["name"]
+        self.percent, self.higher = spec["percent"], spec["direction"] == "max"
+        self.suffix = " (%)" if self.percent else ""
+        self.label = f"{self.name}{self.suffix}"
+        self.unit = "points" if self.percent else "change"
+
+    def value(self, value: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"{100 * value:.2f}" if self.percent else f"{value:.4g}"
+
+    def plotted(self, value: float) -> float:
+        return 100 * value if self.percent else value
 
 
 def plot(result: Any, path: str) -> None:
@@ -78,15 +101,17 @@ def plot(result: Any, path: str) -> None:
     from matplotlib import ticker
 
     rows = [result.baseline, *result.steps]
+    m = _Shown(result)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for ax, key, label in ((axes[0], "size_bytes", "size (KB, log scale)"),
                            (axes[1], "latency_ms_p50", "LiteRT latency p50 (ms, 1 thread)")):
         xs = [getattr(r, key) / (1000 if key == "size_bytes" else 1) for r in rows]
-        ys = [100 * r.accuracy for r in rows]
+        ys = [m.plotted(r.accuracy) for r in rows]
         ax.plot(xs[1:], ys[1:], "o-", color="tab:blue", label="steps")
         ax.plot(xs[:1], ys[:1], "*", markersize=14, color="tab:red", label="baseline (float32)")
-        ax.axhline(ys[0] - result.max_accuracy_drop, color="tab:red", linestyle="--",
-                   linewidth=1, label=f"budget (-{result.max_accuracy_drop:g} points)")
+        sign = -1 if m.higher else 1
+        ax.axhline(ys[0] + sign * result.max_accuracy_drop, color="tab:red", linestyle="--",
+                   linewidth=1, label=f"budget ({sign * result.max_accuracy_drop:+g} {m.unit})")
         spots: dict[tuple[str, str], tuple[float, float, list[str]]] = {}
         for r, x, y in zip(rows, xs, ys, strict=True):  # one label per spot at plot resolution
             spot = spots.setdefault((f"{x:.2g}", f"{y:.3g}"), (x, y, []))
@@ -100,7 +125,7 @@ def plot(result: Any, path: str) -> None:
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(label)
-        ax.set_ylabel("accuracy (%)")
+        ax.set_ylabel(m.label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"recipe {result.recipe['name']} on {result.data}")

@@ -14,7 +14,9 @@ import keras
 import numpy as np
 
 from tfcompress import _distribute, _io, _legacy, _training
-from tfcompress.data import Dataset, as_arrays, load, split
+from tfcompress.data import ArrayPart, Dataset, FilesPart, Part, as_part, load
+from tfcompress.data._parts import is_stream
+from tfcompress.metrics import Metric, as_metric
 from tfcompress.pipeline import _steps
 from tfcompress.pipeline._recipe import SEARCHED, Recipe, Step, load_recipe, shown_name
 from tfcompress.quantization import count_params
@@ -74,14 +76,22 @@ class PipelineResult:
     side_by_side: dict | None = None
     data_sources: dict | None = None
     warnings: tuple[str, ...] = ()
+    metric: dict | None = None
 
     @property
     def final(self) -> StepRecord:
         return self.steps[-1] if self.steps else self.baseline
 
     @property
+    def worse_by(self) -> float:
+        """How much worse the final model scores than the baseline, in the metric's display
+        units (points for a percentage); negative when it scores better."""
+        lower_is_better = (self.metric or {}).get("direction") == "min"
+        return self.final.delta if lower_is_better else -self.final.delta
+
+    @property
     def meets_budget(self) -> bool:
-        return -self.final.delta <= self.max_accuracy_drop + 1e-9
+        return self.worse_by <= self.max_accuracy_drop + 1e-9
 
     def ratios(self) -> dict:
         """Final vs baseline: how many times smaller on disk and gzipped, and faster (p50;
@@ -97,7 +107,7 @@ class PipelineResult:
 
     def to_dict(self) -> dict:
         return {"recipe": self.recipe, "data": self.data, "seed": self.seed,
-                "data_sources": self.data_sources,
+                "data_sources": self.data_sources, "metric": self.metric,
                 "baseline": self.baseline.to_dict(),
                 "steps": [s.to_dict() for s in self.steps],
                 "final": self.final.to_dict(), "ratios": self.ratios(),
@@ -119,54 +129,75 @@ def _seeded(seed: int):
         np.random.set_state(np_state)
 
 
-def _all_images(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    return np.concatenate([ds.x_train, ds.x_test]), np.concatenate([ds.y_train, ds.y_test])
+def _whole(ds: Dataset) -> Part:
+    """Both parts of a dataset as one (validation or test data used whole)."""
+    if isinstance(ds.train, ArrayPart) and isinstance(ds.test, ArrayPart):
+        return ArrayPart(np.concatenate([ds.train.x, ds.test.x]),
+                         np.concatenate([ds.train.y, ds.test.y]), ds.name)
+    if isinstance(ds.train, FilesPart) and isinstance(ds.test, FilesPart):
+        return FilesPart(ds.train.files + ds.test.files,
+                         np.concatenate([ds.train.labels, ds.test.labels]),
+                         ds.train.image_size, ds.train.mode, ds.train.preprocessing, ds.name)
+    raise ValueError(
+        f"{ds.name} holds two streams, which tfcompress does not join: pass one stream "
+        "(a tf.data.Dataset, a PyDataset or a function returning batches) for this data.")
 
 
 def _splits(data: Any, val: Any, seed: int, test: Any = None, model: Any = None,
             preprocessing: Any = None) -> tuple[Dataset, Dataset, dict]:
     """(train + validation as a Dataset whose test part is the validation set, test Dataset,
     where each part's images come from). With `model`, folders are read as it takes them and
-    every part is checked against it."""
+    every part is checked against it. Every part is read batch by batch (arrays, a folder's
+    files or a user's stream); only a stream cannot be split, so with one `val` is needed."""
     def read(source: Any) -> Dataset:
         if model is None:
             return load(source, seed=seed, preprocessing=preprocessing)
         return _training.load_for(model, source, seed=seed, preprocessing=preprocessing)
 
-    def whole(source: Any) -> tuple[np.ndarray, np.ndarray, str]:
-        """All images of a source that is used whole (validation or test data)."""
-        if isinstance(source, tuple):
-            return (*as_arrays(source), "(x, y) arrays")
+    def whole(source: Any) -> tuple[Part, str]:
+        """All of a source that is used whole (validation or test data)."""
+        if isinstance(source, tuple) or is_stream(source):
+            part = as_part(source)
+            return part, "(x, y) arrays" if isinstance(source, tuple) else part.name
         d = read(source)
-        return (*_all_images(d), d.name)
+        return _whole(d), d.name
 
-    ds = read(data)
-    if test is None:
-        x_te, y_te, test_from = ds.x_test, ds.y_test, f"{ds.name}: its test part"
-        x_tr, y_tr, train_from = ds.x_train, ds.y_train, f"{ds.name}: its training part"
+    streamed = is_stream(data)
+    if streamed:
+        tr = as_part(data, "train")
+        ds = Dataset.from_parts(tr, tr, (), tr.name)
+    else:
+        ds = read(data)
+    name = ds.name
+    te = None
+    if test is None and not streamed:
+        te, test_from = ds.test, f"{name}: its test part"
+        tr, train_from = ds.train, f"{name}: its training part"
+    elif test is None:
+        tr, train_from = ds.train, f"{name}: all of it"
     else:  # --data is all for training; --test only for the reported figures
-        x_te, y_te, name = whole(test)
-        test_from = f"{name}: all of it, used for nothing else"
-        x_tr, y_tr = _all_images(ds)
-        train_from = f"{ds.name}: all of it"
+        te, test_name = whole(test)
+        test_from = f"{test_name}: all of it, used for nothing else"
+        tr, train_from = (ds.train if streamed else _whole(ds)), f"{name}: all of it"
     if val is None:
-        x_tr, y_tr, x_val, y_val = split(x_tr, y_tr, HOLD_OUT, seed)
-        val_from = f"{ds.name}: training images held out (seed {seed})"
+        tr, va = tr.split(HOLD_OUT, seed)
+        val_from = f"{name}: training images held out (seed {seed})"
         train_from += " less the validation images"
     else:
-        x_val, y_val, name = whole(val)
-        val_from = f"{name}: all of it"
-    fit = Dataset(x_tr, y_tr, x_val, y_val, ds.class_names, f"{ds.name} (train/val)",
-                  ds.preprocessing)
-    test_ds = ds if test is None else Dataset(x_te, y_te, x_te, y_te, ds.class_names, ds.name,
-                                              ds.preprocessing)
+        va, val_name = whole(val)
+        val_from = f"{val_name}: all of it"
+    if te is None:  # a training stream and no test data: the validation data scores
+        te, test_from = va, f"{val_from}, the validation data"
+    fit = Dataset.from_parts(tr, va, ds.class_names, f"{name} (train/val)", ds.preprocessing)
+    test_ds = Dataset.from_parts(te, te, ds.class_names, name, ds.preprocessing)
     if model is not None:
         for part in (fit, test_ds):
             _training.check_data_fits(model, part)
-    sources = {"train": f"{train_from} ({len(x_tr):,} images)",
-               "validation": f"{val_from} ({len(x_val):,} images)",
-               "test": f"{test_from} ({len(x_te):,} images)",
+    sources = {"train": f"{train_from} ({tr.describe()})",
+               "validation": f"{val_from} ({va.describe()})",
+               "test": f"{test_from} ({te.describe()})",
                "input": (ds.preprocessing.describe() if ds.preprocessing is not None
+                         else "as the stream yields them" if streamed or is_stream(val)
                          else "images as loaded: [0, 1] from images and built-in sets")}
     return fit, test_ds, sources
 
@@ -184,18 +215,17 @@ def _export(model: keras.Model, path: str, mode: str, calib: Dataset, **device: 
 
 
 def _measure(model: keras.Model, path: str, mode: str, calib: Dataset, test: Dataset,
-             runs: int, **device: Any) -> dict:
+             runs: int, metric: Metric, **device: Any) -> dict:
     from tfcompress import _tflite
-    from tfcompress.bench import benchmark
+    from tfcompress.bench import benchmark, score
 
     bench = benchmark(_export(model, path, mode, calib, **device), test, runs=runs,
-                      threads=1).to_dict()
-    reference = _tflite.predict_classes(_tflite.interpreter(path, target="litert-reference"),
-                                        test.x_test)
+                      threads=1, metric=metric).to_dict()
+    reference, _ = score(_tflite.interpreter(path, target="litert-reference"), test, metric)
     return {"size_bytes": bench["size_bytes"], "gzip_bytes": bench["gzip_bytes"],
             "latency_ms_p50": bench["latency_ms_p50"], "latency_ms_p90": bench["latency_ms_p90"],
-            "accuracy": bench["accuracy"],
-            "accuracy_reference": float(np.mean(reference == test.y_test))}
+            "accuracy": bench["accuracy"], "accuracy_reference": reference,
+            "samples": bench["num_samples"]}
 
 
 _OUTPUT_NAME = re.compile(r"(\d\d_.*\.(keras|tflite|h|cc)|report\.(json|md|png)|state\.json|"
@@ -228,6 +258,7 @@ def compress(
     safe_mode: bool = True,
     distribute: Any = None,
     preprocessing: Any = None,
+    metric: Any = None,
 ) -> PipelineResult:
     """Runs a recipe on a trained model and measures every step in LiteRT.
 
@@ -247,8 +278,11 @@ def compress(
 
     Args:
         model: A trained Keras model or the path of a `.keras` file.
-        data: Training data: `"mnist"`, `"shapes"`, an `.npz`, a folder, a `Dataset`. Without
-            `test`, its test part gives the reported figures and its training part trains.
+        data: Training data: `"mnist"`, `"shapes"`, an `.npz`, a folder (read a batch at a
+            time), a `Dataset`, or a stream of `(x, y)` batches (`tf.data.Dataset`,
+            `keras.utils.PyDataset`, a function returning batches; then `val` is needed).
+            Without `test`, its test part gives the reported figures and its training part
+            trains.
         recipe: A built-in name (`default`, `quick`, `lowrank`, `distill`), a YAML/JSON file, a
             dict or a `Recipe`. Defaults to `"default"`.
         out_dir: Output folder (created). Defaults to `"tfcompress-out"`.
@@ -261,8 +295,10 @@ def compress(
             the test part of `data`. If the model was trained on the images that score it,
             every figure against the baseline is wrong; the run warns when the baseline scores
             far higher on them than on the validation images.
-        max_accuracy_drop: Accuracy budget in points against the baseline, for the searches and
-            the verdict. Defaults to `None`: 1 point.
+        max_accuracy_drop: The budget: how much worse than the baseline the `metric` may get,
+            for the searches and the verdict, in points for a percentage (top-1, top-5) and in
+            the metric's own units otherwise. Defaults to `None`: 1 point (for a metric that
+            is not a percentage, pass one).
         seed: Seed of the validation split and of every step. Defaults to `0`.
         runs: Timed LiteRT invocations per model. Defaults to `100`.
         batch_size: Training batch size. Defaults to `64`.
@@ -279,7 +315,11 @@ def compress(
         preprocessing: What the images become for the model: `"0-1"`, `"-1-1"`, `"0-255"`
             or a `tfcompress.data.Preprocessing` (with a mean and std). Defaults to `None`:
             read from the model's first `Rescaling`/`Normalization` layer, else [0, 1]. The
-            report says which was used.
+            report says which was used. A stream's batches are taken as they come.
+        metric: What scores every model, with the direction that is better: `"top1"`,
+            `"top5"`, a Keras metric name or instance (`"mse"` for an autoencoder), or a
+            `tfcompress.metrics.Metric` (e.g. `Metric(fn, direction="min")` for a function
+            `fn(y_true, y_pred)`). Defaults to `None`: top-1 accuracy.
 
     Returns:
         A `PipelineResult`.
@@ -292,6 +332,12 @@ def compress(
     model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
     say = (lambda text: None) if progress is False else (progress or _stderr_lines)
     plan = load_recipe(recipe)
+    metric = as_metric(metric)
+    if max_accuracy_drop is None and not metric.percent:
+        raise ValueError(
+            f"The metric {metric.name!r} is not a percentage, so the default budget of 1 point "
+            "means nothing for it: pass max_accuracy_drop (--max-accuracy-drop) in its units, "
+            f"e.g. 0.01 for a {'rise' if metric.direction == 'min' else 'fall'} of 0.01.")
     budget = 1.0 if max_accuracy_drop is None else max_accuracy_drop
     for name, value, low in (("max_accuracy_drop", budget, 0), ("runs", runs, 1),
                              ("batch_size", batch_size, 1), ("seed", seed, 0)):
@@ -313,9 +359,14 @@ def compress(
         sources["train"] += (f", on {devices} device{'s' if devices > 1 else ''} "
                              f"({type(_distribute.strategy(distribute)).__name__})")
     _check_steps_apply(plan, model)
+    notes = [] if not (is_stream(data) and test is None) else [
+        "no test data was given with a training stream, so the validation data also gives "
+        "the reported figures, after the searches chose on it: pass test= (--test) for "
+        "figures nothing was chosen on."]
     identity = {"model": _io.model_fingerprint(model),
-                "data": _io.fingerprint(fit_ds.x_train, fit_ds.y_train, fit_ds.x_test,
-                                        fit_ds.y_test, test_ds.x_test, test_ds.y_test),
+                "data": _io.fingerprint(fit_ds.train.fingerprint(), fit_ds.test.fingerprint(),
+                                        test_ds.test.fingerprint()),
+                "metric": metric.name,
                 "seed": seed, "max_accuracy_drop": budget, "batch_size": batch_size,
                 "versions": _versions()}
     created = not os.path.exists(out)
@@ -326,7 +377,8 @@ def compress(
             try:
                 with _distribute.scope(distribute):
                     return _run(model, plan, out, fit_ds, test_ds, sources, identity, budget,
-                                seed, runs, batch_size, verbose, say, safe_mode, trace)
+                                seed, runs, batch_size, verbose, say, safe_mode, trace, metric,
+                                notes)
             except BaseException:
                 _clean_up_unfinished(out, created, trace)  # while the folder is still ours
                 raise
@@ -381,7 +433,8 @@ def _clean_up_unfinished(out: str, created: bool, trace: dict) -> None:
 
 def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: Dataset,
          sources: dict, identity: dict, budget: float, seed: int, runs: int, batch_size: int,
-         verbose: int, say: Any, safe_mode: bool, trace: dict) -> PipelineResult:
+         verbose: int, say: Any, safe_mode: bool, trace: dict, metric: Metric,
+         notes: list[str]) -> PipelineResult:
     """The run itself, in a locked folder; `trace` collects the files it writes before its
     first completed step and how many steps the folder holds."""
     state_path = os.path.join(out, STATE)
@@ -395,20 +448,25 @@ def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: D
             warnings.append(text)
         state["warnings"] = warnings
 
+    for text in notes:
+        warn(text)
+
     if state.get("baseline") is None:
         say("baseline: the input model as float32 TFLite")
         path = os.path.join(out, "00_baseline.keras")
         trace["written"] += [path, os.path.join(out, "00_baseline_float32.tflite"), state_path]
         _io.save_model_atomic(model, path)
         m = _measure(model, os.path.join(out, "00_baseline_float32.tflite"), "float32", fit_ds,
-                     test_ds, runs)
+                     test_ds, runs, metric)
+        samples = m.pop("samples")
         state["baseline"] = StepRecord(0, "baseline", "input model, float32", path,
                                        os.path.join(out, "00_baseline_float32.tflite"),
                                        count_params(model), delta=0.0, seconds=0.0, **m
                                        ).to_dict()
-        state["baseline_val_accuracy"] = _training.accuracy(model, fit_ds.x_test, fit_ds.y_test)
-        _check_test_is_unseen(m["accuracy"], state["baseline_val_accuracy"], len(test_ds.y_test),
-                              len(fit_ds.y_test), warn)
+        state["baseline_val_accuracy"] = _training.evaluate(model, fit_ds.test, metric)
+        if metric.classifies:
+            _check_test_is_unseen(m["accuracy"], state["baseline_val_accuracy"], samples,
+                                  fit_ds.test.size or samples, warn)
         _write_state(state_path, state, out)
     baseline = StepRecord(**state["baseline"])
 
@@ -439,11 +497,12 @@ def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: D
                 if step.search is not None:
                     outcome, search = _search(step, current, fit_ds, state, budget, batch_size,
                                               verbose, runs, out, index, say, safe_mode,
-                                              plan.device_limits())
+                                              metric, plan.device_limits())
                     if not any(row["within_budget"] for row in search):
                         warn(f"step {index} ({step.kind}): no searched value of "
-                             f"{SEARCHED[step.kind]} is within the budget of -{budget:g} "
-                             f"points on the validation data; kept the most accurate "
+                             f"{SEARCHED[step.kind]} is within the budget of {budget:g} "
+                             f"{metric.unit or metric.name} on the validation data; kept the "
+                             "best scoring "
                              f"({outcome.info['chosen']}).")
                 else:
                     outcome = _steps.run(step, current, fit_ds, batch_size, verbose, safe_mode)
@@ -467,7 +526,8 @@ def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: D
             if float_layers:
                 device["float_layers"] = float_layers
                 info["float_layers"] = list(float_layers)
-        m = _measure(new, tflite, mode, fit_ds, test_ds, runs, **device)
+        m = _measure(new, tflite, mode, fit_ds, test_ds, runs, metric, **device)
+        m.pop("samples")
         description = step.describe()
         if search is not None:
             chosen = step.with_setting(SEARCHED[step.kind], info["chosen"])
@@ -475,8 +535,10 @@ def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: D
         if step.kind == "prune" and "sparsity_after" in info:
             description += f"; reached sparsity {info['sparsity_after']:.3f}"
         record = StepRecord(index, step.kind, description, model_path, tflite,
-                            count_params(new), delta=round(100 * (m["accuracy"]
-                                                                   - baseline.accuracy), 2),
+                            count_params(new),
+                            delta=round(metric.display(m["accuracy"])
+                                        - metric.display(baseline.accuracy), 2 + 2 * (
+                                            not metric.percent)),
                             seconds=round(time.perf_counter() - start, 1), skipped=skipped,
                             info=_jsonable(info), search=search, **m)
         records.append(record)
@@ -485,8 +547,8 @@ def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: D
         trace["steps_done"] = len(state["completed"])
         current = new
         say(f"  {record.params:,} params, {record.size_bytes:,} bytes, p50 "
-            f"{record.latency_ms_p50:.3f} ms, accuracy {100 * record.accuracy:.2f} % "
-            f"({record.delta:+.2f} points)")
+            f"{record.latency_ms_p50:.3f} ms, {_metric_words(metric)} "
+            f"{metric.format(record.accuracy)} ({record.delta:+.4g} {metric.unit or 'change'})")
 
     side_by_side = None
     if records:  # the headline speed-up: both files timed in turns, so load hits both alike
@@ -501,14 +563,20 @@ def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: D
         baseline = _retimed(baseline, pair[0])
         records[-1] = _retimed(records[-1], pair[1])
     result = PipelineResult(plan.to_dict(), test_ds.name, seed, baseline, tuple(records),
-                            budget, out, side_by_side, sources, tuple(warnings))
+                            budget, out, side_by_side, sources, tuple(warnings),
+                            metric.to_dict())
     if not result.meets_budget:
-        say(f"the final model is {-result.final.delta:.2f} points below the baseline: it does "
-            f"NOT meet the accuracy budget of -{budget:g} points")
+        unit = metric.unit or metric.name
+        say(f"the final model is {result.worse_by:.4g} {unit} worse than the baseline: it does "
+            f"NOT meet the budget of {budget:g} {unit}")
     from tfcompress.pipeline._report import write_reports
 
     write_reports(result)
     return result
+
+
+def _metric_words(metric: Metric) -> str:
+    return "accuracy" if metric.name == "top1" else metric.name
 
 
 def _retimed(record: StepRecord, times: np.ndarray) -> StepRecord:
@@ -532,7 +600,7 @@ def _check_test_is_unseen(test_acc: float, val_acc: float, n_test: int, n_val: i
 
 def _search(step: Step, model: keras.Model, fit_ds: Dataset, state: dict, budget: float,
             batch_size: int, verbose: int, runs: int, out: str, index: int,
-            say: Any, safe_mode: bool, plan_limits: dict | None = None
+            say: Any, safe_mode: bool, metric: Metric, plan_limits: dict | None = None
             ) -> tuple[_steps.Outcome, list]:
     """Tries each searched value; keeps the best within budget on the validation data (and,
     with `plan_limits`, within the microcontroller's flash and RAM)."""
@@ -548,7 +616,7 @@ def _search(step: Step, model: keras.Model, fit_ds: Dataset, state: dict, budget
         say(f"  trying {shown_name(key)}={value} ({n + 1} of {len(step.search.values)}{left})")
         outcome = _steps.run(step.with_setting(key, value), model, fit_ds, batch_size, verbose,
                              safe_mode)
-        val_acc = _training.accuracy(outcome.model, fit_ds.x_test, fit_ds.y_test)
+        val_acc = _training.evaluate(outcome.model, fit_ds.test, metric)
         path = _export(outcome.model, os.path.join(out, f"{index:02d}_{step.kind}_search_{value}"
                                                    ".tflite"), "int8", fit_ds)
         fits = _fits_device(path, plan_limits)
@@ -565,7 +633,7 @@ def _search(step: Step, model: keras.Model, fit_ds: Dataset, state: dict, budget
     for (value, outcome, val_acc, path, fits), objective in zip(candidates, objectives,
                                                                 strict=True):
         os.remove(path)
-        ok = 100 * (base_val - val_acc) <= budget + 1e-9 and fits is None
+        ok = metric.worse_by(val_acc, base_val) <= budget + 1e-9 and fits is None
         row = {key: value, "val_accuracy": val_acc, "within_budget": ok,
                step.search.objective: objective}
         if plan_limits:
@@ -573,10 +641,11 @@ def _search(step: Step, model: keras.Model, fit_ds: Dataset, state: dict, budget
         tried.append(row)
         device = "" if not plan_limits else (", fits the device" if fits is None else
                                              f", does not fit the device: {fits}")
-        say(f"  search {shown_name(key)}={value}: validation accuracy {100 * val_acc:.2f} % "
+        say(f"  search {shown_name(key)}={value}: validation {_metric_words(metric)} "
+            f"{metric.format(val_acc)} "
             f"({'within' if ok else 'outside'} budget), {step.search.objective} {objective:.4g}"
             f"{device}")
-        rank = (not ok, objective if ok else -val_acc)
+        rank = (not ok, objective if ok else metric.worse_by(val_acc, base_val))
         if best is None or rank < best[0]:
             best = (rank, value, outcome)
     _, value, outcome = best
@@ -662,6 +731,7 @@ def _read_state(path: str, identity: dict, plan: Recipe, say: Any) -> dict:
 _IDENTITY_WORDS = {"model": "input model (its architecture or weights)",
                    "data": "data (the images or labels)", "seed": "seed",
                    "max_accuracy_drop": "accuracy budget", "batch_size": "batch size",
+                   "metric": "metric",
                    "versions": "library version"}
 
 

@@ -67,7 +67,7 @@ def _factorize(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
                        skipped="no layer gets smaller at this rank (see the report)")
     _training.compile_like(new, model, step.get("learning_rate"))
     if step.get("epochs"):
-        _training.fit(new, ds.x_train, ds.y_train, epochs=step.get("epochs"),
+        _training.fit(new, ds.train, epochs=step.get("epochs"),
                       batch_size=batch_size, verbose=verbose)
     return Outcome(new, report.to_dict())
 
@@ -126,6 +126,6 @@ def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
         lr = getattr(pruned.optimizer, "learning_rate", None)
         if lr is not None:
             pruned.optimizer.learning_rate = float(ops.convert_to_numpy(lr)) / 10
-        _training.fit(pruned, ds.x_train, ds.y_train, epochs=extra, batch_size=batch_size,
+        _training.fit(pruned, ds.train, epochs=extra, batch_size=batch_size,
                       verbose=verbose)
     return Outcome(pruned, result_info)

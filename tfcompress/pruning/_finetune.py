@@ -1,6 +1,5 @@
 """Prune a trained model by fine-tuning it with the `Pruning` callback."""
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +18,11 @@ from tfcompress.pruning.schedules import PolynomialDecay
 
 @dataclass(frozen=True)
 class PruneResult:
-    """What `prune` did: accuracy and sparsity before and after, and how it trained."""
+    """What `prune` did: accuracy and sparsity before and after, and how it trained (top-1
+    accuracy; `None` when the targets are not class labels)."""
 
-    accuracy_before: float
-    accuracy_after: float
+    accuracy_before: float | None
+    accuracy_after: float | None
     sparsity_before: float
     report: SparsityReport
     granularity: str
@@ -129,9 +129,9 @@ def prune(
     settings = "the model's saved compile settings"
     if not _training.has_compile_settings(pruned):
         settings = _training.default_compile(pruned)
-    before = _training.accuracy(pruned, ds.x_test, ds.y_test)
+    before = _training.evaluate(pruned, ds.test)
 
-    steps = epochs * math.ceil(len(ds.x_train) / batch_size)
+    steps = epochs * ds.train.num_batches(batch_size)
     start = int(ops.convert_to_numpy(pruned.optimizer.iterations))
     ramp = max(1, int(ramp_fraction * steps))
     schedule = PolynomialDecay(
@@ -146,9 +146,9 @@ def prune(
     selection = {} if gran.kind == "channel" else {  # the weights the callback prunes
         "prune_depthwise": callback.prune_depthwise, "min_weights": callback.min_weights}
     sparsity_before = sparsity_report(pruned, layers, exclude, **selection).sparsity
-    _training.fit(pruned, ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
+    _training.fit(pruned, ds.train, epochs=epochs, batch_size=batch_size,
                   verbose=verbose, callbacks=[callback])
-    after = _training.accuracy(pruned, ds.x_test, ds.y_test)
+    after = _training.evaluate(pruned, ds.test)
     report = sparsity_report(pruned, layers, exclude, **selection)
     shrink_report = None
     if shrink:

@@ -71,8 +71,7 @@ def calibrate_ranges(
         raise ValueError(f"Unknown calibration method {method!r}; expected one of {METHODS}.")
     if not 50.0 < percentile <= 100.0:
         raise ValueError(f"percentile must be in (50, 100], got {percentile}.")
-    x, _ = as_arrays(data, split_name="train")
-    x = x[:num_samples]
+    x, _ = as_arrays(data, split_name="train", limit=num_samples)
     q = quantize_aware(model)
     quantizers = _quantizers(q)
     seen: dict[int, list[np.ndarray]] = {id(qz): [] for qz in quantizers}

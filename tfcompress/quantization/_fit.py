@@ -11,10 +11,11 @@ from tfcompress.quantization._transform import quantize_aware
 
 @dataclass(frozen=True)
 class QatResult:
-    """Accuracy of the float model and of its quantization-aware copy after fine-tuning."""
+    """Top-1 accuracy of the float model and of its quantization-aware copy after fine-tuning
+    (`None` when the targets are not class labels)."""
 
-    accuracy_float: float
-    accuracy_qat: float
+    accuracy_float: float | None
+    accuracy_qat: float | None
     epochs: int
     compile_settings: str
 
@@ -67,11 +68,11 @@ def train_quantized(
         settings = (f"sparse categorical cross-entropy (from_logits={logits}), "
                     f"Adam(learning_rate={learning_rate:g})")
     q.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
-    _training.fit(q, ds.x_train, ds.y_train, epochs=epochs, batch_size=batch_size,
+    _training.fit(q, ds.train, epochs=epochs, batch_size=batch_size,
                   verbose=verbose)
     result = QatResult(
-        accuracy_float=_training.accuracy(model, ds.x_test, ds.y_test),
-        accuracy_qat=_training.accuracy(q, ds.x_test, ds.y_test),
+        accuracy_float=_training.evaluate(model, ds.test),
+        accuracy_qat=_training.evaluate(q, ds.test),
         epochs=epochs,
         compile_settings=settings,
     )

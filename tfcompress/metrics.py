@@ -1,0 +1,176 @@
+"""What a model is scored by: top-1 (the default) or top-5 accuracy for classifiers, any Keras
+metric, or a function of `(y_true, y_pred)`, each with a direction (higher or lower is
+better). The pipeline's budget, its searches, `bench` and the fine-tuning reports all read
+one `Metric`.
+
+Example:
+    >>> import numpy as np
+    >>> m = Metric("top5")
+    >>> m.name, m.direction, m.percent
+    ('top5', 'max', True)
+    >>> y, logits = np.array([0, 1]), np.eye(6)[[0, 3]]
+    >>> m.score([(y, logits)]), Metric("top1").score([(y, logits)])
+    (1.0, 0.5)
+    >>> err = Metric("mse")
+    >>> err.direction, err.worse_by(0.12, 0.10)
+    ('min', 0.01999999999999999)
+"""
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from tfcompress.data._parts import class_ids
+
+DIRECTIONS = ("max", "min")
+# Keras metric classes whose bigger value is better, and those whose smaller value is.
+_HIGHER = re.compile(r"Accuracy|AUC|Precision|Recall|IoU|F1Score|FBetaScore|R2Score|"
+                     r"CosineSimilarity|TruePositives|TrueNegatives|Sensitivity|Specificity")
+_LOWER = re.compile(r"Error|Crossentropy|Hinge|Divergence|Poisson|LogCosh|FalsePositives|"
+                    r"FalseNegatives|Loss")
+
+
+class Metric:
+    """A score of a model's outputs against the targets, with the direction that is better.
+
+    Args:
+        spec: `"top1"` (also `"accuracy"`), `"topK"` for any K (e.g. `"top5"`), a Keras metric
+            name (`"mse"`, `"mae"`, `"auc"`...) or instance (`keras.metrics.MeanSquaredError()`,
+            cloned for every score), a function `(y_true, y_pred) -> float` on one batch
+            (averaged over samples), or a `Metric`. Defaults to `"top1"`.
+        direction: `"max"` (higher is better) or `"min"`. Defaults to `None`: known for top-K
+            and for Keras' accuracy, AUC, precision/recall, IoU and error/cross-entropy
+            metrics; a function or another Keras metric must say.
+        name: How reports call it. Defaults to the metric's own name.
+
+    Raises:
+        ValueError: For an unknown name, a bad direction, or a function without a direction.
+    """
+
+    def __init__(self, spec: Any = "top1", *, direction: str | None = None,
+                 name: str | None = None):
+        if isinstance(spec, Metric):
+            direction = direction or spec.direction
+            name = name or spec.name
+            spec = spec.spec
+        self.spec = spec
+        self.top_k: int | None = None
+        self._keras: Any = None
+        self._fn: Callable | None = None
+        inferred, percent = None, False
+        if isinstance(spec, str) and re.fullmatch(r"accuracy|top\d+", spec.lower()):
+            self.top_k = 1 if spec.lower() == "accuracy" else int(spec[3:])
+            if self.top_k < 1:
+                raise ValueError(f"metric {spec!r}: K must be >= 1.")
+            name, inferred, percent = name or f"top{self.top_k}", "max", True
+        elif isinstance(spec, str) or _is_keras_metric(spec):
+            import keras
+
+            try:
+                self._keras = keras.metrics.get(spec) if isinstance(spec, str) else spec
+            except ValueError:
+                raise ValueError(
+                    f"Unknown metric {spec!r}: expected top1, top5 (topK), a Keras metric "
+                    "name such as mse, mae or auc, or (in Python) a Keras metric or a "
+                    "function (y_true, y_pred) -> float with a direction.") from None
+            if not _is_keras_metric(self._keras):  # a metric function: averaged per sample
+                self._fn, self._keras = self._keras, None
+                cls = getattr(self._fn, "__name__", "").title().replace("_", "")
+            else:
+                cls = type(self._keras).__name__
+            name = name or (self._keras.name if self._keras is not None else
+                            self._fn.__name__)
+            inferred = "max" if _HIGHER.search(cls) else "min" if _LOWER.search(cls) else None
+            percent = "Accuracy" in cls
+        elif callable(spec):
+            self._fn = spec
+            name = name or getattr(spec, "__name__", "metric")
+        else:
+            raise ValueError(f"metric must be a name, a Keras metric or a function; got "
+                             f"{type(spec).__name__}.")
+        direction = direction or inferred
+        if direction not in DIRECTIONS:
+            raise ValueError(
+                f"metric {name!r} needs a direction: 'max' if higher is better, 'min' if "
+                f"lower is (got {direction!r}). Python: Metric(fn, direction='min'); command "
+                "line: --metric-direction min.")
+        self.name, self.direction, self.percent = str(name), direction, percent
+
+    @property
+    def classifies(self) -> bool:
+        """True for top-K: the targets are class labels."""
+        return self.top_k is not None
+
+    @property
+    def unit(self) -> str:
+        """The unit of a difference: points for a percentage, else the metric's own."""
+        return "points" if self.percent else ""
+
+    def score(self, pairs: Iterable[tuple[Any, Any]]) -> float:
+        """The metric over `(y_true, y_pred)` batches."""
+        if self.top_k is not None:
+            right = total = 0
+            for y, pred in pairs:
+                y, pred = class_ids(y), np.asarray(pred)
+                pred = pred.reshape(len(pred), -1)
+                if self.top_k == 1:
+                    hit = pred.argmax(axis=1) == y
+                else:
+                    k = min(self.top_k, pred.shape[1])
+                    top = np.argpartition(-pred, k - 1, axis=1)[:, :k]
+                    hit = (top == y[:, None]).any(axis=1)
+                right += int(hit.sum())
+                total += len(y)
+            return right / max(total, 1)
+        if self._keras is not None:
+            metric = type(self._keras).from_config(self._keras.get_config())
+            for y, pred in pairs:
+                metric.update_state(y, pred)
+            return float(np.asarray(metric.result()))
+        weighted = total = 0.0
+        for y, pred in pairs:
+            value = np.asarray(self._fn(y, pred), dtype=np.float64)
+            weighted += float(value.mean()) * len(pred)
+            total += len(pred)
+        return weighted / max(total, 1)
+
+    def display(self, value: float) -> float:
+        """`value` in the unit reports show: percent for a percentage."""
+        return 100 * value if self.percent else value
+
+    def worse_by(self, value: float, reference: float) -> float:
+        """How much worse `value` is than `reference`, in display units (negative: better)."""
+        diff = self.display(value) - self.display(reference)
+        return -diff if self.direction == "max" else diff
+
+    def better(self, a: float, b: float) -> bool:
+        """True when `a` is strictly better than `b`."""
+        return a > b if self.direction == "max" else a < b
+
+    def format(self, value: float) -> str:
+        return f"{100 * value:.2f} %" if self.percent else f"{value:.4g}"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "direction": self.direction, "percent": self.percent}
+
+    def __repr__(self) -> str:
+        return f"Metric({self.name!r}, direction={self.direction!r})"
+
+
+def _is_keras_metric(value: Any) -> bool:
+    try:
+        import keras
+    except ImportError:  # pragma: no cover (keras is a core dependency)
+        return False
+    return isinstance(value, keras.metrics.Metric)
+
+
+def as_metric(value: Any = None, direction: str | None = None) -> Metric:
+    """A `Metric` from what a user passes (`None` is top-1)."""
+    if value is None:
+        value = "top1"
+    if isinstance(value, Metric) and direction is None:
+        return value
+    return Metric(value, direction=direction)
