@@ -189,3 +189,18 @@ def test_dataset_from_streams_feeds_the_training_functions(trained_cnn, mnist):
     with pytest.raises(ValueError, match="cannot split"):
         ds.hold_out()
     assert isinstance(ds.train, StreamPart)
+
+
+def test_distillation_and_sensitivity_read_streams(trained_cnn, mnist):
+    from tfcompress.debug import sensitivity
+    from tfcompress.distillation import distill, make_student
+
+    train = batched(mnist.x_train[:600], mnist.y_train[:600], 64)
+    test = Batches(mnist.x_test[:200], mnist.y_test[:200])
+    student, result = distill(trained_cnn, make_student(trained_cnn, 0.5),
+                              Dataset.from_streams(train, test), epochs=1)
+    assert result.teacher_accuracy > 0.9 and 0.1 < result.student_accuracy <= 1.0
+    by_stream = sensitivity(trained_cnn, test, "prune", num_samples=150)
+    by_arrays = sensitivity(trained_cnn, (mnist.x_test[:150], mnist.y_test[:150]), "prune")
+    assert by_stream.samples == 150 and by_stream.to_dict()["layers"] == by_arrays.to_dict(
+        )["layers"]

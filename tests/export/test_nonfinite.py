@@ -38,7 +38,7 @@ def test_training_stops_on_a_non_finite_loss_and_writes_nothing(trained_cnn, mni
     bad = _poisoned(trained_cnn, "logits")  # NaN logits: a NaN loss from the first batch
     bad.compile(optimizer="adam", loss=trained_cnn.loss, metrics=["accuracy"])
     with pytest.raises(ValueError, match="the loss became nan"):
-        _training.fit(bad, mnist.x_train[:256], mnist.y_train[:256], epochs=1, verbose=0)
+        _training.fit(bad, (mnist.x_train[:256], mnist.y_train[:256]), epochs=1, verbose=0)
     with pytest.raises(ValueError, match="the loss became nan"):
         prune(bad, mnist, sparsity=0.5, epochs=1)
     assert list(tmp_path.iterdir()) == []

@@ -126,12 +126,14 @@ def benchmark(
 
     part = None if data is None else as_part(_load_as_input(data, inp))
     sample = part.head(1)[0] if part is not None else _random_input(inp)
+    metric = as_metric(metric)
+    if part is not None and metric.classifies:  # before any timing: one line, no work
+        _check_classes(part.label_max(), interp)
 
     say(f"timing {Path(path).name} in {_tflite.TARGET_NAMES[target]}: {warmup} warm-up + "
         f"{runs} runs, {threads} thread(s)")
     times = _time_invocations(interp, sample, runs, warmup)
     accuracy, scored = None, 0
-    metric = as_metric(metric)
     if part is not None and part.head(1)[1] is not None:
         say(f"scoring {part.describe() if max_samples is None else f'{max_samples} samples'}")
         accuracy, scored = score(interp, part, metric, max_samples)
@@ -221,8 +223,6 @@ def score(interp: Any, data: Any, metric: Any = None, max_samples: int | None = 
     from tfcompress._progress import track
 
     part, metric = as_part(data), as_metric(metric)
-    out = _tflite.outputs_in_model_order(interp)[0]
-    classes = int(out["shape"][-1])
     count = 0
 
     def pairs():
@@ -236,11 +236,8 @@ def score(interp: Any, data: Any, metric: Any = None, max_samples: int | None = 
                 raise ValueError(f"{part.name} has no labels to score against.")
             if max_samples is not None:
                 x, y = x[: max_samples - count], y[: max_samples - count]
-            top = label_max(y) if metric.classifies else None
-            if top is not None and top >= classes:
-                raise ValueError(
-                    f"The data has labels up to {top}, but the model has {classes} outputs "
-                    f"(classes 0..{classes - 1}). Pass the data the model was trained on.")
+            if metric.classifies:
+                _check_classes(label_max(y), interp)
             count += len(x)
             yield y, _tflite.run_all(interp, x, progress=False)[0]
             if max_samples is not None and count >= max_samples:
@@ -248,6 +245,15 @@ def score(interp: Any, data: Any, metric: Any = None, max_samples: int | None = 
 
     value = metric.score(pairs())
     return value, count
+
+
+def _check_classes(top: int | None, interp: Any) -> None:
+    """Raises when class labels go up to `top` but the model has fewer outputs."""
+    classes = int(_tflite.outputs_in_model_order(interp)[0]["shape"][-1])
+    if top is not None and top >= classes:
+        raise ValueError(
+            f"The data has labels up to {top}, but the model has {classes} outputs "
+            f"(classes 0..{classes - 1}). Pass the data the model was trained on.")
 
 
 def _load_as_input(data: Any, detail: dict) -> Any:

@@ -156,7 +156,7 @@ def _splits(data: Any, val: Any, seed: int, test: Any = None, model: Any = None,
 
     def whole(source: Any) -> tuple[Part, str]:
         """All of a source that is used whole (validation or test data)."""
-        if isinstance(source, tuple) or is_stream(source):
+        if isinstance(source, (tuple, Part)) or is_stream(source):
             part = as_part(source)
             return part, "(x, y) arrays" if isinstance(source, tuple) else part.name
         d = read(source)
