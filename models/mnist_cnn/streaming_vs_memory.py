@@ -63,7 +63,7 @@ def main() -> None:
         assert np.array_equal(part.head()[0], parts[name][0]), name
     rows = []
     for seed in args.seeds:
-        def stream(name: str, shuffle: bool = False):
+        def stream(name: str, shuffle: bool = False, seed: int = seed):
             x, y = parts[name]
             ds = tf.data.Dataset.from_tensor_slices((x, y))
             if shuffle:
