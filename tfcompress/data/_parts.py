@@ -188,7 +188,7 @@ class FilesPart(Part):
             yield self.read(range(start, min(start + batch_size, len(self.files))))
 
     def fit_args(self, batch_size: int, seed: int = 0) -> dict:
-        return {"x": _FileBatches(self, batch_size, seed), "shuffle": False}  # shuffled there
+        return {"x": _file_batches(self, batch_size, seed), "shuffle": False}  # shuffled there
 
     def fingerprint(self) -> str:
         stats = []
@@ -210,34 +210,29 @@ class FilesPart(Part):
         return int(self.labels.max()) if len(self.labels) else None
 
 
-def _file_batches_class():
+def _file_batches(part: FilesPart, batch_size: int, seed: int):
+    """A folder's images for `model.fit` as a `keras.utils.PyDataset`, in a new seeded order
+    every epoch, with two threads decoding ahead of training. The class is made here rather
+    than at import: `tfcompress.data` loads without Keras (the CLI's `--help` must stay light).
+    """
     import keras
 
     class FileBatches(keras.utils.PyDataset):
-        """A folder's images for `model.fit`, in a new seeded order every epoch; two threads
-        decode ahead of training."""
-
-        def __init__(self, part: FilesPart, batch_size: int, seed: int):
+        def __init__(self):
             super().__init__(workers=2, use_multiprocessing=False, max_queue_size=4)
-            self.part, self.batch_size = part, batch_size
             self.rng = np.random.default_rng(seed)
             self.order = self.rng.permutation(part.size)
 
         def __len__(self) -> int:
-            return math.ceil(self.part.size / self.batch_size)
+            return math.ceil(part.size / batch_size)
 
         def __getitem__(self, index: int):
-            return self.part.read(self.order[index * self.batch_size:
-                                             (index + 1) * self.batch_size])
+            return part.read(self.order[index * batch_size:(index + 1) * batch_size])
 
         def on_epoch_end(self):
-            self.order = self.rng.permutation(self.part.size)
+            self.order = self.rng.permutation(part.size)
 
-    return FileBatches
-
-
-def _FileBatches(part: FilesPart, batch_size: int, seed: int):  # noqa: N802 (a class factory)
-    return _file_batches_class()(part, batch_size, seed)
+    return FileBatches()
 
 
 def read_image(file: str, image_size: tuple[int, int] | None, mode: str) -> np.ndarray:
