@@ -125,7 +125,7 @@ def benchmark(
     inp = interp.get_input_details()[0]
 
     part = None if data is None else as_part(_load_as_input(data, inp))
-    sample = part.head(1)[0] if part is not None else _random_input(inp)
+    sample, labelled = (_random_input(inp), None) if part is None else part.head(1)
     metric = as_metric(metric)
     if part is not None and metric.classifies:  # before any timing: one line, no work
         _check_classes(part.label_max(), interp)
@@ -134,7 +134,7 @@ def benchmark(
         f"{runs} runs, {threads} thread(s)")
     times = _time_invocations(interp, sample, runs, warmup)
     accuracy, scored = None, 0
-    if part is not None and part.head(1)[1] is not None:
+    if labelled is not None:
         say(f"scoring {part.describe() if max_samples is None else f'{max_samples} samples'}")
         accuracy, scored = score(interp, part, metric, max_samples)
     return BenchmarkReport(

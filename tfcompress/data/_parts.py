@@ -65,7 +65,7 @@ class Part:
         """The first `n` samples (all with `None`) as arrays."""
         xs, ys = [], []
         count = 0
-        for x, y in self.batches(batch_size):
+        for x, y in self.batches(batch_size if n is None else min(n, batch_size)):
             xs.append(x)
             ys.append(y)
             count += len(x)
