@@ -131,3 +131,23 @@ def test_the_cli_takes_a_metric_and_refuses_an_unknown_one(trained_cnn_path, tmp
                                      str(out), "--metric", "mae"])
     assert no_budget.exit_code == 1 and "--max-accuracy-drop" in no_budget.output
     assert not out.exists()
+
+
+def test_a_sensitivity_scan_scores_by_the_metric_and_its_direction(autoencoder, trained_cnn,
+                                                                    mnist):
+    from tfcompress.debug import sensitivity
+
+    x = mnist.x_test[:100]
+    scan = sensitivity(autoencoder, (x, x), "prune", num_samples=100, metric="mse")
+    assert scan.metric["direction"] == "min" and 0 < scan.baseline < 0.05
+    for layer in scan.layers:  # pruning a layer raises the error: a positive drop
+        assert layer.drop == pytest.approx(layer.accuracy - scan.baseline)
+    assert max(s.drop for s in scan.layers) > 0
+    assert "worse by" in str(scan) and "mean_squared_error" in str(scan)
+    q = sensitivity(autoencoder, (x, x), "quantize", num_samples=100, metric="mse")
+    assert q.float_layers(budget=1.0) == []  # within a huge budget nothing stays float
+    assert q.float_layers(budget=0.0, min_drop=0.0)  # with none, the worst layer does
+    data = (mnist.x_test[:200], mnist.y_test[:200])
+    top1 = sensitivity(trained_cnn, data, "prune", num_samples=200)
+    top5 = sensitivity(trained_cnn, data, "prune", num_samples=200, metric="top5")
+    assert top1.metric["name"] == "top1" and top5.baseline >= top1.baseline

@@ -56,6 +56,8 @@ def evaluate(model: keras.Model, data, metric=None, batch_size: int = 256) -> fl
     """`metric` of `model` on `data` (a `Part`, or anything `as_part` takes), read batch by
     batch; a multi-output model is scored on its first output. Without a metric: top-1, or
     `None` when the targets are not class labels (an autoencoder's images)."""
+    import numpy as np
+
     from tfcompress.data import as_part
     from tfcompress.metrics import as_metric
 
@@ -64,11 +66,16 @@ def evaluate(model: keras.Model, data, metric=None, batch_size: int = 256) -> fl
         return None
 
     def pairs():
+        size = None
         for x, y in part.batches(batch_size):
             if y is None:
                 raise ValueError(f"{part.name} has no targets (labels) to score against.")
-            pred = model.predict(x, batch_size=len(x), verbose=0)  # also under tf.distribute
-            yield y, (pred[0] if isinstance(pred, (list, tuple)) else pred)
+            size = size or len(x)
+            n = len(x)
+            if n < size:  # a short last batch is padded: one shape, one trace of predict
+                x = np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)])
+            pred = model.predict(x, batch_size=size, verbose=0)  # also under tf.distribute
+            yield y, (pred[0] if isinstance(pred, (list, tuple)) else pred)[:n]
 
     return as_metric(metric).score(pairs())
 

@@ -145,6 +145,21 @@ class Metric:
         diff = self.display(value) - self.display(reference)
         return -diff if self.direction == "max" else diff
 
+    def drop(self, value: float, reference: float) -> float:
+        """How much worse `value` is than `reference`, in the metric's own units (a fraction
+        for a percentage; negative: better)."""
+        return reference - value if self.direction == "max" else value - reference
+
+    @classmethod
+    def from_dict(cls, spec: dict | None) -> "Metric":
+        """The metric a report's `to_dict()` names (by name; top-1 for `None`)."""
+        if not spec:
+            return cls("top1")
+        try:
+            return cls(spec["name"], direction=spec["direction"])
+        except ValueError:  # a function: only its name and direction were saved
+            return cls(lambda t, p: 0.0, direction=spec["direction"], name=spec["name"])
+
     def better(self, a: float, b: float) -> bool:
         """True when `a` is strictly better than `b`."""
         return a > b if self.direction == "max" else a < b

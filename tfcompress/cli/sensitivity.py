@@ -5,7 +5,7 @@ import os
 
 import click
 
-from tfcompress.cli._common import data_help, say, user_errors
+from tfcompress.cli._common import data_help, metric_of, metric_options, say, user_errors
 
 _TECHNIQUES = ("prune", "quantize", "channels")  # tfcompress.debug.TECHNIQUES, without TF
 
@@ -28,8 +28,10 @@ _TECHNIQUES = ("prune", "quantize", "channels")  # tfcompress.debug.TECHNIQUES, 
                    "[default: MODEL's name with _sensitivity, beside it]")
 @click.option("--unsafe", is_flag=True, help="Load a .keras file with Lambda layers (trusted "
                                              "files only).")
+@metric_options
 @user_errors
-def sensitivity_command(model, data, technique, amount, samples, target, out, unsafe):
+def sensitivity_command(model, data, technique, amount, samples, target, out, unsafe, metric,
+                        metric_direction):
     """Score MODEL with only one layer pruned, quantized to int8, or thinned, for every layer,
     most sensitive first."""
     import json
@@ -37,6 +39,7 @@ def sensitivity_command(model, data, technique, amount, samples, target, out, un
     from tfcompress import _io
     from tfcompress.debug import sensitivity
 
+    metric = metric_of(metric, metric_direction)
     if target is not None and technique == "quantize":
         raise click.BadParameter("goes with --technique prune or channels.",
                                  param_hint="--target")
@@ -47,11 +50,11 @@ def sensitivity_command(model, data, technique, amount, samples, target, out, un
     cache = os.path.join(out, f"sensitivity_{technique}.json")
     say(f"scanning every layer of {model} ({technique}) on {samples} images")
     scan = sensitivity(model, data, technique, amount, samples, cache=cache,
-                       safe_mode=not unsafe)
+                       safe_mode=not unsafe, metric=metric)
     plot = scan.plot(os.path.join(out, f"sensitivity_{technique}.png"))
     click.echo(str(scan))
     if technique == "quantize":
-        click.echo(f"\nall layers quantized: {100 * scan.all_changed:.2f} %")
+        click.echo(f"\nall layers quantized: {metric.format(scan.all_changed)}")
     if target is not None:
         click.echo(f"\nper-layer values for an overall {target:g}: "
                    f"{json.dumps(scan.sparsities(target))}")

@@ -19,6 +19,7 @@ from tfcompress import _io, _legacy
 from tfcompress._macs import layer_macs
 from tfcompress.data import as_arrays
 from tfcompress.data._parts import class_ids
+from tfcompress.metrics import Metric, as_metric
 
 TECHNIQUES = ("prune", "quantize", "channels")
 _DEFAULT_AMOUNT = {"prune": 0.8, "quantize": 1.0, "channels": 0.5}
@@ -36,8 +37,9 @@ class LayerSensitivity:
             layers.
         macs: Multiply-accumulates per image that scale with it: its own for `prune` and
             `quantize`; for `channels`, those of the group's producers, members and readers.
-        accuracy: Top-1 accuracy with only this layer changed.
-        drop: Baseline accuracy minus `accuracy` (a fraction; 0.01 is one point).
+        accuracy: The scan's metric (top-1 accuracy unless told) with only this layer changed.
+        drop: How much worse than the baseline that is, in the metric's units (for accuracy a
+            fraction: 0.01 is one point; for an error metric, the rise).
     """
 
     layer: str
@@ -62,6 +64,7 @@ class SensitivityScan:
     layers: tuple[LayerSensitivity, ...]
     model_fingerprint: str = ""
     all_changed: float | None = None
+    metric: dict | None = None
 
     def ranked(self) -> list[LayerSensitivity]:
         """Layers from the most to the least sensitive."""
@@ -70,7 +73,7 @@ class SensitivityScan:
     def to_dict(self) -> dict:
         return {"technique": self.technique, "amount": self.amount, "baseline": self.baseline,
                 "samples": self.samples, "model_fingerprint": self.model_fingerprint,
-                "all_changed": self.all_changed,
+                "all_changed": self.all_changed, "metric": self.metric,
                 "layers": [s.to_dict() for s in self.layers]}
 
     @classmethod
@@ -78,7 +81,7 @@ class SensitivityScan:
         return cls(d["technique"], float(d["amount"]), float(d["baseline"]), int(d["samples"]),
                    tuple(LayerSensitivity(**{**s, "consumers": tuple(s.get("consumers", ()))})
                          for s in d["layers"]),
-                   d.get("model_fingerprint", ""), d.get("all_changed"))
+                   d.get("model_fingerprint", ""), d.get("all_changed"), d.get("metric"))
 
     def save(self, path: "str | os.PathLike") -> str:
         """Writes the scan as JSON (atomically). Returns the path."""
@@ -98,13 +101,15 @@ class SensitivityScan:
         what = {"prune": f"only it pruned to {self.amount:.0%} sparsity",
                 "quantize": "only it quantized to int8 (weights and output)",
                 "channels": f"only its channels thinned by {self.amount:.0%}"}[self.technique]
-        rows = [("layer", "weights", "accuracy", "drop (points)")]
-        rows += [(s.layer, f"{s.weights:,}", f"{100 * s.accuracy:.2f} %",
-                  f"{100 * s.drop:+.2f}") for s in self.ranked()]
+        m = Metric.from_dict(self.metric)
+        rows = [("layer", "weights", "accuracy" if m.name == "top1" else m.name,
+                 "drop (points)" if m.percent else "worse by")]
+        rows += [(s.layer, f"{s.weights:,}", m.format(s.accuracy),
+                  f"{m.display(s.drop):+.4g}") for s in self.ranked()]
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                            for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
-        return "\n".join([f"Sensitivity, {what}; baseline {100 * self.baseline:.2f} % on "
+        return "\n".join([f"Sensitivity, {what}; baseline {m.format(self.baseline)} on "
                           f"{self.samples} images", *lines])
 
     def plot(self, path: "str | os.PathLike") -> str:
@@ -115,10 +120,12 @@ class SensitivityScan:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(self.layers)), 4))
-        ax.bar(range(len(self.layers)), [100 * s.drop for s in self.layers])
+        m = Metric.from_dict(self.metric)
+        ax.bar(range(len(self.layers)), [m.display(s.drop) for s in self.layers])
         ax.set_xticks(range(len(self.layers)), [s.layer for s in self.layers], rotation=90,
                       fontsize=7)
-        ax.set_ylabel("accuracy drop (points)")
+        ax.set_ylabel("accuracy drop (points)" if m.name == "top1" else
+                      f"{m.name}: worse by{' (points)' if m.percent else ''}")
         ax.set_title(f"sensitivity: {self.technique} {self.amount:g}")
         fig.tight_layout()
         with _io.atomic_path(path) as tmp:
@@ -131,7 +138,8 @@ class SensitivityScan:
         """Per-layer sparsities with the same overall sparsity as `target`, more where a
         layer lost less in the scan.
 
-        Each layer gets `target * c / sqrt(drop + 0.005)` (clipped to `[0, max_sparsity]`),
+        Each layer gets `target * c / sqrt(drop + 0.005)` (clipped to `[0, max_sparsity]`;
+        for a metric that is not a percentage, 0.005 times the baseline's size),
         with `c` set so that the mean weighted by `by` is `target`: `"weights"` (the same
         number of weights removed: size) or `"macs"` (the same share of multiply-accumulates
         removed: speed; channels removed from a high-resolution layer count for more).
@@ -149,7 +157,9 @@ class SensitivityScan:
                          dtype=np.float64)
         if sizes.sum() <= 0:
             raise ValueError(f"This scan has no {by} counts; scan the model again.")
-        ease = 1.0 / np.sqrt(np.maximum(np.array([s.drop for s in self.layers]), 0.0) + 0.005)
+        floor = 0.005 if Metric.from_dict(self.metric).percent else 0.005 * max(
+            abs(self.baseline), 1e-12)
+        ease = 1.0 / np.sqrt(np.maximum(np.array([s.drop for s in self.layers]), 0.0) + floor)
         lo, hi = 0.0, 1e6
         for _ in range(100):  # bisect the scale so the weighted mean meets the target
             c = (lo + hi) / 2
@@ -165,9 +175,10 @@ class SensitivityScan:
                      min_drop: float = 0.001) -> list[str]:
         """For a `quantize` scan: the layers to keep in float (`to_tflite(...,
         float_layers=...)`), most sensitive first, while the estimated loss of the fully
-        quantized model (`baseline - all_changed`, less the drops of the layers kept) is over
-        `budget` (a fraction; 0.01 is one point), at most `max_layers`; a layer whose own drop
-        is under `min_drop` is never kept.
+        quantized model (how much worse `all_changed` is than `baseline`, less the drops of the
+        layers kept) is over `budget` (in the metric's units: for accuracy a fraction, 0.01 is
+        one point), at most `max_layers`; a layer whose own drop is under `min_drop` is never
+        kept.
 
         The scan quantized each layer's weights and its output; a float op's output is still
         quantized when the op that reads it is int8, so each chosen layer comes with the
@@ -176,8 +187,8 @@ class SensitivityScan:
         if self.technique != "quantize":
             raise ValueError(f"float layers come from a 'quantize' scan, not a "
                              f"{self.technique!r} one.")
-        gap = self.baseline - (self.all_changed if self.all_changed is not None
-                               else self.baseline)
+        gap = Metric.from_dict(self.metric).drop(
+            self.all_changed if self.all_changed is not None else self.baseline, self.baseline)
         chosen: list[str] = []
         for s in self.ranked():
             if gap <= budget or len(chosen) >= max_layers or s.drop < min_drop:
@@ -187,16 +198,18 @@ class SensitivityScan:
         return list(dict.fromkeys(n for s in chosen for n in (s.layer, *s.consumers)))
 
 
-def _accuracy(predict: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 250) -> float:
-    hits = 0
-    for start in range(0, len(x), batch_size):
-        out = predict(x[start:start + batch_size])
-        hits += int(np.sum(np.argmax(ops.convert_to_numpy(out), axis=-1) ==
-                           y[start:start + batch_size]))
-    return hits / len(x)
+def _scorer(metric: Metric, x: np.ndarray, y: np.ndarray, batch_size: int = 250):
+    """`score(predict)`: `metric` of a model's `predict` function on `(x, y)`."""
+    def score(predict: Any) -> float:
+        return metric.score((y[start:start + batch_size],
+                             ops.convert_to_numpy(predict(x[start:start + batch_size])))
+                            for start in range(0, len(x), batch_size))
+
+    return score
 
 
-def _scan_prune(model: Any, x, y, amount: float, base: float) -> list[LayerSensitivity]:
+def _scan_prune(model: Any, score: Any, amount: float, base: float, metric: Metric
+                ) -> list[LayerSensitivity]:
     from tfcompress.pruning import magnitude_mask, prunable_targets
 
     predict = model.predict_on_batch
@@ -205,15 +218,17 @@ def _scan_prune(model: Any, x, y, amount: float, base: float) -> list[LayerSensi
         original = ops.convert_to_numpy(t.variable)
         t.variable.assign(original * magnitude_mask(original, amount))
         try:
-            acc = _accuracy(predict, x, y)
+            acc = score(predict)
         finally:
             t.variable.assign(original)
-        out.append(LayerSensitivity(t.layer.name, int(original.size), acc, base - acc,
+        out.append(LayerSensitivity(t.layer.name, int(original.size), acc,
+                                    metric.drop(acc, base),
                                     macs=layer_macs(t.layer)))
     return out
 
 
-def _scan_channels(model: Any, x, y, amount: float, base: float) -> list[LayerSensitivity]:
+def _scan_channels(model: Any, score: Any, amount: float, base: float, metric: Metric
+                   ) -> list[LayerSensitivity]:
     from tfcompress.pruning import ChannelGraph, channel_keep
     from tfcompress.pruning._channels import l1_norm
 
@@ -236,7 +251,7 @@ def _scan_channels(model: Any, x, y, amount: float, base: float) -> list[LayerSe
                 saved.append((entry[0].variable, value))
                 entry[0].variable.assign(value * mask)
         try:
-            acc = _accuracy(predict, x, y)
+            acc = score(predict)
         finally:
             for variable, value in saved:
                 variable.assign(value)
@@ -245,7 +260,7 @@ def _scan_channels(model: Any, x, y, amount: float, base: float) -> list[LayerSe
         touched = {id(layer): layer for layer in [
             *group.producers, *(m for m, _ in group.members), *(c for c, _ in group.consumers)]}
         macs = sum(layer_macs(layer) for layer in touched.values())
-        out.append(LayerSensitivity(group.name, size, acc, base - acc, macs=macs))
+        out.append(LayerSensitivity(group.name, size, acc, metric.drop(acc, base), macs=macs))
     return out
 
 
@@ -277,8 +292,8 @@ def _consumers(model: Any) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _scan_quantize(model: Any, x, y, base: float, calibration: np.ndarray
-                   ) -> tuple[list[LayerSensitivity], float]:
+def _scan_quantize(model: Any, score: Any, base: float, calibration: np.ndarray,
+                   metric: Metric) -> tuple[list[LayerSensitivity], float]:
     from tfcompress.pruning._selection import all_layers
     from tfcompress.quantization import calibrate_ranges
     from tfcompress.quantization._layers import ActivationQuantizer, _QuantWeightLayer
@@ -294,7 +309,7 @@ def _scan_quantize(model: Any, x, y, base: float, calibration: np.ndarray
     def predict(batch):
         return q(batch, training=False)
 
-    all_quantized = _accuracy(predict, x, y)
+    all_quantized = score(predict)
     out = []
     try:
         for layer in weighted:
@@ -302,10 +317,10 @@ def _scan_quantize(model: Any, x, y, base: float, calibration: np.ndarray
                 p.simulate = False
             layer.simulate = True
             layer.output_quantizer.simulate = True
-            acc = _accuracy(predict, x, y)
+            acc = score(predict)
             name = layer.name.removesuffix("_quant")
             size = int(np.prod(layer.kernel.shape))
-            out.append(LayerSensitivity(name, size, acc, base - acc,
+            out.append(LayerSensitivity(name, size, acc, metric.drop(acc, base),
                                         consumers.get(name, ()), macs_of.get(name, 0)))
     finally:
         for p in points:
@@ -322,6 +337,7 @@ def sensitivity(
     *,
     cache: "str | os.PathLike | None" = None,
     safe_mode: bool = True,
+    metric: Any = None,
 ) -> SensitivityScan:
     """The accuracy drop when only one layer is pruned, quantized or thinned, for every layer.
 
@@ -342,6 +358,8 @@ def sensitivity(
             samples, it is returned; otherwise the scan runs and is saved there. Defaults to
             `None`.
         safe_mode: Keras' safe mode when `model` is a path. Defaults to `True`.
+        metric: What scores the model: `"top1"`, `"top5"`, a Keras metric or a
+            `tfcompress.metrics.Metric` (with its direction). Defaults to `None`: top-1.
 
     Returns:
         A `SensitivityScan`.
@@ -370,25 +388,28 @@ def sensitivity(
     if y is None:
         raise ValueError("A sensitivity scan scores accuracy, so data needs labels: an (x, y) "
                          "tuple, a Dataset or a labelled data path.")
-    x, y = np.asarray(x, np.float32), class_ids(y)
+    metric = as_metric(metric)
+    x, y = np.asarray(x, np.float32), (class_ids(y) if metric.classifies else y)
     fingerprint = _io.model_fingerprint(model)
     if cache is not None and os.path.exists(cache):
         cached = SensitivityScan.load(cache)
-        if (cached.model_fingerprint, cached.technique, cached.amount, cached.samples) == (
-                fingerprint, technique, amount, len(x)):
+        if (cached.model_fingerprint, cached.technique, cached.amount, cached.samples,
+                Metric.from_dict(cached.metric).name) == (
+                fingerprint, technique, amount, len(x), metric.name):
             return cached
-    base = _accuracy(model.predict_on_batch, x, y)
+    score = _scorer(metric, x, y)
+    base = score(model.predict_on_batch)
     all_changed = None
     if technique == "prune":
-        layers = _scan_prune(model, x, y, amount, base)
+        layers = _scan_prune(model, score, amount, base, metric)
     elif technique == "channels":
-        layers = _scan_channels(model, x, y, amount, base)
+        layers = _scan_channels(model, score, amount, base, metric)
     else:
         calibration, _ = as_arrays(data, split_name="train", limit=500)
-        layers, all_changed = _scan_quantize(model, x, y, base,
-                                             np.asarray(calibration[:500], np.float32))
+        layers, all_changed = _scan_quantize(model, score, base,
+                                             np.asarray(calibration, np.float32), metric)
     scan = SensitivityScan(technique, amount, base, len(x), tuple(layers), fingerprint,
-                           all_changed)
+                           all_changed, metric.to_dict())
     if cache is not None:
         scan.save(cache)
     return scan

@@ -505,7 +505,8 @@ def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: D
                              "best scoring "
                              f"({outcome.info['chosen']}).")
                 else:
-                    outcome = _steps.run(step, current, fit_ds, batch_size, verbose, safe_mode)
+                    outcome = _steps.run(step, current, fit_ds, batch_size, verbose, safe_mode,
+                                         metric)
                 new, info, skipped = outcome.model, outcome.info, outcome.skipped
                 mode = "int8"
         if skipped:
@@ -519,8 +520,8 @@ def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: D
             if float_layers == "auto":  # a quantize scan on the validation data picks them
                 from tfcompress.debug import sensitivity
 
-                scan = sensitivity(new, fit_ds, "quantize")
-                float_layers = scan.float_layers(budget=budget / 100)
+                scan = sensitivity(new, fit_ds, "quantize", metric=metric)
+                float_layers = scan.float_layers(budget=budget / (100 if metric.percent else 1))
                 info["sensitivity"] = scan.to_dict()
                 say(f"  kept in float: {', '.join(float_layers) or 'none (within budget)'}")
             if float_layers:
@@ -615,7 +616,7 @@ def _search(step: Step, model: keras.Model, fit_ds: Dataset, state: dict, budget
             left = f", about {each * (len(step.search.values) - n):.0f} s left for the search"
         say(f"  trying {shown_name(key)}={value} ({n + 1} of {len(step.search.values)}{left})")
         outcome = _steps.run(step.with_setting(key, value), model, fit_ds, batch_size, verbose,
-                             safe_mode)
+                             safe_mode, metric)
         val_acc = _training.evaluate(outcome.model, fit_ds.test, metric)
         path = _export(outcome.model, os.path.join(out, f"{index:02d}_{step.kind}_search_{value}"
                                                    ".tflite"), "int8", fit_ds)

@@ -1,6 +1,7 @@
 """What each recipe step does to a model: thin wrappers over the library's public functions."""
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import keras
 from keras import ops
@@ -20,22 +21,22 @@ class Outcome:
 
 
 def run(step: Step, model: keras.Model, ds: Dataset, batch_size: int, verbose: int,
-        safe_mode: bool = True) -> Outcome:
-    """Runs one step (not export) on `model` with training data `ds.x_train` and evaluation
-    data `ds.x_test` (the validation split inside the pipeline); `safe_mode` is Keras' safe
-    mode for a student loaded from a file."""
+        safe_mode: bool = True, metric: Any = None) -> Outcome:
+    """Runs one step (not export) on `model` with training data `ds.train` and evaluation
+    data `ds.test` (the validation split inside the pipeline); `safe_mode` is Keras' safe
+    mode for a student loaded from a file; `metric` scores the sensitivity scans."""
     if step.kind == "factorize":
         return _factorize(step, model, ds, batch_size, verbose)
     if step.kind == "distill":
         return _distill(step, model, ds, batch_size, verbose, safe_mode)
     if step.kind == "prune":
-        return _prune(step, model, ds, batch_size, verbose)
+        return _prune(step, model, ds, batch_size, verbose, metric)
     if step.kind == "qat":
         from tfcompress.quantization import train_quantized
 
         float_layers, info = step.get("float_layers"), {}
         if float_layers == "auto":  # a quantize scan on the validation data picks them
-            scan = _scan(model, ds, "quantize")
+            scan = _scan(model, ds, "quantize", metric=metric)
             float_layers = scan.float_layers()
             info["sensitivity"] = scan.to_dict()
         q, result = train_quantized(model, ds, epochs=step.get("epochs"), batch_size=batch_size,
@@ -45,11 +46,12 @@ def run(step: Step, model: keras.Model, ds: Dataset, batch_size: int, verbose: i
     raise ValueError(f"Step {step.kind!r} is not a training step.")
 
 
-def _scan(model: keras.Model, ds: Dataset, technique: str, amount: float | None = None):
-    """A sensitivity scan of `model` on the evaluation (validation) data."""
+def _scan(model: keras.Model, ds: Dataset, technique: str, amount: float | None = None,
+          metric: Any = None):
+    """A sensitivity scan of `model` on the evaluation (validation) data, by `metric`."""
     from tfcompress.debug import sensitivity
 
-    return sensitivity(model, ds, technique, amount)
+    return sensitivity(model, ds, technique, amount, metric=metric)
 
 
 def _factorize(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
@@ -94,7 +96,7 @@ def _distill(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
 
 
 def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
-           verbose: int) -> Outcome:
+           verbose: int, metric: Any = None) -> Outcome:
     from tfcompress.pruning import prune
 
     granularity = step.get("granularity")
@@ -103,7 +105,7 @@ def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
     if step.get("per_layer"):
         target = step.get("sparsity") or (0.5 if granularity == "channel" else 0.8)
         scan = _scan(model, ds, "channels" if granularity == "channel" else "prune",
-                     target if granularity == "channel" else None)
+                     target if granularity == "channel" else None, metric)
         # Channels are removed for speed: equal overall share of MACs; weights for size.
         layer_sparsity = scan.sparsities(target, by="macs" if granularity == "channel"
                                          else "weights")
