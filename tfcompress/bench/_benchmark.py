@@ -128,7 +128,7 @@ def benchmark(
     sample, labelled = (_random_input(inp), None) if part is None else part.head(1)
     metric = as_metric(metric)
     if part is not None and metric.classifies:  # before any timing: one line, no work
-        _check_classes(part.label_max(), interp)
+        _check_classes(part.label_max(), _classes(interp))
 
     say(f"timing {Path(path).name} in {_tflite.TARGET_NAMES[target]}: {warmup} warm-up + "
         f"{runs} runs, {threads} thread(s)")
@@ -223,6 +223,7 @@ def score(interp: Any, data: Any, metric: Any = None, max_samples: int | None = 
     from tfcompress._progress import track
 
     part, metric = as_part(data), as_metric(metric)
+    classes = _classes(interp)
     count = 0
 
     def pairs():
@@ -237,7 +238,7 @@ def score(interp: Any, data: Any, metric: Any = None, max_samples: int | None = 
             if max_samples is not None:
                 x, y = x[: max_samples - count], y[: max_samples - count]
             if metric.classifies:
-                _check_classes(label_max(y), interp)
+                _check_classes(label_max(y), classes)
             count += len(x)
             yield y, _tflite.run_all(interp, x, progress=False)[0]
             if max_samples is not None and count >= max_samples:
@@ -247,9 +248,13 @@ def score(interp: Any, data: Any, metric: Any = None, max_samples: int | None = 
     return value, count
 
 
-def _check_classes(top: int | None, interp: Any) -> None:
+def _classes(interp: Any) -> int:
+    """The number of classes the model's (first) output scores."""
+    return int(_tflite.outputs_in_model_order(interp)[0]["shape"][-1])
+
+
+def _check_classes(top: int | None, classes: int) -> None:
     """Raises when class labels go up to `top` but the model has fewer outputs."""
-    classes = int(_tflite.outputs_in_model_order(interp)[0]["shape"][-1])
     if top is not None and top >= classes:
         raise ValueError(
             f"The data has labels up to {top}, but the model has {classes} outputs "

@@ -13,8 +13,8 @@ from tfcompress.data._parts import (
     FilesPart,
     Part,
     StreamPart,
-    check_image_size,
     is_stream,
+    opened_image,
     stratified,
 )
 from tfcompress.data._preprocess import as_preprocessing
@@ -340,8 +340,6 @@ def _load_directory(
     """A folder of class sub-folders, read lazily: every file's header is checked now (a
     file that is not an image, or too large, fails here, before any work), the pixels are
     decoded a batch at a time when a step reads them."""
-    from PIL import Image, UnidentifiedImageError
-
     root = path.resolve()
     classes = []
     for entry in sorted(path.iterdir(), key=lambda p: p.name):
@@ -370,16 +368,11 @@ def _load_directory(
     if mode == "unsupported":
         raise ValueError(f"Images can be read with 1, 3 or 4 channels, not {channels}.")
     for file in files:
-        try:
-            with Image.open(file) as im:
-                check_image_size(file, im)
-                if mode is None:  # no model to follow: the first image decides
-                    mode = "L" if im.mode in ("L", "I", "I;16", "1") else "RGB"
-                if image_size is None:
-                    image_size = (im.height, im.width)
-        except (OSError, UnidentifiedImageError, SyntaxError) as e:
-            raise ValueError(
-                f"Could not read the image {file} ({e}). Remove or replace that file.") from None
+        with opened_image(file) as im:  # the header only: no pixel is decoded here
+            if mode is None:  # no model to follow: the first image decides
+                mode = "L" if im.mode in ("L", "I", "I;16", "1") else "RGB"
+            if image_size is None:
+                image_size = (im.height, im.width)
     y = np.asarray(labels, np.int32)
     all_files = FilesPart(tuple(files), y, tuple(image_size), mode, name=path.name)
     train, test = stratified(y, test_fraction, seed)

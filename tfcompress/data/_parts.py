@@ -11,6 +11,7 @@ Three kinds share one interface:
   user's own preprocessing and batching); each is checked as it is read.
 """
 
+import contextlib
 import math
 import os
 from collections.abc import Iterator
@@ -87,7 +88,7 @@ class Part:
     def label_max(self) -> int | None:
         """The largest class label (from the first batch for a stream); `None` when the
         targets are not class labels (e.g. images for an autoencoder)."""
-        return label_max(self.head(1 if not self.in_memory else None)[1])
+        raise NotImplementedError
 
 
 def class_ids(y: Any) -> np.ndarray:
@@ -144,6 +145,9 @@ class ArrayPart(Part):
 
     def fingerprint(self) -> str:
         return content_hash(self.x, self.y)
+
+    def label_max(self) -> int | None:
+        return label_max(self.y)
 
     def split(self, fraction: float, seed: int) -> "tuple[ArrayPart, ArrayPart]":
         rest, held = stratified(self.y, fraction, seed)
@@ -235,27 +239,33 @@ def _file_batches(part: FilesPart, batch_size: int, seed: int):
     return FileBatches()
 
 
-def read_image(file: str, image_size: tuple[int, int] | None, mode: str) -> np.ndarray:
-    """One image as a float32 array of 0-255 values, in `mode`, resized to `image_size`."""
+@contextlib.contextmanager
+def opened_image(file: str) -> Iterator[Any]:
+    """The PIL image in `file`, refused with one line when it cannot be read or is larger
+    than `MAX_IMAGE_PIXELS` (checked from the header, before any pixel is decoded)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(file) as im:
-            check_image_size(file, im)
-            im = im.convert(mode)
-            if image_size is not None and (im.height, im.width) != tuple(image_size):
-                im = im.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.float32)
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise ValueError(
+                    f"{file} is {im.width} x {im.height} pixels, more than tfcompress reads "
+                    f"({MAX_IMAGE_PIXELS:,}). Resize it or remove it from the folder.")
+            yield im
     except (OSError, UnidentifiedImageError, SyntaxError) as e:
         raise ValueError(
             f"Could not read the image {file} ({e}). Remove or replace that file.") from None
 
 
-def check_image_size(file: str, im: Any) -> None:
-    if im.width * im.height > MAX_IMAGE_PIXELS:
-        raise ValueError(
-            f"{file} is {im.width} x {im.height} pixels, more than tfcompress reads "
-            f"({MAX_IMAGE_PIXELS:,}). Resize it or remove it from the folder.")
+def read_image(file: str, image_size: tuple[int, int] | None, mode: str) -> np.ndarray:
+    """One image as a float32 array of 0-255 values, in `mode`, resized to `image_size`."""
+    from PIL import Image
+
+    with opened_image(file) as im:
+        im = im.convert(mode)
+        if image_size is not None and (im.height, im.width) != tuple(image_size):
+            im = im.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.float32)
 
 
 def is_stream(data: Any) -> bool:
@@ -366,7 +376,7 @@ class StreamPart(Part):
     def fingerprint(self) -> str:
         x, y = self.first_batch()
         return content_hash(f"stream {self.name}", x.shape[1:], str(x.dtype),
-                     None if y is None else (np.shape(y)[1:], str(np.asarray(y).dtype)))
+                            None if y is None else (np.shape(y)[1:], str(np.asarray(y).dtype)))
 
     def label_max(self) -> int | None:
         return label_max(self.first_batch()[1])
