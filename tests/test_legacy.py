@@ -183,3 +183,81 @@ def test_a_savedmodel_that_is_not_keras_is_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="is a SavedModel that is not a Keras model.*exported "
                                          "to TFLite but not fine-tuned"):
         _io.load_keras_model(saved)
+
+
+# A Lambda whose code leaves a mark: it must not run unless the user passes --unsafe.
+_LAMBDA = """
+import pathlib
+def lambda_model(marker):
+    code = f"lambda x: (__import__('pathlib').Path({marker!r}).write_text('ran'), x)[1]"
+    i = K.Input((4,), name="x")
+    y = L.Lambda(eval(code), name="lam")(i)
+    return K.Model(i, L.Dense(2, name="out")(y))
+"""
+
+
+@pytest.fixture(scope="module")
+def lambda_files(tmp_path_factory):
+    pytest.importorskip("tf_keras")
+    folder = tmp_path_factory.mktemp("lambda")
+    _run_tf_keras(_LAMBDA + f"""
+m = lambda_model({str(folder / "RAN")!r})
+m.save("lam.h5")
+m.save("lam_savedmodel")
+pathlib.Path({str(folder / "RAN")!r}).unlink()  # building and saving ran the code
+""", folder)
+    assert not (folder / "RAN").exists()
+    return folder
+
+
+@pytest.mark.parametrize("name", ["lam.h5", "lam_savedmodel"])
+@pytest.mark.parametrize("command", [["export", "--quantize", "float32"], ["prune"],
+                                     ["export", "--target", "tflm"]])
+def test_a_keras2_lambda_does_not_run_without_unsafe(lambda_files, tmp_path, name, command):
+    marker = lambda_files / "RAN"
+    out = tmp_path / ("m.keras" if command[0] == "prune" else "m.tflite")
+    args = [command[0], str(lambda_files / name), "-o", str(out), *command[1:]]
+    if command[0] != "export" or "--target" in command:
+        args += ["--data", "mnist"]
+    result = CliRunner().invoke(cli, args)
+    assert not marker.exists(), "the Lambda's code ran"
+    if name.endswith("savedmodel") and command[0] == "export":
+        # the converter reads the SavedModel's traced graph: no Python code of the file runs
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "layer 'lam' is a Lambda" in result.output and "--unsafe" in result.output
+    assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_a_keras2_lambda_is_refused_without_tf_keras_too(lambda_files, monkeypatch):
+    monkeypatch.setattr(_legacy, "tf_keras_available", lambda: False)
+    with pytest.raises(_legacy.UnsafeModelError, match="safe_mode=False"):
+        _io.load_keras_model(lambda_files / "lam.h5")
+    assert not (lambda_files / "RAN").exists()
+
+
+def test_with_unsafe_the_lambda_runs_and_is_named(lambda_files):
+    with pytest.raises(ValueError, match="'lam' \\(Lambda\\)"):
+        _io.load_keras_model(lambda_files / "lam.h5", safe_mode=False)
+    assert (lambda_files / "RAN").exists()  # the user trusted the file: Keras 2 read it
+    (lambda_files / "RAN").unlink()
+
+
+def test_configs_are_checked_for_code_before_reading():
+    tf_op = {"class_name": "TFOpLambda", "config": {"name": "w", "function": "io.write_file"}}
+    custom = {"class_name": "Evil", "module": "evil.module", "config": {"name": "e"}}
+    registered = {"class_name": "Dense", "registered_name": "pkg>Dense", "config": {"name": "d"}}
+    plain = {"class_name": "Functional", "config": {"layers": [
+        {"class_name": "Dense", "config": {"name": "d", "kernel_initializer": {
+            "class_name": "GlorotUniform", "config": {}}}},
+        {"class_name": "TFOpLambda", "config": {"name": "a", "function": "math.add"}}]}}
+    assert _legacy.code_in_config(plain, {"Dense", "GlorotUniform"}) == []
+    found = _legacy.code_in_config([tf_op, custom, registered], {"Dense"})
+    assert [unsafe for unsafe, _ in found] == [False, True, True]
+    assert "tf.io.write_file" in found[0][1] and "'Evil'" in found[1][1]
+    with pytest.raises(_legacy.LegacyModelError, match="tf.io.write_file"):
+        _legacy.refuse_code(found, "f.h5", safe_mode=False)  # no mode rebuilds it
+    _legacy.refuse_code(found[1:], "f.h5", safe_mode=False)  # trusted: read by Keras 2
+    with pytest.raises(_legacy.UnsafeModelError, match="'Evil'.*\\(and 1 more\\)"):
+        _legacy.refuse_code(found[1:], "f.h5")

@@ -47,7 +47,7 @@ def load_keras_model(path: "str | os.PathLike", safe_mode: bool = True, compile:
     if _legacy.is_tf_keras_saved_model(text) or (
             is_saved_model_dir(text) and _legacy.tf_keras_available()):
         try:  # SavedModels from before TF 2.5 keep their Keras metadata inside saved_model.pb
-            return _legacy.load(text)
+            return _legacy.load(text, safe_mode=safe_mode)
         except _legacy.LegacyReadError as e:
             if _legacy.is_tf_keras_saved_model(text):
                 raise
@@ -71,7 +71,7 @@ def load_keras_model(path: "str | os.PathLike", safe_mode: bool = True, compile:
             "(a .keras file is a zip archive, this one is not). Re-save it with model.save()."
         )
     if text.lower().endswith((".h5", ".hdf5")) and _legacy.is_keras2_h5(text):
-        return _legacy.load(text)
+        return _legacy.load(text, safe_mode=safe_mode)
     try:
         return keras.saving.load_model(text, safe_mode=safe_mode, compile=compile)
     except ValueError as e:

@@ -42,6 +42,10 @@ class LegacyReadError(LegacyModelError):
     """Keras 2 itself could not read the file as a Keras model."""
 
 
+class UnsafeModelError(LegacyModelError):
+    """A Keras 2 file that would run its own code when read, refused in safe mode."""
+
+
 def is_tf_keras_model(obj: Any) -> bool:
     """True for a model object of Keras 2 (`tf_keras`, or `keras` 2.x inside TensorFlow)."""
     module = type(obj).__module__
@@ -71,6 +75,134 @@ def is_keras2_h5(path: str) -> bool:
 def is_tf_keras_saved_model(path: str) -> bool:
     """True for a SavedModel directory written by Keras 2 (it holds its Keras metadata)."""
     return os.path.isfile(os.path.join(path, "keras_metadata.pb"))
+
+
+# ---------------------------------------------------------------- what runs code on reading
+
+# Class names of configs' structure (nested models, TF-op nodes, serialized tuples and arrays).
+_STRUCTURE = {"Functional", "Model", "Sequential", "InputLayer", "TFOpLambda",
+              "SlicingOpLambda", "__tuple__", "__tensor__", "__numpy__", "__bytes__",
+              "__ellipsis__", "__slice__", "__typespec__"}
+_CONFIG_MODULES = ("layers", "initializers", "regularizers", "constraints", "optimizers",
+                   "losses", "metrics", "activations", "mixed_precision")
+
+
+def _known_classes(keras_module: Any) -> set[str]:
+    """The class names a Keras package (`keras` or `tf_keras`) deserializes by itself."""
+    names: set[str] = set()
+    for sub in _CONFIG_MODULES:
+        module = getattr(keras_module, sub, None)
+        names |= {n for n in dir(module) if not n.startswith("_")} if module else set()
+    return names
+
+
+def code_in_config(config: Any, known: "set[str] | None" = None
+                   ) -> list[tuple[bool, str]]:
+    """What in a Keras 2 model config would run code of the file's choosing when Keras 2 reads
+    it, found before anything is deserialized: Lambda layers (their marshalled bytecode runs as
+    the model is rebuilt), classes that are not Keras' own (found by name or module), and
+    TF-op nodes calling a TensorFlow function other than the plain maths tfcompress rebuilds
+    (any TensorFlow function could be named there, file writes included).
+
+    Args:
+        config: The decoded JSON config (a model's, or a SavedModel node's metadata).
+        known: The class names the reading Keras package provides. Defaults to `None`:
+            names are not judged, only modules (another package's class is imported by its
+            module name).
+
+    Returns:
+        `(unsafe, phrase)` per finding, in config order and without repeats: `unsafe` is True
+        for code that `safe_mode=False` may run, False for a TF op tfcompress cannot rebuild
+        in any mode.
+    """
+    found: list[tuple[bool, str]] = []
+    known = None if known is None else set(known) | _STRUCTURE
+
+    def visit(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+            return
+        if not isinstance(node, dict):
+            return
+        name = node.get("class_name")
+        inner = node.get("config") if isinstance(node.get("config"), dict) else {}
+        label = inner.get("name", node.get("name"))
+        finding = None
+        if isinstance(name, str):
+            registered = str(node.get("registered_name") or "")
+            module = str(node.get("module") or "keras").split(".")[0]
+            if name in ("Lambda", "__lambda__"):
+                finding = (True, f"layer {label!r} is a Lambda")
+            elif name in ("TFOpLambda", "SlicingOpLambda"):
+                if inner.get("function") not in _tf_functions():
+                    finding = (False, f"layer {label!r} is the TensorFlow op "
+                                      f"tf.{inner.get('function')}, which tfcompress cannot "
+                                      "rebuild in Keras 3: write it as a Keras layer or a "
+                                      "keras.ops call and save the model again")
+            elif (known is not None and name not in known) or ">" in registered or \
+                    module not in ("keras", "tf_keras", "tensorflow"):
+                finding = (True, f"layer {label!r} is of class {name!r}, which is not Keras' own")
+        if finding is not None and finding not in found:
+            found.append(finding)
+        for value in node.values():
+            visit(value)
+
+    visit(config)
+    return found
+
+
+def refuse_code(found: list[tuple[bool, str]], source: str, safe_mode: bool = True) -> None:
+    """Raises the one-line refusal for what `code_in_config` found in `source`: a TF op that
+    cannot be rebuilt in any mode, code only in safe mode."""
+    ops = [phrase for unsafe, phrase in found if not unsafe]
+    if ops:
+        raise LegacyModelError(f"{source} cannot be carried over to Keras 3: {ops[0]}.")
+    code = [phrase for unsafe, phrase in found if unsafe]
+    if code and safe_mode:
+        more = f" (and {len(code) - 1} more)" if len(code) > 1 else ""
+        raise UnsafeModelError(
+            f"{source} is a Keras 2 model whose {code[0]}{more}: reading it would run code "
+            "from the file, and Keras 2 files have no safe mode, so tfcompress did not read it. "
+            "If you trust the file, pass safe_mode=False (on the command line: --unsafe).")
+
+
+def h5_config(path: str) -> Any:
+    """The model config stored in an `.h5` file, decoded, or None."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        config = f.attrs.get("model_config")
+    if config is None:
+        return None
+    return json.loads(config.decode() if isinstance(config, bytes) else str(config))
+
+
+def saved_model_configs(path: str) -> list[Any]:
+    """The Keras metadata of every object in a Keras 2 SavedModel, decoded (from
+    `keras_metadata.pb`, or inside `saved_model.pb` for SavedModels from before TF 2.5)."""
+    metadata = []
+    keras_pb = os.path.join(path, "keras_metadata.pb")
+    if os.path.isfile(keras_pb):
+        from tf_keras.protobuf import saved_metadata_pb2
+
+        saved = saved_metadata_pb2.SavedMetadata()
+        with open(keras_pb, "rb") as f:
+            saved.ParseFromString(f.read())
+        metadata = [node.metadata for node in saved.nodes]
+    else:
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        saved = saved_model_pb2.SavedModel()
+        with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+            saved.ParseFromString(f.read())
+        metadata = [node.user_object.metadata for graph in saved.meta_graphs
+                    for node in graph.object_graph_def.nodes if node.HasField("user_object")]
+    decoded = [json.loads(m) for m in metadata if m]
+    # what deserialization reads: each object's class and config (shapes and the training
+    # config, which compile=False never reads, are left out)
+    return [{"class_name": d.get("class_name"), "name": d.get("name"),
+             "config": d.get("config")} for d in decoded if isinstance(d, dict)]
 
 
 def tf_keras_available() -> bool:
@@ -447,13 +579,17 @@ def keras3(model: Any) -> Any:
     return from_tf_keras(model) if is_tf_keras_model(model) else model
 
 
-def load(path: str) -> Any:
+def load(path: str, safe_mode: bool = True) -> Any:
     """A Keras 2 `.h5` file or `tf_keras` SavedModel directory as a Keras 3 model.
 
     With `tf_keras` installed, the file is read by Keras 2 in a subprocess and the result is
     verified layer by layer. Without it, an `.h5` is rebuilt from its config and weights,
-    unverified (a warning says so); a SavedModel needs `tf_keras`.
+    unverified (a warning says so); a SavedModel needs `tf_keras`. In safe mode the stored
+    config is read first, and a model holding code (a Lambda, a custom class) is refused
+    before anything deserializes it.
     """
+    if not os.path.isdir(path):  # a SavedModel's metadata is read by the subprocess
+        refuse_code(code_in_config(h5_config(path)), path, safe_mode)
     if not tf_keras_available():
         if os.path.isdir(path):
             raise LegacyModelError(
@@ -462,10 +598,15 @@ def load(path: str) -> Any:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "model.npz")
         env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-        done = subprocess.run([sys.executable, "-m", "tfcompress._legacy", path, out],
+        done = subprocess.run([sys.executable, "-m", "tfcompress._legacy", path, out,
+                               "safe" if safe_mode else "unsafe"],
                               capture_output=True, text=True, env=env)
         if done.returncode != 0 or not os.path.exists(out):
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+            refused = [line[len(_REFUSED):] for line in lines if line.startswith(_REFUSED)]
+            if refused:
+                kind = UnsafeModelError if "--unsafe" in refused[-1] else LegacyModelError
+                raise kind(refused[-1])
             detail = next((line for line in reversed(lines) if "Error" in line),
                           lines[-1] if lines else "no output")
             raise LegacyReadError(f"Keras 2 (tf_keras) could not read {path}: {detail}")
@@ -491,11 +632,23 @@ def _load_h5_unverified(path: str) -> Any:
     return model
 
 
+_REFUSED = "tfcompress-refused: "
+
+
 def _main(argv: list[str]) -> int:
-    """`python -m tfcompress._legacy MODEL OUT.npz`, run with `TF_USE_LEGACY_KERAS=1`."""
-    source, out = argv
+    """`python -m tfcompress._legacy MODEL OUT.npz safe|unsafe`, run with
+    `TF_USE_LEGACY_KERAS=1`."""
+    source, out = argv[:2]
+    safe_mode = argv[2:] != ["unsafe"]
     import tf_keras
 
+    # nothing of the file is deserialized before this check
+    configs = saved_model_configs(source) if os.path.isdir(source) else [h5_config(source)]
+    try:
+        refuse_code(code_in_config(configs, _known_classes(tf_keras)), source, safe_mode)
+    except LegacyModelError as e:
+        print(_REFUSED + str(e), file=sys.stderr)
+        return 3
     model = tf_keras.models.load_model(source, compile=False)
     dump(model, out)
     return 0
