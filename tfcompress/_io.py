@@ -287,6 +287,46 @@ def save_model_atomic(model, path: "str | os.PathLike") -> None:
         model.save(tmp)
 
 
+def write_all_atomic(files: "dict[str, bytes]") -> None:
+    """Writes several files as a set: all of them, or none changed.
+
+    Every file is first written to a temporary file beside its target (where a full disk or a
+    permission fails), then each is moved into place; if a move fails, the files already moved
+    are put back as they were.
+    """
+    staged: list[tuple[str, str]] = []
+    moved: list[tuple[str, "str | None"]] = []
+    try:
+        for path, data in files.items():
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+            staged.append((tmp, os.fspath(path)))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, _default_mode())
+        for tmp, path in staged:
+            backup = None
+            if os.path.isfile(path):
+                backup = tmp + ".old"
+                os.link(path, backup)
+            os.replace(tmp, path)
+            moved.append((path, backup))
+    except BaseException:
+        for path, backup in reversed(moved):
+            with contextlib.suppress(OSError):
+                if backup is None:
+                    os.remove(path)
+                else:
+                    os.replace(backup, path)
+        raise
+    finally:
+        for tmp, _ in staged:
+            for leftover in (tmp, tmp + ".old"):
+                with contextlib.suppress(OSError):
+                    os.remove(leftover)
+
+
 def write_text_atomic(path: "str | os.PathLike", text: str) -> None:
     """Writes `text` to `path` atomically."""
     with atomic_path(path) as tmp:

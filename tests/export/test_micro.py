@@ -147,3 +147,54 @@ def test_a_fixed_batch_of_one_survives_qat_and_export(mnist, tmp_path):
     assert not {"SHAPE", "STRIDED_SLICE", "PACK"} & set(report.op_counts)
     detail = _tflite.interpreter(report.path).get_input_details()[0]
     assert list(detail["shape_signature"]) == [1, 28, 28, 1]
+
+
+def _tflm_methods() -> list[tuple[str, str]]:
+    path = os.path.join(os.path.dirname(__file__), "tflm_resolver_methods.txt")
+    with open(path) as f:
+        return [tuple(line.split()) for line in f if line.strip() and not line.startswith("#")]
+
+
+def test_every_op_gets_tflite_micros_own_resolver_method():
+    from tfcompress.export._micro import resolver_method
+
+    pairs = _tflm_methods()
+    assert len(pairs) >= 100
+    wrong = [(op, method, resolver_method(op)) for op, method in pairs
+             if resolver_method(op) != method]
+    assert wrong == []
+
+
+def test_the_c_files_never_replace_a_file_tfcompress_did_not_write(qat_cnn, mnist, tmp_path):
+    firmware = tmp_path / "fw"
+    firmware.mkdir()
+    (firmware / "model.h").write_text("// the board's own header\n")
+    before = sorted(os.listdir(firmware))
+    with pytest.raises(ValueError, match="model.h exists and was not written by tfcompress"):
+        to_tflite(qat_cnn, firmware / "model.tflite", "int8", target="tflm")
+    assert sorted(os.listdir(firmware)) == before
+    assert (firmware / "model.h").read_text() == "// the board's own header\n"
+    for name in ("m.cc", "m.h", "m_ops.h"):  # the model itself would become C source
+        with pytest.raises(ValueError, match="named like one of the C\\+\\+ files"):
+            to_tflite(qat_cnn, firmware / name, "int8", target="tflm")
+    (firmware / "d.h").mkdir()
+    with pytest.raises(ValueError, match="d.h is in the way"):
+        to_tflite(qat_cnn, firmware / "d.tflite", "int8", target="tflm")
+    assert sorted(os.listdir(firmware)) == sorted(before + ["d.h"])
+    again = to_tflite(qat_cnn, tmp_path / "ours.tflite", "int8", target="tflm")
+    again = to_tflite(qat_cnn, tmp_path / "ours.tflite", "int8", target="tflm")  # ours: replaced
+    assert all(os.path.exists(f) for f in again.micro.files)
+
+
+def test_a_set_of_files_is_written_whole_or_not_at_all(tmp_path):
+    from tfcompress import _io
+
+    (tmp_path / "a.bin").write_bytes(b"old")
+    (tmp_path / "b.bin").mkdir()  # moving the second file into place fails
+    with pytest.raises(OSError):
+        _io.write_all_atomic({str(tmp_path / "a.bin"): b"new", str(tmp_path / "b.bin"): b"x",
+                              str(tmp_path / "c.bin"): b"y"})
+    assert (tmp_path / "a.bin").read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["a.bin", "b.bin"]
+    _io.write_all_atomic({str(tmp_path / "a.bin"): b"new", str(tmp_path / "c.bin"): b"y"})
+    assert (tmp_path / "a.bin").read_bytes() == b"new" and (tmp_path / "c.bin").exists()

@@ -301,6 +301,8 @@ def to_tflite(
         raise ValueError(f"num_calibration_samples must be >= 1, got {num_calibration_samples}.")
     source = model if isinstance(model, (str, os.PathLike)) else None
     _io.check_not_input(path, source, representative_data)
+    if target == "tflm":
+        _micro.check_sources_writable(path, source, representative_data, verify_data)
     if source is not None:
         if _io.is_saved_model_dir(source):
             model = os.fspath(source)
@@ -404,13 +406,15 @@ def to_tflite(
     check = verify_data if verify_data is not None else representative_data
     if check is not None and not isinstance(model, str):
         agreement, samples = _agreement(model, content, check, target)
-    _io.write_bytes_atomic(path, content)
+    files = {os.fspath(path): content}
     if micro is not None:
         names = class_names
         if names is None and isinstance(check, Dataset):
             names = check.class_names
-        files = _micro.write_sources(content, path, micro, summary, names)
-        micro = dataclasses.replace(micro, files=files)
+        sources = _micro.sources(content, path, micro, summary, names)
+        files.update(sources)
+        micro = dataclasses.replace(micro, files=tuple(sources))
+    _io.write_all_atomic(files)  # the model and its C++ files: all of them or none
     return ExportReport(
         path=os.fspath(path),
         quantization=quantization,
