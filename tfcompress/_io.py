@@ -295,7 +295,7 @@ def write_all_atomic(files: "dict[str, bytes]") -> None:
     are put back as they were.
     """
     staged: list[tuple[str, str]] = []
-    moved: list[tuple[str, "str | None"]] = []
+    moved: list[tuple[str, str | None]] = []
     try:
         for path, data in files.items():
             target = Path(path)

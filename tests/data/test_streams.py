@@ -204,3 +204,18 @@ def test_distillation_and_sensitivity_read_streams(trained_cnn, mnist):
     by_arrays = sensitivity(trained_cnn, (mnist.x_test[:150], mnist.y_test[:150]), "prune")
     assert by_stream.samples == 150 and by_stream.to_dict()["layers"] == by_arrays.to_dict(
         )["layers"]
+
+
+def test_a_tf_data_stream_whose_image_size_changes_stops_with_one_line(trained_cnn, mnist):
+    import tensorflow as tf
+
+    from tfcompress import _training
+
+    x, y = mnist.x_train[:128], mnist.y_train[:128]
+    same = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    smaller = tf.data.Dataset.from_tensor_slices((x[:64, :14, :14], y[:64])).batch(64)
+    model = keras.models.clone_model(trained_cnn)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match=r"batch 2 has inputs of shape \(14, 14, 1\).*but "
+                                         r"batch 0 had \(28, 28, 1\)"):
+        _training.fit(model, same.concatenate(smaller), epochs=1, verbose=0)

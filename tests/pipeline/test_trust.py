@@ -265,3 +265,37 @@ def test_a_microcontroller_budget_constrains_the_search_and_the_export(trained_c
     assert result.final.accuracy_reference is not None
     header = (tmp_path / "02_export_int8.h").read_text()
     assert "ArenaSize" in header and (tmp_path / "02_export_int8_ops.h").is_file()
+
+
+def test_resume_tells_streams_and_folders_by_their_content(trained_cnn, small, tmp_path):
+    import tensorflow as tf
+    from PIL import Image
+
+    def stream(x, y):
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(100)
+
+    x, y = small.x_train, small.y_train
+    val, test = stream(small.x_test[:100], small.y_test[:100]), stream(
+        small.x_test[100:], small.y_test[100:])
+    _run(trained_cnn, stream(x, y), tmp_path / "s", val=val, test=test)
+    shuffled = np.random.default_rng(0).permutation(len(x))  # same content, another order
+    _run(trained_cnn, stream(x[shuffled], y[shuffled]), tmp_path / "s", val=val, test=test)
+    with pytest.raises(ValueError, match="different data"):  # same shapes, other images
+        _run(trained_cnn, stream(x[::-1] * 0.5, y[::-1]), tmp_path / "s", val=val, test=test)
+
+    folder = tmp_path / "images"
+    for i in range(40):
+        (folder / str(y[i])).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((x[i, :, :, 0] * 255).astype(np.uint8)).save(folder / str(y[i]) /
+                                                                     f"{i}.png")
+    _run(trained_cnn, str(folder), tmp_path / "f")
+    victim = next(folder.rglob("*.png"))
+    st = os.stat(victim)
+    data = bytearray(victim.read_bytes())
+    other = Image.fromarray((x[99, :, :, 0] * 255).astype(np.uint8))
+    other.save(victim)
+    victim.write_bytes(victim.read_bytes()[:len(data)].ljust(len(data), b"\0"))
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same time
+    assert os.stat(victim).st_size == st.st_size
+    with pytest.raises(ValueError, match="different data"):
+        _run(trained_cnn, str(folder), tmp_path / "f")

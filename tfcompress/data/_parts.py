@@ -12,8 +12,8 @@ Three kinds share one interface:
 """
 
 import contextlib
+import hashlib
 import math
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -195,12 +195,16 @@ class FilesPart(Part):
         return {"x": _file_batches(self, batch_size, seed), "shuffle": False}  # shuffled there
 
     def fingerprint(self) -> str:
-        stats = []
+        """The files' names and contents (every byte), labels and how they are read."""
+        h = hashlib.blake2b(digest_size=12)
         for f in self.files:
-            st = os.stat(f)
-            stats.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+            h.update(f"{f}\0".encode())
+            with open(f, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):  # noqa: B023
+                    h.update(block)
+            h.update(b"\0")
         prep = None if self.preprocessing is None else self.preprocessing.describe()
-        return content_hash("\n".join(stats), self.labels, self.image_size, self.mode, prep)
+        return content_hash(h.hexdigest(), self.labels, self.image_size, self.mode, prep)
 
     def split(self, fraction: float, seed: int) -> "tuple[FilesPart, FilesPart]":
         rest, held = stratified(self.labels, fraction, seed)
@@ -307,6 +311,7 @@ class StreamPart(Part):
         self.source = source
         self.name = name or _stream_name(source)
         self._first: tuple[np.ndarray, Any] | None = None
+        self._fingerprint: str | None = None
         if hasattr(source, "element_spec"):
             import tensorflow as tf
 
@@ -361,8 +366,11 @@ class StreamPart(Part):
 
     def fit_args(self, batch_size: int, seed: int = 0) -> dict:
         src = self.source
-        if hasattr(src, "element_spec") or _is_py_dataset(src):
+        if (hasattr(src, "element_spec") and _fixed_shapes(src.element_spec)) or \
+                _is_py_dataset(src):
             return {"x": src, "shuffle": False}  # the stream shuffles itself, if it does
+        # A function's batches, or a tf.data stream whose shapes are not fixed (a
+        # concatenation of two image sizes): read through the per-batch checks.
         import tensorflow as tf
 
         x, y = self.first_batch()
@@ -374,9 +382,22 @@ class StreamPart(Part):
             output_signature=spec), "shuffle": False}
 
     def fingerprint(self) -> str:
-        x, y = self.first_batch()
-        return content_hash(f"stream {self.name}", x.shape[1:], str(x.dtype),
-                            None if y is None else (np.shape(y)[1:], str(np.asarray(y).dtype)))
+        """The content of one whole pass over the stream, in any order: each sample's inputs
+        and target are hashed, and the sorted hashes with the count identify the stream. A
+        stream that augments at random reads differently each time, so its run cannot be
+        resumed."""
+        if self._fingerprint is None:
+            digests = []
+            for x, y in self.batches():
+                for i in range(len(x)):
+                    digests.append(content_hash(x[i], None if y is None else np.asarray(y[i])))
+            x, y = self.first_batch()
+            digests.sort()
+            self._fingerprint = content_hash(
+                f"stream of {len(digests)} samples", x.shape[1:], str(x.dtype),
+                None if y is None else (np.shape(y)[1:], str(np.asarray(y).dtype)),
+                "".join(digests))
+        return self._fingerprint
 
     def label_max(self) -> int | None:
         return label_max(self.first_batch()[1])
@@ -417,6 +438,14 @@ class StreamPart(Part):
                 f"sample, but batch 0 had {first[0].shape[1:]}"
                 f"{'' if first[1] is None else f' and {np.shape(first[1])[1:]}'}. Every "
                 "batch must have the same shapes.")
+
+
+def _fixed_shapes(spec: Any) -> bool:
+    """True when every tensor of a tf.data element spec has a known size past the batch."""
+    import tensorflow as tf
+
+    return all(s.shape.rank is not None and None not in s.shape.as_list()[1:]
+               for s in tf.nest.flatten(spec) if hasattr(s, "shape"))
 
 
 def _numpy(value: Any) -> np.ndarray:

@@ -108,13 +108,13 @@ def check_sources_writable(path: "str | os.PathLike", *inputs: object) -> None:
     losing anything: none may be the model file itself or an input, a folder, or a file that
     tfcompress did not write (a firmware tree's own `model.h`)."""
     model = os.path.realpath(path)
+    names = ", ".join(os.path.basename(p) for p in source_paths(path))
     for source in source_paths(path):
         if os.path.realpath(source) == model:
             raise ValueError(
-                f"The output {os.fspath(path)} is named like one of the C++ files written beside "
-                f"it for target 'tflm' ({', '.join(os.path.basename(p) for p in source_paths(path))}"
-                "), so the model would be overwritten by source code. Name the model file "
-                "<name>.tflite.")
+                f"The output {os.fspath(path)} is named like one of the C++ files written "
+                f"beside it for target 'tflm' ({names}), so the model would be overwritten by "
+                "source code. Name the model file <name>.tflite.")
         if os.path.lexists(source):
             if not os.path.isfile(source):
                 raise ValueError(

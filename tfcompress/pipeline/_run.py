@@ -737,7 +737,10 @@ _IDENTITY_WORDS = {"model": "input model (its architecture or weights)",
 
 
 def _describe(key: str, old: Any, new: Any) -> str:
-    if key in ("model", "data"):
+    if key == "data":
+        return (f"content fingerprint {old} then, {new} now; a stream is identified by every "
+                "sample it yields, so one that augments at random differs on every read")
+    if key == "model":
         return f"content fingerprint {old} then, {new} now"
     return f"{old!r} then, {new!r} now"
 
