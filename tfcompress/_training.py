@@ -80,6 +80,20 @@ def evaluate(model: keras.Model, data, metric=None, batch_size: int = 256) -> fl
     return as_metric(metric).score(pairs())
 
 
+def check_metric_fits(model: keras.Model, data, metric) -> None:
+    """Raises in one line, before any work, when `metric` cannot score `model`'s (first)
+    output against the targets of `data` (a `Part`)."""
+    import numpy as np
+
+    from tfcompress.metrics import as_metric
+
+    x, y = data.head(8)
+    if y is None:
+        return
+    pred = model.predict(np.asarray(x, np.float32), verbose=0)
+    as_metric(metric).check_fits(y, pred[0] if isinstance(pred, (list, tuple)) else pred)
+
+
 def accuracy(model: keras.Model, x, y, batch_size: int = 256) -> float:
     """Top-1 accuracy of `model` on `(x, y)` arrays."""
     return evaluate(model, (x, y), "top1", batch_size)

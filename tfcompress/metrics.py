@@ -90,6 +90,12 @@ class Metric:
         else:
             raise ValueError(f"metric must be a name, a Keras metric or a function; got "
                              f"{type(spec).__name__}.")
+        if direction is not None and inferred is not None and direction != inferred:
+            raise ValueError(
+                f"metric {name!r} is better when {'higher' if inferred == 'max' else 'lower'} "
+                f"(direction {inferred!r}), so direction {direction!r} would rank the worst "
+                "models first. Leave the direction out for this metric (on the command line, "
+                "drop --metric-direction).")
         direction = direction or inferred
         if direction not in DIRECTIONS:
             raise ValueError(
@@ -135,6 +141,29 @@ class Metric:
             weighted += float(value.mean()) * len(pred)
             total += len(pred)
         return weighted / max(total, 1)
+
+    def check_fits(self, y: Any, pred: Any) -> None:
+        """Raises in one line when this metric cannot compare targets like `y` with outputs
+        like `pred` (a regression metric on class labels, labels for a top-K metric that
+        are not class ids...), so that a run fails before its first expensive step."""
+        y, pred = np.asarray(y), np.asarray(pred)
+        problem = None
+        if self.top_k is not None and (y.ndim > 1 and y.shape[1:] != pred.shape[1:]
+                                       or y.dtype.kind == "f" and not np.all(y == np.round(y))):
+            problem = "its targets are not class labels"
+        if problem is None:
+            try:
+                value = self.score([(y, pred)])
+                problem = None if np.isfinite(value) else f"it scored {value}"
+            except Exception as e:  # noqa: BLE001 (whatever the metric raises on these shapes)
+                line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                problem = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", line).rstrip(". ")
+        if problem:
+            raise ValueError(
+                f"The metric {self.name!r} cannot compare the data's targets (shape "
+                f"{y.shape[1:]} per sample) with the model's outputs (shape {pred.shape[1:]} "
+                f"per sample): {problem}. Choose a metric for these targets: top1 or top5 for "
+                "class labels, a Keras metric such as mse for targets shaped like the outputs.")
 
     def display(self, value: float) -> float:
         """`value` in the unit reports show: percent for a percentage."""

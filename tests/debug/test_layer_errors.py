@@ -71,3 +71,18 @@ def test_a_file_from_another_model_is_refused_naming_the_layers(trained_cnn, mni
     to_tflite(other, path, "int8", representative_data=mnist)
     with pytest.raises(ValueError, match=r"does not look made from .*conv1"):
         layer_errors(trained_cnn, path, mnist, num_samples=4)
+
+
+@pytest.mark.parametrize("mode", ["int8", "float16"])
+def test_a_file_of_the_same_architecture_with_other_weights_is_refused(trained_cnn, mnist,
+                                                                       ptq_file, tmp_path, mode):
+    keras.utils.set_random_seed(1)
+    retrained = keras.models.clone_model(trained_cnn)  # same names and shapes, other weights
+    retrained.compile("adam", trained_cnn.loss)
+    retrained.fit(mnist.x_train[:512], mnist.y_train[:512], epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"holds other weights than .* pass the model the file "
+                                         r"was made from"):
+        layer_errors(retrained, ptq_file, mnist, num_samples=4)
+    own = tmp_path / f"own_{mode}.tflite"
+    to_tflite(retrained, own, mode, representative_data=mnist)
+    assert layer_errors(retrained, own, mnist, num_samples=4).layers  # its own file is fine

@@ -150,6 +150,16 @@ def test_state_file_that_is_not_ours_is_one_clear_error(trained_cnn, small, tmp_
     assert json.loads((out / "state.json").read_text()) == [1, 2, 3]
 
 
+def test_a_damaged_step_record_is_one_clear_error(trained_cnn, small, tmp_path):
+    out = tmp_path / "out"
+    _run(trained_cnn, small, out)
+    state = json.loads((out / "state.json").read_text())
+    del state["completed"][0]["model_path"]
+    (out / "state.json").write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="is damaged: a step record lacks model_path"):
+        _run(trained_cnn, small, out)
+
+
 def test_the_budget_always_has_a_verdict_and_misses_are_said(trained_cnn, small, tmp_path):
     result = _run(trained_cnn, small, tmp_path / "a")
     report = json.loads((tmp_path / "a" / "report.json").read_text())

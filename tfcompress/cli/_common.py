@@ -11,6 +11,17 @@ from collections.abc import Callable, Iterator
 import click
 
 
+class FloatRange(click.FloatRange):
+    """`click.FloatRange` that also refuses NaN (which compares false with every bound, so
+    click lets it through)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
+
+
 def quiet_tensorflow() -> None:
     """Silences TensorFlow's C++ start-up chatter for the command line (not for the library)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

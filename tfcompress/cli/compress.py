@@ -7,6 +7,7 @@ import click
 from tfcompress._distribute import STRATEGIES
 from tfcompress.cli._common import (
     DISTRIBUTE_HELP,
+    FloatRange,
     data_help,
     input_range_option,
     metric_of,
@@ -30,7 +31,7 @@ BUDGET_MISSED = 3
               help="A built-in recipe (default, quick, lowrank, distill) or a .yaml/.json file.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(),
               help="Output folder: every step's model, the .tflite files and the reports.")
-@click.option("--max-accuracy-drop", type=click.FloatRange(0), default=None,
+@click.option("--max-accuracy-drop", type=FloatRange(0), default=None,
               help="The budget: how much worse than the input model the metric may get (also "
                    "bounds searches), in points for top1/top5 (default 1) and in the metric's "
                    "own units otherwise (then required).")

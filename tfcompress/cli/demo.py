@@ -4,7 +4,7 @@ import os
 
 import click
 
-from tfcompress.cli._common import data_help, say, user_errors
+from tfcompress.cli._common import FloatRange, data_help, say, user_errors
 
 
 @click.command("demo")
@@ -15,7 +15,7 @@ from tfcompress.cli._common import data_help, say, user_errors
               help="Training epochs of the reference CNN.")
 @click.option("--recipe", default="default", show_default=True,
               help="A built-in recipe (default, quick, lowrank, distill) or a .yaml/.json file.")
-@click.option("--max-accuracy-drop", default=1.0, show_default=True, type=click.FloatRange(0),
+@click.option("--max-accuracy-drop", default=1.0, show_default=True, type=FloatRange(0),
               help="Accuracy budget in points against the trained CNN.")
 @click.option("--runs", default=100, show_default=True, type=click.IntRange(1),
               help="Timed LiteRT invocations per model.")

@@ -5,7 +5,14 @@ import json
 import click
 
 from tfcompress._options import DISTILL
-from tfcompress.cli._common import data_help, distributed, input_range_option, say, user_errors
+from tfcompress.cli._common import (
+    FloatRange,
+    data_help,
+    distributed,
+    input_range_option,
+    say,
+    user_errors,
+)
 
 
 @click.command("distill")
@@ -13,7 +20,7 @@ from tfcompress.cli._common import data_help, distributed, input_range_option, s
               help="The trained teacher (.keras).")
 @click.option("--student", type=click.Path(exists=True),
               help="The student to train (.keras; its weights are the starting point).")
-@click.option("--channels", type=click.FloatRange(0, 1, max_open=True),
+@click.option("--channels", type=FloatRange(0, 1, max_open=True),
               help="Instead of --student: a copy of the teacher with this fraction of its "
                    "channels removed (largest filters kept).")
 @click.option("--fold-pooling", is_flag=True,
@@ -27,11 +34,11 @@ from tfcompress.cli._common import data_help, distributed, input_range_option, s
 @click.option("--batch-size", default=DISTILL["batch_size"],
               show_default=True, type=click.IntRange(1))
 @click.option("--learning-rate", default=DISTILL["learning_rate"], show_default=True,
-              type=click.FloatRange(0, min_open=True))
+              type=FloatRange(0, min_open=True))
 @click.option("--temperature", default=DISTILL["temperature"], show_default=True,
-              type=click.FloatRange(0, min_open=True), help="Softmax temperature.")
+              type=FloatRange(0, min_open=True), help="Softmax temperature.")
 @click.option("--alpha", default=DISTILL["alpha"],
-              show_default=True, type=click.FloatRange(0, 1),
+              show_default=True, type=FloatRange(0, 1),
               help="Weight of the hard-label loss (the rest goes to the teacher's targets).")
 @click.option("--feature-layers", nargs=2, metavar="TEACHER_LAYER STUDENT_LAYER",
               help="Also match these intermediate layers (projected if widths differ).")

@@ -5,16 +5,23 @@ import json
 import click
 
 from tfcompress._options import CONV_MODES, FACTORIZE
-from tfcompress.cli._common import data_help, distributed, input_range_option, say, user_errors
+from tfcompress.cli._common import (
+    FloatRange,
+    data_help,
+    distributed,
+    input_range_option,
+    say,
+    user_errors,
+)
 
 
 @click.command("factorize")
 @click.argument("model", type=click.Path(exists=True))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the factorized model (.keras).")
-@click.option("--energy", type=click.FloatRange(0, 1, min_open=True),
+@click.option("--energy", type=FloatRange(0, 1, min_open=True),
               help="Keep this share of each layer's singular-value energy (e.g. 0.9).")
-@click.option("--rank-ratio", type=click.FloatRange(0, 1, min_open=True),
+@click.option("--rank-ratio", type=FloatRange(0, 1, min_open=True),
               help="Keep this fraction of each layer's full rank (e.g. 0.25).")
 @click.option("--rank", "ranks", multiple=True, metavar="LAYER=R",
               help="Rank for one layer, e.g. fc1=16. Repeatable.")

@@ -5,7 +5,14 @@ import json
 import click
 
 from tfcompress._options import CRITERIA, PRUNE, SCOPES
-from tfcompress.cli._common import data_help, distributed, input_range_option, say, user_errors
+from tfcompress.cli._common import (
+    FloatRange,
+    data_help,
+    distributed,
+    input_range_option,
+    say,
+    user_errors,
+)
 
 
 @click.command("prune")
@@ -13,7 +20,7 @@ from tfcompress.cli._common import data_help, distributed, input_range_option, s
 @click.option("--data", required=True, help=f"Training data. {data_help}")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the pruned .keras model.")
-@click.option("--sparsity", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--sparsity", type=FloatRange(0, 1, min_open=True, max_open=True),
               help="Final sparsity (fraction of channels for 'channel'). Default: 0.8, "
                    "1 - N/M for N:M, 0.5 for channel.")
 @click.option("--granularity", default=PRUNE["granularity"], show_default=True,

@@ -5,7 +5,14 @@ import json
 import click
 
 from tfcompress._options import QAT
-from tfcompress.cli._common import data_help, distributed, input_range_option, say, user_errors
+from tfcompress.cli._common import (
+    FloatRange,
+    data_help,
+    distributed,
+    input_range_option,
+    say,
+    user_errors,
+)
 
 
 @click.command("qat")
@@ -19,7 +26,7 @@ from tfcompress.cli._common import data_help, distributed, input_range_option, s
 @click.option("--batch-size", default=QAT["batch_size"],
               show_default=True, type=click.IntRange(1))
 @click.option("--learning-rate", default=QAT["learning_rate"], show_default=True,
-              type=click.FloatRange(0, min_open=True))
+              type=FloatRange(0, min_open=True))
 @click.option("--keras-output", type=click.Path(dir_okay=False),
               help="Also save the quantization-aware Keras model (.keras).")
 @click.option("--float-layer", "float_layers", multiple=True, metavar="NAME",

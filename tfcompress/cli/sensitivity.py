@@ -5,7 +5,14 @@ import os
 
 import click
 
-from tfcompress.cli._common import data_help, metric_of, metric_options, say, user_errors
+from tfcompress.cli._common import (
+    FloatRange,
+    data_help,
+    metric_of,
+    metric_options,
+    say,
+    user_errors,
+)
 
 _TECHNIQUES = ("prune", "quantize", "channels")  # tfcompress.debug.TECHNIQUES, without TF
 
@@ -16,11 +23,11 @@ _TECHNIQUES = ("prune", "quantize", "channels")  # tfcompress.debug.TECHNIQUES, 
                                             f"{data_help}")
 @click.option("--technique", type=click.Choice(_TECHNIQUES), default="prune",
               show_default=True, help="What is done to one layer at a time.")
-@click.option("--amount", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--amount", type=FloatRange(0, 1, min_open=True, max_open=True),
               help="Sparsity for prune [0.8], fraction of channels for channels [0.5].")
 @click.option("--samples", default=500, show_default=True, type=click.IntRange(1),
               help="Images scored per layer.")
-@click.option("--target", type=click.FloatRange(0, 0.95),
+@click.option("--target", type=FloatRange(0, 0.95),
               help="Also print per-layer sparsities (prune) or channel ratios (channels) with "
                    "this overall value.")
 @click.option("--out", type=click.Path(file_okay=False),
@@ -46,7 +53,6 @@ def sensitivity_command(model, data, technique, amount, samples, target, out, un
     if out is None:
         out = f"{os.path.splitext(os.path.abspath(model))[0]}_sensitivity"
     _io.check_output_dir(out, lambda name: name.startswith("sensitivity_"), model, data)
-    os.makedirs(out, exist_ok=True)
     cache = os.path.join(out, f"sensitivity_{technique}.json")
     say(f"scanning every layer of {model} ({technique}) on {samples} images")
     scan = sensitivity(model, data, technique, amount, samples, cache=cache,

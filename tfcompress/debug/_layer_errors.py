@@ -187,6 +187,73 @@ def _match(interp: Any, calls: list[Any], model: Any) -> dict[str, tuple[int, tu
     return {k: (v[0], v[1]) for k, v in found.items()}
 
 
+# A kernel whose output channels point the same way in the file (|cosine|, which BatchNorm
+# folding and int8 rounding keep near 1) is the model's own; another training's is far below.
+_SAME_KERNEL = 0.9
+
+
+def _channel_vectors(kernel: np.ndarray, depthwise: bool) -> np.ndarray:
+    """A Keras kernel as one row per output channel, elements in the file's order."""
+    if depthwise:  # (kh, kw, in, mult): one channel per (in, mult), its taps in (h, w) order
+        return kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1]).T
+    return kernel.reshape(-1, kernel.shape[-1]).T  # (..., out): taps in (h, w, in) order
+
+
+def _kernel_similarity(rows: np.ndarray, tensor: np.ndarray) -> float:
+    """Mean |cosine| between a kernel's channels and a file tensor's, or 0 if they cannot be
+    the same weights (output channels first for convs and FC, last for depthwise)."""
+    channels = len(rows)
+    if tensor.size != rows.size:
+        return 0.0
+    if tensor.shape[0] == channels:
+        other = tensor.reshape(channels, -1)
+    elif tensor.shape[-1] == channels:
+        other = tensor.reshape(-1, channels).T
+    else:
+        return 0.0
+    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(other, axis=1)
+    dots = np.abs(np.sum(rows * other, axis=1))
+    alive = norms > 0  # a pruned-away channel says nothing
+    return float(np.mean(dots[alive] / norms[alive])) if alive.any() else 1.0
+
+
+def _check_same_weights(model: keras.Model, interp: Any, tflite_path: Any,
+                        model_name: str) -> None:
+    """Raises when the file's kernels are not the model's: the same architecture trained
+    again matches every name and shape, and would be blamed layer by layer for its
+    different weights."""
+    written = {t for o in interp._get_ops_details() for t in o["outputs"]}
+    inputs = {d["index"] for d in interp.get_input_details()}
+    constants = []
+    for d in interp.get_tensor_details():
+        if d["index"] in written or d["index"] in inputs or len(d["shape"]) < 2:
+            continue
+        try:
+            constants.append(np.asarray(interp.get_tensor(d["index"]), np.float64))
+        except ValueError:  # a tensor with no data of its own
+            continue
+    scores = {}
+    for layer in _graph.all_layers(model):
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None or not any(k in type(layer).__name__ for k in _WEIGHTED):
+            continue
+        value = np.asarray(keras.ops.convert_to_numpy(kernel), np.float64)
+        if value.ndim < 2:
+            continue
+        rows = _channel_vectors(value, "Depthwise" in type(layer).__name__)
+        candidates = [_kernel_similarity(rows, t) for t in constants if t.size == value.size]
+        if candidates:
+            scores[layer.name] = max(candidates)
+    differ = {n: v for n, v in scores.items() if v < _SAME_KERNEL}
+    if scores and len(differ) > len(scores) / 2:
+        worst = ", ".join(f"{n} ({v:.2f})" for n, v in list(differ.items())[:4])
+        raise ValueError(
+            f"{os.fspath(tflite_path)} holds other weights than {model_name}: the kernels of "
+            f"{len(differ)} of its {len(scores)} weighted layers point elsewhere (cosine "
+            f"{worst}; the file of this model gives about 1.0). It was exported from another "
+            "training of this architecture: pass the model the file was made from.")
+
+
 def layer_errors(
     model: Any,
     tflite_path: "str | os.PathLike",
@@ -256,6 +323,7 @@ def layer_errors(
             "the file was exported from (for a quantization-aware export, the quantize_aware "
             "model)."
         )
+    _check_same_weights(model, interp, tflite_path, model_name)
     names = [n for n in (op.name for op, _, _ in calls) if n in matched]
     by_name = {op.name: out for op, out, _ in calls}
     probe = keras.Model(model.inputs, [by_name[n] for n in names])

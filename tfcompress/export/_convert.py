@@ -164,7 +164,16 @@ def _convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
                 signature = specs if len(specs) == 1 else [specs]
             model.export(saved, format="tf_saved_model", verbose=False,
                          input_signature=signature)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        try:
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        except Exception as e:  # noqa: BLE001 (a corrupt or empty saved_model.pb)
+            if not isinstance(model, str):
+                raise
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(
+                f"Could not read the SavedModel {model} ({detail}); its saved_model.pb is "
+                "damaged or not a SavedModel. Save the model again (model.export(...) or "
+                "tf.saved_model.save).") from None
         _configure(converter, mode, calib, integer_io)
         try:
             if float_layers:

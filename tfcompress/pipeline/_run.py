@@ -359,6 +359,7 @@ def compress(
         sources["train"] += (f", on {devices} device{'s' if devices > 1 else ''} "
                              f"({type(_distribute.strategy(distribute)).__name__})")
     _check_steps_apply(plan, model)
+    _training.check_metric_fits(model, fit_ds.test, metric)
     notes = [] if not (is_stream(data) and test is None) else [
         "no test data was given with a training stream, so the validation data also gives "
         "the reported figures, after the searches chose on it: pass test= (--test) for "
@@ -697,6 +698,11 @@ def _read_state(path: str, identity: dict, plan: Recipe, say: Any) -> dict:
             "baseline" not in state):
         raise ValueError(f"{path} is not a tfcompress state file. Delete it, or choose another "
                          "output folder.")
+    records = state["completed"] + ([] if state["baseline"] is None else [state["baseline"]])
+    broken = next((r for r in records if _record_problem(r)), None)
+    if broken is not None:
+        raise ValueError(f"{path} is damaged: a step record {_record_problem(broken)}. Delete "
+                         "the folder to start over, or choose another output folder.")
     if not state["completed"]:  # nothing worth keeping: start over
         return fresh
     for key, value in identity.items():
@@ -743,6 +749,25 @@ def _describe(key: str, old: Any, new: Any) -> str:
     if key == "model":
         return f"content fingerprint {old} then, {new} now"
     return f"{old!r} then, {new!r} now"
+
+
+def _record_problem(record: Any) -> str | None:
+    """What makes a saved step record unreadable (a missing or unknown key), or None."""
+    import dataclasses
+
+    if not isinstance(record, dict):
+        return f"is a {type(record).__name__}, not an object"
+    fields = dataclasses.fields(StepRecord)
+    missing = [f.name for f in fields if f.default is dataclasses.MISSING
+               and f.name not in record]
+    unknown = sorted(set(record) - {f.name for f in fields})
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    if unknown:
+        return f"has unknown keys {', '.join(unknown)}"
+    if not all(isinstance(record[k], str) for k in ("model_path", "tflite_path")):
+        return "has file paths that are not text"
+    return None
 
 
 def _with_paths(record: dict, convert: Any) -> dict:
