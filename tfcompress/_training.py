@@ -114,6 +114,9 @@ def check_data_fits(model: keras.Model, ds) -> None:
     classes = outputs[0].shape[-1] if outputs else None
     if isinstance(classes, int):
         check_labels(ds, classes, f"the model {model.name!r}")
+        from tfcompress.data import check_classes
+
+        check_classes(ds, classes, f"the model {model.name!r}")
 
 
 def _fits(expected: tuple, shape: tuple) -> bool:

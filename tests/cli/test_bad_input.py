@@ -13,6 +13,15 @@ import pytest
 from tfcompress.cli import main
 
 
+def _error_line(result, match):
+    """Our progress lines may come first; the error is the last line, with no traceback."""
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("Error: ") and match in lines[-1], result.stderr
+    assert "Traceback" not in result.output
+
+
 def _one_line_error(result, match):
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
@@ -220,3 +229,79 @@ def test_saved_models_load_after_import_tfcompress_in_a_fresh_process(tmp_path):
     plain = subprocess.run([sys.executable, "-c", "import sys, tfcompress; "
                             "print('tensorflow' in sys.modules)"], capture_output=True, text=True)
     assert plain.stdout.strip() == "False"
+
+
+def _folder(root, images, labels, classes):
+    from PIL import Image
+
+    for c in classes:
+        (root / str(c)).mkdir(parents=True, exist_ok=True)
+    for i, (x, y) in enumerate(zip(images, labels, strict=True)):
+        Image.fromarray((x[:, :, 0] * 255).astype(np.uint8)).save(root / str(y) / f"{i}.png")
+    return str(root)
+
+
+def test_data_with_one_class_or_missing_class_folders_is_refused(runner, trained_cnn_path,
+                                                                 int8_path, mnist, tmp_path):
+    x, y = mnist.x_test[:40], mnist.y_test[:40]
+    threes = x[y == 3][:6]
+    one_folder = _folder(tmp_path / "one", threes, [3] * len(threes), [3])
+    for args in (["bench", str(int8_path), "--data", one_folder],
+                 ["prune", str(trained_cnn_path), "--data", one_folder, "-o",
+                  str(tmp_path / "p.keras")],
+                 ["compress", str(trained_cnn_path), "--data", one_folder, "-o",
+                  str(tmp_path / "c")]):
+        _error_line(runner.invoke(main, args), "has 1 class folder(s) (3)")
+    assert sorted(os.listdir(tmp_path)) == ["one"]
+    # every class folder, one of them holding images: one warning line, then the refusal
+    all_folders = _folder(tmp_path / "all", threes, [3] * len(threes), range(10))
+    result = runner.invoke(main, ["prune", str(trained_cnn_path), "--data", all_folders, "-o",
+                                  str(tmp_path / "p.keras")])
+    assert result.exit_code == 1
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert lines[0].startswith("warning: ") and "0, 1, 2, 4, 5, 6, 7, 8, 9 hold no images" in \
+        lines[0]
+    assert lines[-1].startswith("Error: ") and "holds one class only (3)" in lines[-1]
+    npz = tmp_path / "threes.npz"
+    np.savez(npz, x=threes, y=np.full(len(threes), 3))
+    _error_line(runner.invoke(main, ["bench", str(int8_path), "--data", str(npz)]),
+                    "holds one class only (3)")
+
+
+def test_a_metric_that_cannot_score_the_outputs_fails_before_the_scan(
+        runner, trained_cnn_path, small_npz, tmp_path):
+    out = tmp_path / "scan"
+    result = runner.invoke(main, ["sensitivity", str(trained_cnn_path), "--data", small_npz,
+                                  "--metric", "mse", "--out", str(out), "--samples", "50"])
+    _error_line(result, "The metric 'mean_squared_error' cannot compare the data's targets")
+    assert not out.exists()
+    result = runner.invoke(main, ["compress", str(trained_cnn_path), "--data", small_npz,
+                                  "--metric", "mse", "--max-accuracy-drop", "0.1", "-o",
+                                  str(tmp_path / "c")])
+    _error_line(result, "cannot compare")
+    assert not (tmp_path / "c").exists()
+    result = runner.invoke(main, ["bench", str(trained_cnn_path), "--data", small_npz,
+                                  "--metric", "top1", "--metric-direction", "min"])
+    _error_line(result, "metric 'top1' is better when higher")
+
+
+def test_nan_is_refused_by_click_before_any_work(runner, trained_cnn_path, small_npz, tmp_path):
+    for args in (["sensitivity", str(trained_cnn_path), "--data", small_npz, "--target", "nan",
+                  "--out", str(tmp_path / "s")],
+                 ["prune", str(trained_cnn_path), "--data", small_npz, "--sparsity", "nan",
+                  "-o", str(tmp_path / "p.keras")],
+                 ["compress", str(trained_cnn_path), "--data", small_npz,
+                  "--max-accuracy-drop", "nan", "-o", str(tmp_path / "c")]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 2 and "'nan' is not a number" in result.output, args
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_damaged_saved_model_exports_to_one_line(runner, tmp_path):
+    saved = tmp_path / "sm"
+    (saved / "variables").mkdir(parents=True)
+    (saved / "saved_model.pb").write_bytes(b"")
+    result = runner.invoke(main, ["export", str(saved), "-o", str(tmp_path / "m.tflite"),
+                                  "--quantize", "float32"])
+    _error_line(result, "Could not read the SavedModel")
+    assert sorted(os.listdir(tmp_path)) == ["sm"]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from tfcompress import _tflite
-from tfcompress.data import as_arrays, as_part, load
+from tfcompress.data import Dataset, as_arrays, as_part, check_classes, load
 from tfcompress.data._parts import label_max
 from tfcompress.metrics import as_metric
 
@@ -124,11 +124,14 @@ def benchmark(
     summary = _tflite.summarize(interp if target != "tflm" else _tflite.interpreter(content))
     inp = interp.get_input_details()[0]
 
-    part = None if data is None else as_part(_load_as_input(data, inp))
+    source = None if data is None else _load_as_input(data, inp)
+    part = None if source is None else as_part(source)
     sample, labelled = (_random_input(inp), None) if part is None else part.head(1)
     metric = as_metric(metric)
     if part is not None and metric.classifies:  # before any timing: one line, no work
         _check_classes(part.label_max(), _classes(interp))
+        if isinstance(source, Dataset):
+            check_classes(source, _classes(interp), "the model")
 
     say(f"timing {Path(path).name} in {_tflite.TARGET_NAMES[target]}: {warmup} warm-up + "
         f"{runs} runs, {threads} thread(s)")

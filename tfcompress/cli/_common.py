@@ -1,6 +1,7 @@
 """Helpers shared by the CLI commands: user-error handling, quiet output and data options."""
 
 import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -9,6 +10,19 @@ import warnings
 from collections.abc import Callable, Iterator
 
 import click
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _own_warnings_only(message, category, filename, lineno, file=None, line=None) -> None:
+    """Shows tfcompress's own warnings as one `warning:` line on stderr (a calibration set
+    outside the model's range, an empty class folder...); other packages' are dropped."""
+    if os.path.abspath(filename).startswith(_PACKAGE + os.sep) and \
+            issubclass(category, UserWarning):
+        text = " ".join(str(message).split())
+        if text not in _SEEN.get():
+            _SEEN.set(_SEEN.get() | {text})
+            click.echo(f"warning: {text}", err=True)
 
 
 class FloatRange(click.FloatRange):
@@ -20,6 +34,9 @@ class FloatRange(click.FloatRange):
         if number != number:
             self.fail(f"{value!r} is not a number.", param, ctx)
         return number
+
+
+_SEEN: contextvars.ContextVar = contextvars.ContextVar("tfcompress_warned", default=frozenset())
 
 
 def quiet_tensorflow() -> None:
@@ -48,11 +65,14 @@ def quiet_output() -> Iterator[None]:
     os.close(devnull)
     if real_stderr:
         sys.stderr = open(saved, "w", buffering=1, closefd=False)  # noqa: SIM115
+    seen = _SEEN.set(frozenset())
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("always")
+            warnings.showwarning = _own_warnings_only
             yield
     finally:
+        _SEEN.reset(seen)
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)

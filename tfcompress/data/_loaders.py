@@ -364,6 +364,13 @@ def _load_directory(
         raise ValueError(
             f"{path} has class folders {[c.name for c in classes]} but no images in them "
             f"({', '.join(_IMAGE_SUFFIXES)}).")
+    empty = [c.name for i, c in enumerate(classes) if i not in set(labels)]
+    if empty:
+        import warnings
+
+        warnings.warn(f"{path}: the class folder(s) {', '.join(empty)} hold no images; they "
+                      "keep their label numbers but nothing is scored or trained on them.",
+                      stacklevel=3)
     mode = {None: None, 1: "L", 3: "RGB", 4: "RGBA"}.get(channels, "unsupported")
     if mode == "unsupported":
         raise ValueError(f"Images can be read with 1, 3 or 4 channels, not {channels}.")
@@ -478,6 +485,32 @@ def _load(source, test_fraction, seed, image_size, num_samples, channels
         f"Cannot load data from {path}: expected an .npz file or a folder of class sub-folders, "
         f"got a {path.suffix or 'suffix-less'} file."
     )
+
+
+def check_classes(ds: "Dataset", classes: int, what: str) -> None:
+    """Raises when `ds` cannot score a classifier with `classes` outputs: one class only (a
+    model that always answers it scores 100 %), or an image folder with fewer class folders
+    than outputs (its labels come from the sorted folder names, so they would not be the
+    model's)."""
+    if classes < 2:
+        return
+    parts = [p.classes_present() for p in (ds.train, ds.test)]
+    if any(p is None for p in parts):
+        return
+    present = set().union(*parts)
+    names = list(getattr(ds, "class_names", ()) or ())
+    if isinstance(ds.train, FilesPart) and len(names) < classes:
+        raise ValueError(
+            f"The folder {ds.name!r} has {len(names)} class folder(s) ({', '.join(names)}) but "
+            f"{what} has {classes} outputs. Labels are numbered by the sorted folder names, so "
+            "every class the model knows needs its folder (an empty one keeps the numbering).")
+    if len(present) == 1:
+        only = names[next(iter(present))] if names and next(iter(present)) < len(names) \
+            else next(iter(present))
+        raise ValueError(
+            f"The data {ds.name!r} holds one class only ({only}), so any model that always "
+            f"answers it scores 100 %: {what} has {classes} outputs. Pass data with the "
+            "classes the model predicts.")
 
 
 def as_part(data: Any, split_name: str = "test") -> Part:

@@ -90,6 +90,11 @@ class Part:
         targets are not class labels (e.g. images for an autoencoder)."""
         raise NotImplementedError
 
+    def classes_present(self) -> set[int] | None:
+        """The class labels this part holds, or `None` when only reading a stream whole would
+        tell, or the targets are not class labels."""
+        return None
+
 
 def class_ids(y: Any) -> np.ndarray:
     """Class indices of a batch of labels: integers, or one-hot rows (argmax)."""
@@ -148,6 +153,11 @@ class ArrayPart(Part):
 
     def label_max(self) -> int | None:
         return label_max(self.y)
+
+    def classes_present(self) -> set[int] | None:
+        if label_max(self.y) is None:
+            return None
+        return {int(c) for c in np.unique(class_ids(self.y))}
 
     def split(self, fraction: float, seed: int) -> "tuple[ArrayPart, ArrayPart]":
         rest, held = stratified(self.y, fraction, seed)
@@ -216,6 +226,9 @@ class FilesPart(Part):
 
     def label_max(self) -> int | None:
         return int(self.labels.max()) if len(self.labels) else None
+
+    def classes_present(self) -> set[int] | None:
+        return {int(c) for c in np.unique(self.labels)}
 
 
 def _file_batches(part: FilesPart, batch_size: int, seed: int):
