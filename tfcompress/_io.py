@@ -231,6 +231,54 @@ def folder_lock(folder: "str | os.PathLike") -> Iterator[None]:
 
 
 LOCK_NAME = ".lock"
+# A scratch folder left without a lock (by a version that did not lock them) is taken for
+# abandoned after this long.
+_UNLOCKED_STALE_SECONDS = 3600
+
+
+@contextlib.contextmanager
+def scratch_folder(parent: "str | os.PathLike", prefix: str) -> Iterator[str]:
+    """A temporary folder in `parent`, locked while the block runs and removed after it.
+
+    Kept beside the output rather than in the system temp folder, so that a killed run leaves
+    nothing where the user would never look; what a killed run did leave (a folder with
+    `prefix` whose lock no process holds) is removed the next time one is made there.
+    """
+    import shutil
+
+    parent = os.fspath(parent)
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if name.startswith(prefix) and os.path.isdir(path) and not os.path.islink(path):
+            if _abandoned(path):
+                shutil.rmtree(path, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as tmp:
+        fd = os.open(os.path.join(tmp, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _lock_fd(fd)
+            yield tmp
+        finally:
+            os.close(fd)
+
+
+def _abandoned(folder: str) -> bool:
+    """True when no process holds `folder`'s lock (or, without one, it is old)."""
+    import time
+
+    lock = os.path.join(folder, LOCK_NAME)
+    if not os.path.exists(lock):
+        return time.time() - os.path.getmtime(folder) > _UNLOCKED_STALE_SECONDS
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        _lock_fd(fd)
+        return True
+    except OSError:  # a running export holds it
+        return False
+    finally:
+        os.close(fd)
 
 
 def _lock_fd(fd: int) -> None:

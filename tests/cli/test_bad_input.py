@@ -305,3 +305,13 @@ def test_a_damaged_saved_model_exports_to_one_line(runner, tmp_path):
                                   "--quantize", "float32"])
     _error_line(result, "Could not read the SavedModel")
     assert sorted(os.listdir(tmp_path)) == ["sm"]
+
+
+def test_an_identity_lambda_is_nothing_to_keep_in_float(runner, lambda_model_path, small_npz,
+                                                        tmp_path):
+    out = tmp_path / "q.tflite"
+    result = runner.invoke(main, ["qat", lambda_model_path, "--data", small_npz, "--epochs",
+                                  "1", "-o", str(out), "--unsafe", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    assert report["integer_only"] is True

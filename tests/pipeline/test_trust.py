@@ -309,3 +309,39 @@ def test_resume_tells_streams_and_folders_by_their_content(trained_cnn, small, t
     assert os.stat(victim).st_size == st.st_size
     with pytest.raises(ValueError, match="different data"):
         _run(trained_cnn, str(folder), tmp_path / "f")
+
+
+def test_scratch_folders_of_killed_exports_are_cleaned_and_running_ones_kept(trained_cnn,
+                                                                            tmp_path):
+    import fcntl
+
+    from tfcompress.export import to_tflite
+
+    killed = tmp_path / ".tfcompress-export-killed"
+    (killed / "saved_model").mkdir(parents=True)
+    (killed / ".lock").write_text("12345")  # its process is gone: nobody holds the lock
+    running = tmp_path / ".tfcompress-export-running"
+    running.mkdir()
+    fd = os.open(running / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running export holds it
+    try:
+        to_tflite(trained_cnn, tmp_path / "m.tflite", "float32")
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(tmp_path)) == [".tfcompress-export-running", "m.tflite"]
+
+
+def test_a_refused_step_removes_its_files_and_says_what_the_folder_keeps(trained_cnn, small,
+                                                                         tmp_path):
+    tight = {"export": {"mode": "int8", "target": "tflm", "max_ram": 100}}
+    out = tmp_path / "one"
+    with pytest.raises(ValueError, match=r"over --max-ram 100\. Nothing was written\."):
+        _run(trained_cnn, small, out, recipe={"steps": [tight]})
+    assert not out.exists()
+    out = tmp_path / "two"
+    with pytest.raises(ValueError, match=r"Step 2 wrote nothing; .* keeps the baseline and "
+                                         r"step 1, which a run with a corrected recipe"):
+        _run(trained_cnn, small, out, recipe={"steps": [
+            {"prune": {"sparsity": 0.3, "epochs": 1}}, tight]})
+    assert not [n for n in os.listdir(out) if n.startswith("02_")]
+    assert (out / "01_prune.keras").exists()

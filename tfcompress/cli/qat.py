@@ -74,10 +74,7 @@ def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_ou
     q, result = train_quantized(keras_model, ds, epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, verbose=0 if as_json else 2,
                                 float_layers=chosen)
-    kept = float_layer_names(q)
-    unasked = [name for name in kept if name not in (chosen or [])]
-    if unasked:  # the library warned; the command line hides Python warnings, so say it
-        say(f"kept in float (no int8 kernel known to tfcompress): {', '.join(unasked)}")
+    kept = float_layer_names(q)  # quantize_aware warned of those it kept unasked
     report = to_tflite(q, output, "int8", representative_data=ds if kept else None)
     if keras_output:
         _io.save_model_atomic(q, keras_output)

@@ -2,7 +2,6 @@
 
 import dataclasses
 import os
-import tempfile
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,7 +149,7 @@ def _convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
 
     # Beside the output, not in the system temp folder: a killed run leaves nothing behind
     # where the user would never look.
-    with tempfile.TemporaryDirectory(prefix=".tfcompress-export-", dir=workdir) as tmp:
+    with _io.scratch_folder(workdir, ".tfcompress-export-") as tmp:
         if isinstance(model, str):  # a SavedModel directory
             saved = model
         else:
@@ -188,7 +187,8 @@ def _convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
             text = str(e).strip().splitlines()
             detail = next((ln for ln in text if "op" in ln.lower()), text[0] if text else "")
             raise ValueError(
-                f"The TFLite converter could not build a {mode} model: {detail.strip()}. "
+                f"The TFLite converter could not build a {mode} model: "
+                f"{detail.strip().rstrip('.')}. "
                 + (
                     "Some op has no integer kernel; export as 'dynamic' or 'float16', or "
                     "replace that layer."

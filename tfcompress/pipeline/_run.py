@@ -421,6 +421,24 @@ def _versions() -> dict:
     return found
 
 
+@contextlib.contextmanager
+def _step_files(paths: list[str], index: int, done: int, out: str) -> Any:
+    """Removes the files of step `index` if it fails, and says in the error what the folder
+    keeps (a refusal that says "Nothing was written" speaks of this step only)."""
+    try:
+        yield
+    except BaseException as e:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        if isinstance(e, ValueError) and "Nothing was written." in str(e):
+            kept = (f"Step {index} wrote nothing; {out} keeps the baseline and "
+                    f"{'step 1' if done == 1 else f'steps 1-{done}'}, which a run with a "
+                    "corrected recipe resumes from." if done else "Nothing was written.")
+            raise ValueError(str(e).replace("Nothing was written.", kept)) from None
+        raise
+
+
 def _clean_up_unfinished(out: str, created: bool, trace: dict) -> None:
     """After a failure, with the folder locked: a run that leaves no completed step behind
     removes the files it wrote (its baseline files and state), and the lock file too if it
@@ -513,22 +531,23 @@ def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: D
         if skipped:
             say(f"  skipped: {skipped}")
         model_path = f"{stem}.keras"
-        _io.save_model_atomic(new, model_path)
-        device = {}
-        if step.kind == "export":
-            device = {k: step.get(k) for k in ("target", "max_flash", "max_ram")}
-            float_layers = step.get("float_layers")
-            if float_layers == "auto":  # a quantize scan on the validation data picks them
-                from tfcompress.debug import sensitivity
+        with _step_files([model_path, tflite], index, len(state["completed"]), out):
+            _io.save_model_atomic(new, model_path)
+            device = {}
+            if step.kind == "export":
+                device = {k: step.get(k) for k in ("target", "max_flash", "max_ram")}
+                float_layers = step.get("float_layers")
+                if float_layers == "auto":  # a quantize scan on the validation data picks them
+                    from tfcompress.debug import sensitivity
 
-                scan = sensitivity(new, fit_ds, "quantize", metric=metric)
-                float_layers = scan.float_layers(budget=budget / (100 if metric.percent else 1))
-                info["sensitivity"] = scan.to_dict()
-                say(f"  kept in float: {', '.join(float_layers) or 'none (within budget)'}")
-            if float_layers:
-                device["float_layers"] = float_layers
-                info["float_layers"] = list(float_layers)
-        m = _measure(new, tflite, mode, fit_ds, test_ds, runs, metric, **device)
+                    scan = sensitivity(new, fit_ds, "quantize", metric=metric)
+                    float_layers = scan.float_layers(budget=budget / (100 if metric.percent else 1))
+                    info["sensitivity"] = scan.to_dict()
+                    say(f"  kept in float: {', '.join(float_layers) or 'none (within budget)'}")
+                if float_layers:
+                    device["float_layers"] = float_layers
+                    info["float_layers"] = list(float_layers)
+            m = _measure(new, tflite, mode, fit_ds, test_ds, runs, metric, **device)
         m.pop("samples")
         description = step.describe()
         if search is not None:

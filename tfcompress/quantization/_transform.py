@@ -228,7 +228,10 @@ class _Rewriter:
                                "it")
 
     def keep_float(self, op: Any, args: tuple, kwargs: dict, why: str) -> Any:
-        """`op` as it is (float), its output quantized, with a warning that names it."""
+        """`op` as it is (float), its output quantized, with a warning that names it; an
+        identity (which the converter removes) passes through unquantized and unnamed."""
+        if is_identity(op):
+            return _clone(op)(*args, **kwargs)
         name = getattr(op, "name", type(op).__name__)
         warnings.warn(
             f"quantize_aware keeps layer {name!r} ({type(op).__name__}) in float: {why}. The "
@@ -533,7 +536,27 @@ def float_layer_names(model: Any) -> list[str]:
         return []
     return [layer.name for layer in _graph.all_layers(model)
             if isinstance(layer, _WEIGHTED + (_L.SeparableConv1D, _L.SeparableConv2D))
-            or not _known(layer)]
+            or not (_known(layer) or is_identity(layer))]
+
+
+def is_identity(layer: Any) -> bool:
+    """True for a layer that returns its one input unchanged (a Lambda `x * 1.0`): the
+    converter removes it, so it produces no op and there is nothing to keep in float."""
+    if not isinstance(layer, keras.layers.Layer) or layer.weights:
+        return False
+    try:
+        source = layer.input
+    except (AttributeError, ValueError):  # not called yet, or called on several inputs
+        return False
+    if isinstance(source, (list, tuple, dict)) or not hasattr(source, "shape") or any(
+            d is None for d in source.shape[1:]):
+        return False
+    probe = np.random.default_rng(0).normal(size=(2, *source.shape[1:])).astype(np.float32)
+    try:
+        out = ops.convert_to_numpy(layer(probe))
+    except Exception:  # noqa: BLE001 (a layer that cannot run alone is no identity)
+        return False
+    return out.shape == probe.shape and np.array_equal(out, probe)
 
 
 def is_quantize_aware(model: Any) -> bool:
