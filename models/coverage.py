@@ -289,13 +289,13 @@ def run_keras2(path: str) -> dict:
     and the file's top-1 agreement with the model on 200 such inputs."""
     import numpy as np
 
-    from tfcompress import _io
+    from tfcompress import _loading
     from tfcompress.export import to_tflite
 
     row: dict = {"network": os.path.basename(path.rstrip("/"))}
     start = time.time()
     try:
-        model = _io.load_keras_model(path)
+        model = _loading.load_keras_model(path)
     except Exception as e:  # noqa: BLE001 (the table states every failure)
         return {**row, "error": first_line(e)}
     row["input"] = "x".join(str(d) for d in model.inputs[0].shape[1:])

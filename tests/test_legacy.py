@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tfcompress import _io, _legacy
+from tfcompress import _legacy, _loading
 from tfcompress.cli import main as cli
 
 # A MobileNet-style Keras 2 model: DepthwiseConv2D (saved with `groups: 1`, which Keras 3
@@ -76,7 +76,7 @@ def keras2_files(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["k2.h5", "k2_savedmodel"])
 def test_keras2_files_load_as_keras3_with_the_same_outputs(keras2_files, name):
-    model = _io.load_keras_model(keras2_files / name)
+    model = _loading.load_keras_model(keras2_files / name)
     assert type(model).__module__.startswith("keras")
     assert model.get_layer("dw").__class__.__name__ == "DepthwiseConv2D"
     expected = np.load(keras2_files / "expected.npz")
@@ -98,7 +98,7 @@ def test_a_keras2_h5_file_exports_to_int8_and_compresses(keras2_files, tmp_path)
     result = CliRunner().invoke(cli, ["factorize", str(keras2_files / "k2_savedmodel"), "-o",
                                       str(tmp_path / "f.keras"), "--rank", "pw=8"])
     assert result.exit_code == 0, result.output
-    model = _io.load_keras_model(keras2_files / "k2.h5")
+    model = _loading.load_keras_model(keras2_files / "k2.h5")
     small = factorize(model, ranks={"pw": 8})
     np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-4, atol=1e-4)
@@ -107,7 +107,7 @@ def test_a_keras2_h5_file_exports_to_int8_and_compresses(keras2_files, tmp_path)
 def test_a_layer_keras3_cannot_carry_over_is_named_in_one_line(keras2_files, tmp_path):
     with pytest.raises(ValueError, match=r"layer 'tf.math.cumsum' is the TensorFlow op "
                                          r"tf.math.cumsum, which tfcompress cannot rebuild"):
-        _io.load_keras_model(keras2_files / "tf_op.h5")
+        _loading.load_keras_model(keras2_files / "tf_op.h5")
     result = CliRunner().invoke(cli, ["export", str(keras2_files / "tf_op.h5"), "-o",
                                       str(tmp_path / "r.tflite"), "--quantize", "float16"])
     assert result.exit_code != 0 and "tf.math.cumsum" in result.output
@@ -129,12 +129,12 @@ def test_a_layer_that_computes_differently_is_named(keras2_files, tmp_path):
 def test_without_tf_keras_an_h5_is_read_unverified_with_a_warning(keras2_files, monkeypatch):
     monkeypatch.setattr(_legacy, "tf_keras_available", lambda: False)
     with pytest.warns(UserWarning, match="not checked against Keras 2"):
-        model = _io.load_keras_model(keras2_files / "k2.h5")
+        model = _loading.load_keras_model(keras2_files / "k2.h5")
     expected = np.load(keras2_files / "expected.npz")
     np.testing.assert_allclose(model.predict(expected["x"], verbose=0), expected["y"],
                                atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="needs tf_keras"):
-        _io.load_keras_model(keras2_files / "k2_savedmodel")
+        _loading.load_keras_model(keras2_files / "k2_savedmodel")
 
 
 def test_a_tf_keras_model_object_goes_through_every_transform(keras2_files):
@@ -162,7 +162,7 @@ def test_tf_op_nodes_become_keras_ops_and_quantize(keras2_files, tmp_path):
     from tfcompress.export import to_tflite
     from tfcompress.quantization import quantize_aware
 
-    model = _io.load_keras_model(keras2_files / "ops.h5")
+    model = _loading.load_keras_model(keras2_files / "ops.h5")
     assert not any("OpLambda" in type(layer).__name__ or "TFOp" in type(layer).__name__
                    for layer in model.layers)
     x = np.load(keras2_files / "expected.npz")["x"]
@@ -182,7 +182,7 @@ def test_a_savedmodel_that_is_not_keras_is_refused_in_one_line(tmp_path):
     reference_cnn().export(saved, format="tf_saved_model", verbose=False)
     with pytest.raises(ValueError, match="is a SavedModel that is not a Keras model.*exported "
                                          "to TFLite but not fine-tuned"):
-        _io.load_keras_model(saved)
+        _loading.load_keras_model(saved)
 
 
 # A Lambda whose code leaves a mark: it must not run unless the user passes --unsafe.
@@ -233,13 +233,13 @@ def test_a_keras2_lambda_does_not_run_without_unsafe(lambda_files, tmp_path, nam
 def test_a_keras2_lambda_is_refused_without_tf_keras_too(lambda_files, monkeypatch):
     monkeypatch.setattr(_legacy, "tf_keras_available", lambda: False)
     with pytest.raises(_legacy.UnsafeModelError, match="safe_mode=False"):
-        _io.load_keras_model(lambda_files / "lam.h5")
+        _loading.load_keras_model(lambda_files / "lam.h5")
     assert not (lambda_files / "RAN").exists()
 
 
 def test_with_unsafe_the_lambda_runs_and_is_named(lambda_files):
     with pytest.raises(ValueError, match="'lam' \\(Lambda\\)"):
-        _io.load_keras_model(lambda_files / "lam.h5", safe_mode=False)
+        _loading.load_keras_model(lambda_files / "lam.h5", safe_mode=False)
     assert (lambda_files / "RAN").exists()  # the user trusted the file: Keras 2 read it
     (lambda_files / "RAN").unlink()
 

@@ -30,7 +30,7 @@ def demo_command(out, data, epochs, recipe, max_accuracy_drop, runs, seed):
     """
     import keras
 
-    from tfcompress import _io
+    from tfcompress import _io, _loading
     from tfcompress.data import load
     from tfcompress.pipeline import compress
     from tfcompress.pipeline._report import markdown
@@ -45,7 +45,7 @@ def demo_command(out, data, epochs, recipe, max_accuracy_drop, runs, seed):
     model_path = os.path.join(out, "trained.keras")
     if os.path.exists(model_path):
         say(f"using the model trained earlier: {model_path}")
-        model = _io.load_keras_model(model_path)
+        model = _loading.load_keras_model(model_path)
     else:
         keras.utils.set_random_seed(seed)
         model = compile_for_classification(reference_cnn(ds.input_shape, ds.num_classes))

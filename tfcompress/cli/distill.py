@@ -56,7 +56,7 @@ def distill_command(teacher, student, channels, fold_pooling, data, output, epoc
     The student is a .keras file (--student) or made from the teacher (--channels and/or
     --fold-pooling).
     """
-    from tfcompress import _io, _training
+    from tfcompress import _io, _loading, _training
     from tfcompress.distillation import distill, make_student
 
     made = channels is not None or fold_pooling
@@ -70,10 +70,10 @@ def distill_command(teacher, student, channels, fold_pooling, data, output, epoc
     if not output.endswith(".keras"):
         raise click.BadParameter(f"expected a .keras file name, got {output!r}.",
                                  param_hint="--output")
-    t = _io.load_keras_model(teacher, safe_mode=not unsafe)
+    t = _loading.load_keras_model(teacher, safe_mode=not unsafe)
     data = _training.load_for(t, data, preprocessing=input_range)  # checked first
     if student is not None:
-        s = _io.load_keras_model(student, safe_mode=not unsafe)
+        s = _loading.load_keras_model(student, safe_mode=not unsafe)
     else:
         s, report = make_student(t, channels or 0.0, fold_pooling=fold_pooling,
                                  return_report=True)

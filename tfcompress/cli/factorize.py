@@ -47,7 +47,7 @@ def factorize_command(model, output, energy, rank_ratio, ranks, conv_mode, min_p
                       epochs, batch_size, unsafe, as_json,
         input_range):
     """Split MODEL's large Dense/Conv2D layers in two by truncated SVD; report params and MACs."""
-    from tfcompress import _io, _training
+    from tfcompress import _io, _loading, _training
     from tfcompress.lowrank import factorize
 
     _io.check_not_input(output, model, data)
@@ -63,7 +63,7 @@ def factorize_command(model, output, energy, rank_ratio, ranks, conv_mode, min_p
             raise click.BadParameter(f"expected LAYER=R with R >= 1, got {item!r}.",
                                      param_hint="--rank")
         per_layer[name] = int(value)
-    original = _io.load_keras_model(model, safe_mode=not unsafe)
+    original = _loading.load_keras_model(model, safe_mode=not unsafe)
     new, report = factorize(original, rank_ratio=rank_ratio, energy=energy, ranks=per_layer,
                             min_params=min_params, conv_mode=conv_mode, return_report=True)
     info = report.to_dict()

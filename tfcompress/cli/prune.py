@@ -50,7 +50,7 @@ def prune_command(model, data, output, sparsity, granularity, criterion, round_t
                   epochs, batch_size, unsafe, as_json,
         input_range):
     """Prune MODEL (.keras) by magnitude while fine-tuning it; report accuracy and sparsity."""
-    from tfcompress import _io, _training
+    from tfcompress import _io, _loading, _training
     from tfcompress.pruning import prune
 
     _io.check_not_input(output, model, data)
@@ -63,7 +63,7 @@ def prune_command(model, data, output, sparsity, granularity, criterion, round_t
     if not output.endswith(".keras"):
         raise click.BadParameter(f"expected a .keras file name, got {output!r}.",
                                  param_hint="--output")
-    keras_model = _io.load_keras_model(model, safe_mode=not unsafe)
+    keras_model = _loading.load_keras_model(model, safe_mode=not unsafe)
     data = _training.load_for(keras_model, data, preprocessing=input_range)  # checked first
     say(f"pruning {model} to {granularity} sparsity for {epochs} epoch(s) ...")
     pruned, result = prune(keras_model, data, sparsity=sparsity, granularity=granularity,

@@ -45,7 +45,7 @@ def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_ou
     """Fine-tune MODEL (.keras) with simulated int8 and export it as an integer-only .tflite."""
     import os
 
-    from tfcompress import _io, _training
+    from tfcompress import _io, _loading, _training
     from tfcompress.bench import benchmark
     from tfcompress.export import to_tflite
     from tfcompress.quantization import float_layer_names, train_quantized
@@ -59,7 +59,7 @@ def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_ou
         if not keras_output.endswith(".keras"):
             raise click.BadParameter(f"expected a .keras file name, got {keras_output!r}.",
                                      param_hint="--keras-output")
-    keras_model = _io.load_keras_model(model, safe_mode=not unsafe)
+    keras_model = _loading.load_keras_model(model, safe_mode=not unsafe)
     ds = _training.load_for(keras_model, data, preprocessing=input_range)
     say(f"quantization-aware training of {model} for {epochs} epoch(s) ...")
     chosen = list(float_layers) or None

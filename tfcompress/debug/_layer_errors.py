@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress import _graph, _io, _legacy, _tflite
+from tfcompress import _graph, _io, _legacy, _loading, _tflite
 from tfcompress.data import as_arrays
 
 # Layers whose output a quantized file must reproduce; a file matching none was not made from
@@ -301,7 +301,7 @@ def layer_errors(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     model_name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model.name
     if isinstance(model, (str, os.PathLike)):
-        model = _io.load_keras_model(model, safe_mode=safe_mode, compile=False)
+        model = _loading.load_keras_model(model, safe_mode=safe_mode, compile=False)
     _graph.require_functional(model, "layer_errors")
     model = _graph.flat(model)  # a nested backbone's layers are compared one by one too
     interp = _tflite.interpreter(tflite_path, preserve_all_tensors=True)

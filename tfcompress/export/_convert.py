@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from tfcompress import _io, _legacy, _options, _tflite
+from tfcompress import _io, _legacy, _loading, _options, _tflite
 from tfcompress.data import Dataset, Part, as_arrays
 from tfcompress.data._parts import is_stream
 from tfcompress.export import _micro
@@ -316,7 +316,7 @@ def to_tflite(
         if _io.is_saved_model_dir(source):
             model = os.fspath(source)
         else:
-            model = _io.load_keras_model(source, safe_mode=safe_mode, compile=False)
+            model = _loading.load_keras_model(source, safe_mode=safe_mode, compile=False)
     elif not hasattr(model, "export"):
         raise TypeError(
             "model must be a keras.Model, a .keras path or a SavedModel directory, got "

@@ -13,7 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress import _distribute, _io, _legacy, _training
+from tfcompress import _distribute, _io, _legacy, _loading, _training
 from tfcompress.data import ArrayPart, Dataset, FilesPart, Part, as_part, load
 from tfcompress.data._parts import is_stream
 from tfcompress.metrics import Metric, as_metric
@@ -353,7 +353,7 @@ def compress(
     _io.check_output_dir(out, is_run_output, model if isinstance(model, (str, os.PathLike))
                          else None, data, val, test, recipe_file, *students)
     if not isinstance(model, keras.Model):
-        model = _io.load_keras_model(model, safe_mode=safe_mode)
+        model = _loading.load_keras_model(model, safe_mode=safe_mode)
     fit_ds, test_ds, sources = _splits(data, val, seed, test, model, preprocessing)
     if distribute is not None:
         sources["train"] += (f", on {devices} device{'s' if devices > 1 else ''} "
@@ -496,7 +496,7 @@ def _run(model: keras.Model, plan: Recipe, out: str, fit_ds: Dataset, test_ds: D
     elif records:
         say(f"resuming after step {len(records)} ({records[-1].step})")
     if records and len(records) < len(plan.steps):
-        current = _io.load_keras_model(records[-1].model_path, safe_mode=safe_mode)
+        current = _loading.load_keras_model(records[-1].model_path, safe_mode=safe_mode)
     for index, step in enumerate(plan.steps, start=1):
         if index <= len(records):
             continue

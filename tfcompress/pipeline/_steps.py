@@ -76,11 +76,11 @@ def _factorize(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
 
 def _distill(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
              verbose: int, safe_mode: bool) -> Outcome:
-    from tfcompress import _io
+    from tfcompress import _loading
     from tfcompress.distillation import distill, make_student
 
     if step.get("student"):
-        student = _io.load_keras_model(step.get("student"), safe_mode=safe_mode)
+        student = _loading.load_keras_model(step.get("student"), safe_mode=safe_mode)
     else:
         try:
             student = make_student(model, float(step.get("channels")),

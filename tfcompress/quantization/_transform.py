@@ -508,7 +508,7 @@ def _auto_float_layers(model: Any, scan: Any, budget: float, max_layers: int) ->
             'float_layers="auto" picks layers from a sensitivity scan: pass sensitivity='
             'tfcompress.debug.sensitivity(model, data, "quantize") (or its JSON path).')
     if not hasattr(scan, "float_layers"):  # the path of a saved scan
-        from tfcompress.debug import SensitivityScan  # a sibling package, loaded on use
+        from tfcompress._scan import SensitivityScan
 
         scan = SensitivityScan.load(scan)
     if scan.technique != "quantize":
