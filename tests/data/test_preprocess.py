@@ -10,7 +10,7 @@ import pytest
 from tfcompress import _training
 from tfcompress.data import Preprocessing, load
 from tfcompress.export import to_tflite
-from tfcompress.pipeline._run import _splits
+from tfcompress.pipeline._data import splits as _splits
 
 
 def _model(first=None):

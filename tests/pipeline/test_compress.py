@@ -7,7 +7,7 @@ import pytest
 
 from tfcompress.bench import benchmark
 from tfcompress.data import Dataset
-from tfcompress.pipeline import _run, _steps, compress
+from tfcompress.pipeline import _data, _steps, compress
 
 QUICK = {"name": "test", "steps": [
     {"prune": {"granularity": "channel", "sparsity": 0.5, "round_to": 8, "epochs": 1}},
@@ -92,9 +92,9 @@ def test_same_seed_same_numbers_and_search_uses_validation(trained_cnn, small, t
 
 
 def test_default_validation_is_the_hold_out_split(small):
-    fit, test, _ = _run._splits(small, None, seed=3)
+    fit, test, _ = _data.splits(small, None, seed=3)
     rest, val = small.hold_out(seed=3)  # the default share is the pipeline's
-    explicit, _, _ = _run._splits(rest, val, seed=3)
+    explicit, _, _ = _data.splits(rest, val, seed=3)
     for part in ("x_train", "y_train", "x_test", "y_test"):
         np.testing.assert_array_equal(getattr(fit, part), getattr(explicit, part))
     assert test.test is small.test
