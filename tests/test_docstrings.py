@@ -7,7 +7,7 @@ import pytest
 
 MODULES = [
     "tfcompress.data._loaders",
-    "tfcompress.export._convert",
+    "tfcompress.export._export",
     "tfcompress.bench._benchmark",
     "tfcompress.pruning.schedules",
     "tfcompress.pruning._masks",

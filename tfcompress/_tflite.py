@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from tfcompress import _targets
 from tfcompress._targets import TARGET_NAMES, TARGETS  # noqa: F401  (re-exported)
 
 # Ops that only move data between float and integer at the model's edges.
@@ -22,16 +23,16 @@ _INT_ACTIVATION_DTYPES = {"int8": ("int8", "uint8"), "int16x8": ("int16",)}
 
 
 def check_target(target: str) -> None:
-    """Raises for an unknown target, or `tflm` without the `tflite-micro` package."""
-    if target not in TARGETS:
-        raise ValueError(f"Unknown target {target!r}; expected one of {TARGETS}.")
-    if target == "tflm":
-        try:
-            import tflite_micro  # noqa: F401
-        except ImportError:
+    """Raises for an unknown target, or one whose runtime package is not installed."""
+    spec = _targets.get(target)
+    if spec.needs is not None:
+        import importlib.util
+
+        module, extra = spec.needs
+        if importlib.util.find_spec(module) is None:
             raise ValueError(
-                "target 'tflm' needs TensorFlow Lite for Microcontrollers' Python interpreter: "
-                "pip install 'tfcompress[micro]' (or pip install tflite-micro).") from None
+                f"target {target!r} needs the {module} package, which is not installed: "
+                f"pip install 'tfcompress[{extra}]'.")
 
 
 def interpreter(model: "str | os.PathLike | bytes", num_threads: int = 1,

@@ -1,5 +1,7 @@
-"""The microcontroller artifact: C++ source and header holding the model, the exact op list
-as a TFLite Micro op resolver, and the arena and flash figures measured in TFLite Micro."""
+"""The device module of target `tflm` (see `tfcompress._targets`): the arena and flash
+figures measured in TFLite Micro against the budgets (`measure`), and the C++ files written
+beside the model, checked before any work (`check_outputs`) and made with it (`files`): source
+and header holding the model, and the exact op list as a TFLite Micro op resolver."""
 
 import math
 import os
@@ -103,7 +105,7 @@ def source_paths(path: "str | os.PathLike") -> tuple[str, ...]:
     return tuple(base + suffix for suffix in SOURCE_SUFFIXES)
 
 
-def check_sources_writable(path: "str | os.PathLike", *inputs: object) -> None:
+def check_outputs(path: "str | os.PathLike", *inputs: object) -> None:
     """Raises, before any work, unless the C++ files beside `path` can be written without
     losing anything: none may be the model file itself or an input, a folder, or a file that
     tfcompress did not write (a firmware tree's own `model.h`)."""
@@ -131,7 +133,7 @@ def check_sources_writable(path: "str | os.PathLike", *inputs: object) -> None:
         _io.check_not_input(source, *inputs)
 
 
-def sources(content: bytes, path: "str | os.PathLike", report: MicroReport,
+def files(content: bytes, path: "str | os.PathLike", report: MicroReport,
             summary: "_tflite.GraphSummary", class_names: Sequence[str] | None
             ) -> dict[str, bytes]:
     """The text of `<stem>.h`, `<stem>.cc` and `<stem>_ops.h` beside `path`, by path."""

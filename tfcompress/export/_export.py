@@ -1,0 +1,300 @@
+"""`to_tflite`: a Keras model to a verified `.tflite` file, in named stages: check the
+arguments, open the model and its data, plan the quantization, convert, verify (integer ops,
+the device's own measurement, agreement on the target's runtime), and write the file with
+whatever the target adds beside it, all of it or nothing. Targets are declared once, in
+`tfcompress._targets`."""
+
+import dataclasses
+import importlib
+import os
+from typing import Any
+
+import numpy as np
+
+from tfcompress import _io, _legacy, _loading, _options, _targets, _tflite
+from tfcompress._targets import Target
+from tfcompress.data import Dataset
+from tfcompress.export._convert import (
+    calibration_arrays,
+    convert,
+    expected_input_shape,
+    fixed_batch,
+    warn_if_out_of_range,
+)
+from tfcompress.export._report import ExportReport
+from tfcompress.export._verify import agreement, check_float_ops
+
+QUANTIZATION_MODES = _options.QUANTIZATION_MODES
+_NEEDS_CALIBRATION = ("int8", "int16x8")
+
+
+def to_tflite(
+    model: Any,
+    path: "str | os.PathLike",
+    quantization: str = _options.EXPORT["quantization"],
+    representative_data: Any = None,
+    *,
+    integer_io: bool | None = None,
+    num_calibration_samples: int = _options.EXPORT["num_calibration_samples"],
+    safe_mode: bool = True,
+    target: str = _options.EXPORT["target"],
+    verify_data: Any = None,
+    max_flash: int | None = None,
+    max_ram: int | None = None,
+    class_names: "list[str] | tuple[str, ...] | None" = None,
+    allow_float: bool = False,
+    float_layers: "list[str] | tuple[str, ...] | None" = None,
+    preprocessing: Any = None,
+) -> ExportReport:
+    """Converts a Keras 3 model to a `.tflite` file and verifies it in the LiteRT interpreter.
+
+    `int8` is full-integer quantization with builtin int8 ops only; `int16x8` keeps activations
+    in int16 and weights in int8; `dynamic` stores int8 weights but computes in float;
+    `float16` stores float16 weights. A model from `quantize_aware` exports to `int8` with the
+    ranges it learned, without calibration data. After writing, the file is opened in LiteRT
+    and, for `int8`/`int16x8`, any op still computing in float is an error naming the op and the
+    layer it came from. The file is written atomically and the input is never overwritten.
+
+    Args:
+        model: A `keras.Model`, a path to a `.keras` file, or a SavedModel directory.
+        path: Where to write the `.tflite` file.
+        quantization: One of `"float32"`, `"float16"`, `"dynamic"`, `"int8"`, `"int16x8"`.
+            Defaults to `"int8"`.
+        representative_data: Calibration images for `int8`/`int16x8`: an array, an `(x, y)`
+            tuple, a `Dataset`, a loader name or path, or an iterable of batches. Defaults to
+            `None` (an error for the modes that need it, except `int8` of a quantization-aware
+            model).
+        integer_io: For `int8`/`int16x8`, make the model's input and output integer too (no
+            QUANTIZE/DEQUANTIZE at the edges). Defaults to `None`: `True` for `target="tflm"`,
+            else `False`.
+        num_calibration_samples: How many images calibrate the activation ranges. Defaults to
+            `200`.
+        safe_mode: Keras' safe mode when `model` is a `.keras` path. Defaults to `True`.
+        target: The runtime the file is verified on: `"litert"` (LiteRT with XNNPACK),
+            `"litert-reference"` (LiteRT's reference kernels) or `"tflm"` (TensorFlow Lite for
+            Microcontrollers, the `micro` extra). For `"tflm"` the batch is fixed to 1, and
+            C++ sources are written beside the file: `<stem>.h` and `<stem>.cc` (the model
+            as an aligned array, the arena size measured in TFLite Micro plus headroom, input
+            and output scale and zero point, class names) and `<stem>_ops.h` (the exact op
+            list as a `tflite::MicroMutableOpResolver`). Defaults to `"litert"`.
+        verify_data: Images on which the top-1 agreement between the Keras model and the file
+            on `target` is measured (at most 200). Defaults to `None`: the representative
+            data, if any.
+        max_flash: With `"tflm"`, refuse a model larger than this many bytes. Defaults to
+            `None`.
+        max_ram: With `"tflm"`, refuse a model whose arena (with headroom) is larger than
+            this many bytes. Defaults to `None`.
+        class_names: Class names for the C header. Defaults to `None`: those of a `Dataset`
+            passed as data, else none.
+        allow_float: For `int8`/`int16x8` of a quantization-aware model, accept the ops the
+            converter leaves in float (ops with no integer kernel) instead of refusing the
+            file. The report lists them and `integer_only` is `False`. Defaults to `False`.
+        float_layers: For a post-training `int8` export: Keras layer names (`fnmatch`
+            patterns) whose ops stay in float, between DEQUANTIZE and QUANTIZE; everything
+            else is int8. Use it for the few layers that lose the most (`tfcompress debug`
+            names them; `tfcompress.debug.sensitivity(model, data, "quantize")
+            .float_layers()` picks them within an accuracy budget). Defaults to `None`.
+        preprocessing: For data given as a name or path: what its images become for the
+            model (`"0-1"`, `"-1-1"`, `"0-255"` or a `tfcompress.data.Preprocessing`).
+            Defaults to `None`: read from the model's first `Rescaling`/`Normalization`
+            layer, else [0, 1]. Calibration images far outside the model's range are warned
+            about.
+
+    Returns:
+        An `ExportReport`.
+
+    Raises:
+        ValueError: For an unknown mode, missing calibration data, a model that cannot be
+            loaded or converted, an output that would overwrite the input, or an integer model
+            that still computes in float.
+
+    Example:
+        >>> import tempfile, tfcompress as tfc
+        >>> ds = tfc.data.load("mnist")
+        >>> model = tfc.reference.reference_cnn()
+        >>> out = tempfile.mkdtemp() + "/model.tflite"
+        >>> report = to_tflite(model, out, "int8", representative_data=ds)
+        >>> report.integer_only
+        True
+    """
+    spec, integer_io, float_layers = _check_arguments(
+        quantization, target, integer_io, float_layers, num_calibration_samples, max_flash,
+        max_ram)
+    model = _open(model, path, spec, safe_mode, representative_data, verify_data)
+    if not isinstance(model, str):  # a folder or built-in set is read as the model takes it
+        from tfcompress._training import load_for
+
+        representative_data, verify_data = (
+            load_for(model, d, preprocessing=preprocessing)
+            if isinstance(d, (str, os.PathLike)) else d
+            for d in (representative_data, verify_data))
+    model, calib, float_layers = _plan(model, quantization, representative_data, allow_float,
+                                       float_layers, num_calibration_samples)
+    workdir = os.path.dirname(os.path.abspath(path))
+    os.makedirs(workdir, exist_ok=True)
+    content = convert(model, quantization, calib, integer_io, workdir,
+                      batch=fixed_batch(model, spec), float_layers=float_layers)
+    summary = _tflite.summarize(_tflite.interpreter(content))
+    float_ops = check_float_ops(model, summary, quantization, float_layers, allow_float)
+    device = _device(spec)
+    measured = None if device is None else device.measure(content, max_flash, max_ram, summary)
+    agrees, samples = None, 0
+    check = verify_data if verify_data is not None else representative_data
+    if check is not None and not isinstance(model, str):
+        agrees, samples = agreement(model, content, check, spec)
+    names = class_names if class_names is not None or not isinstance(check, Dataset) \
+        else check.class_names
+    measured = _write(path, content, device, measured, summary, names)
+    return ExportReport(
+        path=os.fspath(path), quantization=quantization, size_bytes=len(content),
+        inputs=summary.inputs, outputs=summary.outputs, op_counts=summary.op_counts(),
+        float_ops=float_ops,
+        integer_only=(summary.is_integer_only(quantization)
+                      if quantization in _NEEDS_CALIBRATION else False),
+        calibration_samples=0 if calib is None else len(calib), target=target,
+        agreement=agrees, agreement_samples=samples, micro=measured)
+
+
+def _check_arguments(quantization: str, target: str, integer_io: bool | None,
+                     float_layers: Any, num_calibration_samples: int, max_flash: Any,
+                     max_ram: Any) -> tuple[Target, bool, list | None]:
+    """The target, whether the file's input and output are integers, and the float layers
+    as a list, after checking every argument that needs no model (one line each)."""
+    if quantization not in QUANTIZATION_MODES:
+        raise ValueError(
+            f"Unknown quantization {quantization!r}; expected one of {QUANTIZATION_MODES}."
+        )
+    _tflite.check_target(target)
+    spec = _targets.get(target)
+    if spec.device is None and (max_flash is not None or max_ram is not None):
+        devices = [t.name for t in _targets.REGISTRY.values() if t.device]
+        raise ValueError(f"max_flash and max_ram apply to a device target ({', '.join(devices)}"
+                         f"), not {target!r}.")
+    if integer_io is None:
+        integer_io = spec.integer_io and quantization in _NEEDS_CALIBRATION
+    if integer_io and quantization not in _NEEDS_CALIBRATION:
+        raise ValueError(
+            f"integer_io applies to 'int8' and 'int16x8' exports, not {quantization!r}."
+        )
+    if float_layers is not None:
+        float_layers = [float_layers] if isinstance(float_layers, str) else list(float_layers)
+        if quantization != "int8" or not all(isinstance(p, str) for p in float_layers):
+            raise ValueError("float_layers takes layer names for a post-training 'int8' export, "
+                             f"got {float_layers!r} with {quantization!r}.")
+    if num_calibration_samples < 1:
+        raise ValueError(f"num_calibration_samples must be >= 1, got {num_calibration_samples}.")
+    return spec, integer_io, float_layers
+
+
+def _open(model: Any, path: Any, spec: Target, safe_mode: bool, representative_data: Any,
+          verify_data: Any) -> Any:
+    """The Keras model (loaded from a path; a SavedModel directory stays a path), after
+    checking that no output would land on an input and the model's weights are finite."""
+    model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
+    source = model if isinstance(model, (str, os.PathLike)) else None
+    _io.check_not_input(path, source, representative_data)
+    device = _device(spec)
+    if device is not None:
+        device.check_outputs(path, source, representative_data, verify_data)
+    if source is not None:
+        if _io.is_saved_model_dir(source):
+            return os.fspath(source)
+        model = _loading.load_keras_model(source, safe_mode=safe_mode, compile=False)
+    elif not hasattr(model, "export"):
+        raise TypeError(
+            "model must be a keras.Model, a .keras path or a SavedModel directory, got "
+            f"{type(model).__name__}."
+        )
+    from tfcompress._training import check_finite_weights
+
+    check_finite_weights(model)  # a NaN model can crash the LiteRT interpreter
+    return model
+
+
+def _plan(model: Any, quantization: str, data: Any, allow_float: bool, float_layers: Any,
+          num_samples: int) -> tuple[Any, np.ndarray | None, list | None]:
+    """The model to convert, its calibration images (None where it needs none) and the
+    layers kept in float. A quantization-aware model with float layers is converted as
+    post-training int8 of its trained weights."""
+    learned, kept_float = _check_quantize_aware(model, quantization, allow_float, float_layers)
+    if kept_float:
+        # The converter's QAT path would quantize these layers between their neighbours'
+        # fake-quant points: export the trained weights as post-training int8 instead.
+        if data is None:
+            raise ValueError(
+                f"The quantization-aware model keeps {', '.join(kept_float)} in float; its int8 "
+                "export keeps them float through post-training quantization of the trained "
+                "weights, which needs representative_data (on the command line --data).")
+        from tfcompress.quantization import strip_fake_quant
+
+        model, learned, float_layers = strip_fake_quant(model), None, kept_float
+    if quantization not in _NEEDS_CALIBRATION or learned == quantization:
+        return model, None, float_layers
+    if data is None:
+        raise ValueError(
+            f"{quantization} export needs representative_data to calibrate activation "
+            "ranges: pass a few hundred training images (an array, a Dataset or a data "
+            "path; on the command line --data), or train the model with "
+            "tfcompress.quantization.quantize_aware first (int8 then needs no data)."
+        )
+    calib = calibration_arrays(data, num_samples)
+    warn_if_out_of_range(model, calib)
+    expected = expected_input_shape(model)
+    if expected is not None and tuple(calib.shape[1:]) != expected:
+        raise ValueError(
+            f"The model expects images of shape {expected}, but the representative data "
+            f"has shape {tuple(calib.shape[1:])}. Pass data the model was trained on."
+        )
+    return model, calib, float_layers
+
+
+def _check_quantize_aware(model: Any, quantization: str, allow_float: bool, float_layers: Any
+                          ) -> tuple[str | None, list[str]]:
+    """For a quantization-aware model: the mode it learned ranges for and the layers it keeps
+    in float; one line where the export asks for what the model cannot give."""
+    from tfcompress.quantization import (
+        check_ranges_learned,
+        float_layer_names,
+        is_quantize_aware,
+    )
+    from tfcompress.quantization._transform import activation_bits
+
+    qat = not isinstance(model, str) and is_quantize_aware(model)
+    if qat:
+        check_ranges_learned(model)
+    learned = {8: "int8", 16: "int16x8"}.get(activation_bits(model)) if qat else None
+    if quantization in _NEEDS_CALIBRATION and learned not in (None, quantization):
+        raise ValueError(
+            f"The quantization-aware model simulates {learned} but the export asks for "
+            f"{quantization}. Export it as {learned!r}, or build it with quantize_aware(..., "
+            f"activation_bits={16 if quantization == 'int16x8' else 8}).")
+    if allow_float and not (qat and quantization in _NEEDS_CALIBRATION):
+        raise ValueError(
+            "allow_float applies to the int8/int16x8 export of a quantization-aware model; for "
+            "a post-training export, name the layers to keep in float with float_layers.")
+    if float_layers and qat:
+        raise ValueError(
+            "float_layers applies to post-training int8 of a float model; a "
+            "quantization-aware model keeps the layers it was built with in float: "
+            "quantize_aware(model, float_layers=[...]).")
+    return learned, (float_layer_names(model) if qat and quantization == "int8" else [])
+
+
+def _device(spec: Target) -> Any:
+    """The module that measures files on the target's device and writes its companion files
+    (`check_outputs`, `measure`, `files`), or None."""
+    return None if spec.device is None else importlib.import_module(
+        f"tfcompress.export.{spec.device}")
+
+
+def _write(path: Any, content: bytes, device: Any, measured: Any,
+           summary: "_tflite.GraphSummary", class_names: Any) -> Any:
+    """Writes the file and the device's companion files as one set, all or none; returns the
+    device's measurement with the files it wrote."""
+    files = {os.fspath(path): content}
+    if device is not None:
+        extra = device.files(content, path, measured, summary, class_names)
+        files.update(extra)
+        measured = dataclasses.replace(measured, files=tuple(extra))
+    _io.write_all_atomic(files)
+    return measured

@@ -1,0 +1,59 @@
+"""What `to_tflite` wrote and what the LiteRT interpreter found in it."""
+
+from dataclasses import dataclass, field
+
+from tfcompress import _tflite
+from tfcompress.export._micro import MicroReport
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What `to_tflite` wrote and what the LiteRT interpreter found in it."""
+
+    path: str
+    quantization: str
+    size_bytes: int
+    inputs: tuple[_tflite.TensorInfo, ...]
+    outputs: tuple[_tflite.TensorInfo, ...]
+    op_counts: dict[str, int] = field(default_factory=dict)
+    float_ops: tuple[_tflite.OpInfo, ...] = ()
+    integer_only: bool = False
+    calibration_samples: int = 0
+    target: str = "litert"
+    agreement: float | None = None
+    agreement_samples: int = 0
+    micro: "MicroReport | None" = None
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "runtime": _tflite.TARGET_NAMES[self.target],
+            "agreement": self.agreement,
+            "agreement_samples": self.agreement_samples,
+            "micro": None if self.micro is None else self.micro.to_dict(),
+            "path": self.path,
+            "quantization": self.quantization,
+            "size_bytes": self.size_bytes,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "op_counts": dict(self.op_counts),
+            "float_ops": [o.to_dict() for o in self.float_ops],
+            "integer_only": self.integer_only,
+            "calibration_samples": self.calibration_samples,
+        }
+
+    def __str__(self) -> str:
+        ops = ", ".join(f"{k} x{v}" for k, v in self.op_counts.items())
+        kind = "integer-only" if self.integer_only else "has float compute"
+        text = (
+            f"{self.path}: {self.quantization}, {self.size_bytes:,} bytes, {kind}; "
+            f"input {self.inputs[0].dtype}{list(self.inputs[0].shape)}, output "
+            f"{self.outputs[0].dtype}; ops: {ops}"
+        )
+        if self.agreement is not None:
+            text += (f"\ntop-1 agreement with the Keras model in "
+                     f"{_tflite.TARGET_NAMES[self.target]}: {100 * self.agreement:.2f} % of "
+                     f"{self.agreement_samples} images")
+        if self.micro is not None:
+            text += f"\n{self.micro}\nwrote {', '.join(self.micro.files)}"
+        return text

@@ -1,0 +1,53 @@
+"""The verification stage of `to_tflite`: every op of an integer file computes in integers
+(except the layers asked for in float), and the file agrees with the Keras model on the
+target's own runtime."""
+
+from typing import Any
+
+import numpy as np
+
+from tfcompress import _tflite
+from tfcompress._targets import Target
+from tfcompress.export._convert import calibration_arrays
+
+
+def check_float_ops(model: Any, summary: "_tflite.GraphSummary", quantization: str,
+                    float_layers: list | None, allow_float: bool) -> tuple:
+    """The ops of the file that compute in float; raises when an integer file has one that
+    was not asked for (`float_layers`) or accepted (`allow_float`)."""
+    float_ops = summary.float_compute_ops()
+    unasked = float_ops
+    if float_layers:  # the float ops asked for are not an error; any other one is
+        from tfcompress._graph import output_names
+        from tfcompress.export._selective import layer_matches, tensor_matches
+
+        outputs = {d.name for d, layer in zip(summary.outputs, output_names(model),
+                                              strict=False)
+                   if layer_matches(layer, float_layers)}
+        unasked = [o for o in float_ops if not tensor_matches(o.output_name, float_layers)
+                   and o.output_name not in outputs]
+        allow_float = not unasked
+    if quantization in ("int8", "int16x8") and unasked and not allow_float:
+        listed = "; ".join(
+            f"{o.op} ({'/'.join(o.output_dtypes)}) from layer {o.layer!r}" for o in unasked
+        )
+        raise ValueError(
+            f"The {quantization} model would still compute in float: {listed}. Nothing was "
+            "written. Replace or remove those layers, export as 'dynamic' or 'float16', or "
+            "accept them with allow_float=True (on the command line --allow-float)."
+        )
+    return tuple(float_ops)
+
+
+def agreement(model: Any, content: bytes, data: Any, target: Target, limit: int = 200
+              ) -> tuple[float, int]:
+    """Top-1 agreement between the Keras model and the file run on `target`: along the last
+    axis of every output (per pixel, per anchor...), the lowest over the outputs."""
+    x = calibration_arrays(data, limit)
+    keras_out = model.predict(x, batch_size=64, verbose=0)
+    keras_out = keras_out if isinstance(keras_out, (list, tuple)) else [keras_out]
+    shapes = [tuple(np.shape(o)[1:]) for o in keras_out]
+    file_out = _tflite.run_all(_tflite.interpreter(content, target=target.name), x, shapes)
+    scores = [float(np.mean(np.argmax(k, -1) == np.argmax(f, -1)))
+              for k, f in zip(keras_out, file_out, strict=True) if np.shape(k)[-1] > 1]
+    return (min(scores) if scores else 1.0), len(x)
