@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import click
 
@@ -165,3 +166,36 @@ def distributed(command: Callable) -> Callable:
 
     return click.option("--distribute", type=click.Choice(STRATEGIES), default=None,
                         help=DISTRIBUTE_HELP)(run)
+
+
+def options(*decorators: Callable) -> Callable:
+    """Several click options as one decorator, shown in the order given."""
+    def apply(command: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+def unsafe_and_json(files: str = "model file's", json_help: str = "Print the result as JSON."
+                    ) -> Callable:
+    """`--unsafe` (Keras' safe mode off, for trusted files) and `--json` (as `as_json`)."""
+    return options(
+        click.option("--unsafe", is_flag=True, help=f"Allow the {files} Lambda layers to run "
+                                                    "their code (trusted files only)."),
+        click.option("--json", "as_json", is_flag=True, help=json_help))
+
+
+def training_options(defaults: Any, epochs_help: str | None = None, min_epochs: int = 1
+                     ) -> Callable:
+    """`--epochs` and `--batch-size` (and `--learning-rate` where the function takes one),
+    with the function's own defaults (`tfcompress._options`)."""
+    found = [click.option("--epochs", default=defaults["epochs"], show_default=True,
+                          type=click.IntRange(min_epochs), help=epochs_help),
+             click.option("--batch-size", default=defaults["batch_size"], show_default=True,
+                          type=click.IntRange(1))]
+    if "learning_rate" in defaults:
+        found.append(click.option("--learning-rate", default=defaults["learning_rate"],
+                                  show_default=True, type=FloatRange(0, min_open=True)))
+    return options(*found)

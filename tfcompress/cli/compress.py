@@ -13,6 +13,7 @@ from tfcompress.cli._common import (
     metric_of,
     metric_options,
     say,
+    unsafe_and_json,
     user_errors,
 )
 
@@ -44,9 +45,7 @@ BUDGET_MISSED = 3
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--distribute", type=click.Choice(STRATEGIES), default=None,
               help=DISTRIBUTE_HELP)
-@click.option("--unsafe", is_flag=True,
-              help="Allow the model files' Lambda layers to run their code (trusted files only).")
-@click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
+@unsafe_and_json("model files'", "Print report.json instead of the table.")
 @input_range_option
 @metric_options
 @user_errors

@@ -11,6 +11,8 @@ from tfcompress.cli._common import (
     distributed,
     input_range_option,
     say,
+    training_options,
+    unsafe_and_json,
     user_errors,
 )
 
@@ -29,12 +31,7 @@ from tfcompress.cli._common import (
 @click.option("--data", required=True, help=f"Training data. {data_help}")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the trained student (.keras).")
-@click.option("--epochs", default=DISTILL["epochs"],
-              show_default=True, type=click.IntRange(1))
-@click.option("--batch-size", default=DISTILL["batch_size"],
-              show_default=True, type=click.IntRange(1))
-@click.option("--learning-rate", default=DISTILL["learning_rate"], show_default=True,
-              type=FloatRange(0, min_open=True))
+@training_options(DISTILL)
 @click.option("--temperature", default=DISTILL["temperature"], show_default=True,
               type=FloatRange(0, min_open=True), help="Softmax temperature.")
 @click.option("--alpha", default=DISTILL["alpha"],
@@ -42,9 +39,7 @@ from tfcompress.cli._common import (
               help="Weight of the hard-label loss (the rest goes to the teacher's targets).")
 @click.option("--feature-layers", nargs=2, metavar="TEACHER_LAYER STUDENT_LAYER",
               help="Also match these intermediate layers (projected if widths differ).")
-@click.option("--unsafe", is_flag=True,
-              help="Allow the model files' Lambda layers to run their code (trusted files only).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@unsafe_and_json("model files'")
 @input_range_option
 @user_errors
 @distributed

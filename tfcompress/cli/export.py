@@ -5,7 +5,13 @@ import json
 import click
 
 from tfcompress._options import EXPORT, QUANTIZATION_MODES, TARGETS
-from tfcompress.cli._common import data_help, input_range_option, say, user_errors
+from tfcompress.cli._common import (
+    data_help,
+    input_range_option,
+    say,
+    unsafe_and_json,
+    user_errors,
+)
 
 
 @click.command("export")
@@ -36,9 +42,7 @@ from tfcompress.cli._common import data_help, input_range_option, say, user_erro
               help="Post-training int8: keep this layer (name or pattern) in float. "
                    "Repeatable. 'auto': the most sensitive ones, from a quantize sensitivity "
                    "scan on --data, while the int8 model would lose more than 1 point.")
-@click.option("--unsafe", is_flag=True,
-              help="Allow a .keras file's Lambda layers to run their code (trusted files only).")
-@click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
+@unsafe_and_json(json_help="Print the export report as JSON.")
 @input_range_option
 @user_errors
 def export_command(model, output, quantization, data, target, integer_io, max_flash, max_ram,

@@ -11,6 +11,8 @@ from tfcompress.cli._common import (
     distributed,
     input_range_option,
     say,
+    training_options,
+    unsafe_and_json,
     user_errors,
 )
 
@@ -32,14 +34,8 @@ from tfcompress.cli._common import (
               show_default=True, type=click.IntRange(0),
               help="Leave layers with fewer weights alone.")
 @click.option("--data", help=f"Fine-tune on this data and report accuracy. {data_help}")
-@click.option("--epochs", default=FACTORIZE["epochs"],
-              show_default=True, type=click.IntRange(0),
-              help="Fine-tuning epochs (with --data).")
-@click.option("--batch-size", default=FACTORIZE["batch_size"],
-              show_default=True, type=click.IntRange(1))
-@click.option("--unsafe", is_flag=True,
-              help="Allow the model file's Lambda layers to run their code (trusted files only).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@training_options(FACTORIZE, "Fine-tuning epochs (with --data).", min_epochs=0)
+@unsafe_and_json()
 @input_range_option
 @user_errors
 @distributed

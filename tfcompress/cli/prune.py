@@ -11,6 +11,8 @@ from tfcompress.cli._common import (
     distributed,
     input_range_option,
     say,
+    training_options,
+    unsafe_and_json,
     user_errors,
 )
 
@@ -34,14 +36,8 @@ from tfcompress.cli._common import (
               help="After channel pruning, remove the pruned channels: a smaller, faster model.")
 @click.option("--scope", type=click.Choice(SCOPES), default=PRUNE["scope"],
               show_default=True, help="Per-layer targets or one global threshold.")
-@click.option("--epochs", default=PRUNE["epochs"],
-              show_default=True, type=click.IntRange(1),
-              help="Fine-tuning epochs.")
-@click.option("--batch-size", default=PRUNE["batch_size"],
-              show_default=True, type=click.IntRange(1))
-@click.option("--unsafe", is_flag=True,
-              help="Allow the model file's Lambda layers to run their code (trusted files only).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@training_options(PRUNE, "Fine-tuning epochs.")
+@unsafe_and_json()
 @input_range_option
 @user_errors
 @distributed

@@ -6,11 +6,12 @@ import click
 
 from tfcompress._options import QAT
 from tfcompress.cli._common import (
-    FloatRange,
     data_help,
     distributed,
     input_range_option,
     say,
+    training_options,
+    unsafe_and_json,
     user_errors,
 )
 
@@ -20,22 +21,14 @@ from tfcompress.cli._common import (
 @click.option("--data", required=True, help=f"Training data. {data_help}")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the int8 .tflite file.")
-@click.option("--epochs", default=QAT["epochs"],
-              show_default=True, type=click.IntRange(1),
-              help="Quantization-aware fine-tuning epochs.")
-@click.option("--batch-size", default=QAT["batch_size"],
-              show_default=True, type=click.IntRange(1))
-@click.option("--learning-rate", default=QAT["learning_rate"], show_default=True,
-              type=FloatRange(0, min_open=True))
+@training_options(QAT, "Quantization-aware fine-tuning epochs.")
 @click.option("--keras-output", type=click.Path(dir_okay=False),
               help="Also save the quantization-aware Keras model (.keras).")
 @click.option("--float-layer", "float_layers", multiple=True, metavar="NAME",
               help="Keep this layer (name or pattern) in float, in training and in the file. "
                    "Repeatable. 'auto': the most sensitive ones, from a quantize sensitivity "
                    "scan, while int8 would lose more than 1 point.")
-@click.option("--unsafe", is_flag=True,
-              help="Allow the model file's Lambda layers to run their code (trusted files only).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@unsafe_and_json()
 @input_range_option
 @user_errors
 @distributed
