@@ -1,4 +1,4 @@
-"""Every `Example:` in a public docstring runs, so the documentation cannot go stale."""
+"""Every `Examples:` section of a public docstring runs, so the documentation cannot go stale."""
 
 import doctest
 import importlib

@@ -85,3 +85,11 @@ def test_the_shrink_switch_has_one_name():
     assert "shrink" in inspect.signature(prune).parameters
     assert "--shrink" in _cli_params("prune")["shrink"].opts
     assert "shrink" in _recipe.STEP_SETTINGS["prune"]
+
+
+def test_every_recipe_setting_is_documented_with_its_range():
+    assert set(_recipe.MEANINGS) == set(_recipe.RULES) == set(_recipe.STEP_SETTINGS)
+    for kind, rules in _recipe.RULES.items():
+        assert set(_recipe.MEANINGS[kind]) == set(rules) == set(_recipe.STEP_SETTINGS[kind])
+        for key, rule in rules.items():
+            assert rule.allowed and _recipe.MEANINGS[kind][key].endswith("."), (kind, key)

@@ -3,7 +3,7 @@ metric, or a function of `(y_true, y_pred)`, each with a direction (higher or lo
 better). The pipeline's budget, its searches, `bench` and the fine-tuning reports all read
 one `Metric`.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> m = Metric("top5")
     >>> m.name, m.direction, m.percent

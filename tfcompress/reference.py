@@ -24,7 +24,7 @@ def reference_cnn(
     Returns:
         An uncompiled functional `keras.Model`.
 
-    Example:
+    Examples:
         >>> model = reference_cnn()
         >>> model.output_shape
         (None, 10)
@@ -93,7 +93,7 @@ def reference_mobilenet_v2(
     Returns:
         An uncompiled functional `keras.Model` that outputs logits.
 
-    Example:
+    Examples:
         >>> reference_mobilenet_v2().output_shape
         (None, 6)
     """
@@ -128,7 +128,7 @@ def reference_resnet8(
     Returns:
         An uncompiled functional `keras.Model`.
 
-    Example:
+    Examples:
         >>> reference_resnet8().output_shape
         (None, 10)
     """
@@ -172,7 +172,7 @@ def reference_ds_cnn(
     Returns:
         An uncompiled functional `keras.Model`.
 
-    Example:
+    Examples:
         >>> reference_ds_cnn().output_shape
         (None, 12)
     """
@@ -217,7 +217,7 @@ def reference_unet(
     Returns:
         An uncompiled functional `keras.Model`.
 
-    Example:
+    Examples:
         >>> reference_unet().output_shape
         (None, 32, 32, 4)
     """
@@ -256,7 +256,7 @@ def reference_audio_conv1d(
     Returns:
         An uncompiled functional `keras.Model`.
 
-    Example:
+    Examples:
         >>> reference_audio_conv1d().output_shape
         (None, 8)
     """
@@ -299,8 +299,9 @@ def reference_detector(
     Returns:
         An uncompiled functional `keras.Model` with outputs `[classes, boxes]`.
 
-    Example:
-        >>> [tuple(s) for s in reference_detector().output_shape]
+    Examples:
+        >>> shapes = [tuple(s) for s in reference_detector().output_shape]
+        >>> shapes
         [(None, 135, 4), (None, 135, 4)]
     """
     layers = keras.layers

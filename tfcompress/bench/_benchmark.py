@@ -109,7 +109,7 @@ def benchmark(
         ValueError: If the file is not a valid model, the data does not fit its input, or a
             count is not positive.
 
-    Example:
+    Examples:
         >>> import tempfile, tfcompress as tfc
         >>> out = tempfile.mkdtemp() + "/m.tflite"
         >>> _ = tfc.export.to_tflite(tfc.reference.reference_cnn(), out, "float32")
@@ -192,7 +192,7 @@ def time_side_by_side(
         ValueError: If a file is not a valid model, the data does not fit it, or a count is
             not positive.
 
-    Example:
+    Examples:
         >>> import tempfile, numpy as np, tfcompress as tfc
         >>> out = tempfile.mkdtemp()
         >>> for width in (1, 0.25):

@@ -99,7 +99,7 @@ class Dataset:
             TypeError: If a stream is none of the above (a generator, which can be read only
                 once, is refused: pass the function that makes it).
 
-        Example:
+        Examples:
             >>> import tensorflow as tf
             >>> x, y = np.zeros((8, 4, 4, 1), "float32"), np.arange(8) % 2
             >>> batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
@@ -166,7 +166,7 @@ class Dataset:
         Raises:
             ValueError: If `fraction` is not in `(0, 1)`, or the training part is a stream.
 
-        Example:
+        Examples:
             >>> ds = Dataset(np.zeros((10, 4, 4, 1), "float32"), np.arange(10) % 2,
             ...              np.zeros((2, 4, 4, 1), "float32"), np.array([0, 1]))
             >>> rest, (x_val, y_val) = ds.hold_out(0.2)
@@ -427,7 +427,7 @@ def load(
         ValueError: If the path does not exist, the file holds the wrong arrays, or the arrays
             have the wrong shape.
 
-    Example:
+    Examples:
         >>> ds = load("mnist")
         >>> ds.input_shape, ds.num_classes, len(ds.x_train), len(ds.x_test)
         ((28, 28, 1), 10, 4000, 1000)

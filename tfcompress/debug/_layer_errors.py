@@ -286,14 +286,15 @@ def layer_errors(
         ValueError: If the file's input does not fit the data, or the file was not made from
             this model (no tensor matches its weighted layers; the message names them).
 
-    Example:
+    Examples:
         >>> import tempfile, tfcompress as tfc
         >>> ds = tfc.data.load("mnist")
         >>> model = tfc.reference.reference_cnn()
         >>> path = tempfile.mkdtemp() + "/m.tflite"
         >>> _ = tfc.export.to_tflite(model, path, "int8", representative_data=ds)
         >>> errors = layer_errors(model, path, ds, num_samples=8)
-        >>> [e.layer for e in errors.layers][:3]
+        >>> names = [e.layer for e in errors.layers]
+        >>> names[:3]
         ['relu1', 'pool1', 'relu2']
     """
     model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over

@@ -193,11 +193,12 @@ def sensitivity(
     Raises:
         ValueError: For an unknown technique, an amount outside (0, 1), or data without labels.
 
-    Example:
+    Examples:
         >>> import tfcompress as tfc
         >>> ds = tfc.data.load("mnist")
         >>> scan = sensitivity(tfc.reference.reference_cnn(), ds, "prune", num_samples=50)
-        >>> [s.layer for s in scan.layers][:2]
+        >>> names = [s.layer for s in scan.layers]
+        >>> names[:2]
         ['conv1', 'dw2']
     """
     model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over

@@ -116,7 +116,7 @@ class Distiller(keras.distillation.Distiller):
         ValueError: For an out-of-range `temperature`/`alpha`/`feature_weight`, models with
             several outputs or mismatched shapes, or unknown or incompatible feature layers.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> from tfcompress.distillation import Distiller
         >>> def mlp(width):

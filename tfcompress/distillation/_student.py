@@ -91,7 +91,7 @@ def make_student(
             unchanged (no channel can be removed and no pooling folded).
         TypeError: If `teacher` is subclassed.
 
-    Example:
+    Examples:
         >>> from tfcompress.reference import reference_cnn
         >>> student, report = make_student(reference_cnn(), 0.5, fold_pooling=True,
         ...                                return_report=True)

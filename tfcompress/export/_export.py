@@ -108,7 +108,7 @@ def to_tflite(
             loaded or converted, an output that would overwrite the input, or an integer model
             that still computes in float.
 
-    Example:
+    Examples:
         >>> import tempfile, tfcompress as tfc
         >>> ds = tfc.data.load("mnist")
         >>> model = tfc.reference.reference_cnn()

@@ -34,7 +34,7 @@ def quantize_input(x: Any, model: Any, index: int = 0) -> np.ndarray:
     Returns:
         An array of the input's dtype.
 
-    Example:
+    Examples:
         >>> import tempfile, tfcompress as tfc
         >>> path = tempfile.mkdtemp() + "/m.tflite"
         >>> report = tfc.export.to_tflite(tfc.reference.reference_cnn(), path, "int8",

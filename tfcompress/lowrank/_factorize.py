@@ -179,7 +179,7 @@ def factorize(
             alone picks the layers), a value is out of range, or `ranks` names a layer that
             cannot be factorized.
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tfcompress.lowrank import factorize
         >>> model = keras.Sequential([keras.Input((256,)),

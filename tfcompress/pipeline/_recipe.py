@@ -87,6 +87,7 @@ def _number(low: float | None = None, high: float | None = None, *, integer: boo
             return f"expected {want}, got {value!r}"
         return None
 
+    check.allowed = want
     return check
 
 
@@ -97,11 +98,15 @@ def _choice(*choices: str, optional: bool = False):
         return f"expected one of {list(choices)}, got {value!r}"
 
     check.choices = choices  # read by tests/test_options.py
+    check.allowed = "one of " + ", ".join(f"`{c}`" for c in choices)
     return check
 
 
 def _flag(value: Any) -> str | None:
     return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+
+
+_flag.allowed = "true or false"
 
 
 def _granularity(value: Any) -> str | None:
@@ -115,11 +120,17 @@ def _granularity(value: Any) -> str | None:
     return f"expected 'unstructured', 'channel' or N:M such as '2:4', got {value!r}"
 
 
+_granularity.allowed = "`unstructured`, `channel` or N:M such as `2:4`"
+
+
 def _float_layers(value: Any) -> str | None:
     if value is None or value == "auto" or (
             isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
         return None
     return f"expected 'auto' or a list of layer names, got {value!r}"
+
+
+_float_layers.allowed = "`auto` or a list of layer names (patterns allowed)"
 
 
 def _model_file(value: Any) -> str | None:
@@ -128,6 +139,9 @@ def _model_file(value: Any) -> str | None:
     if not isinstance(value, str) or not os.path.isfile(value):
         return f"expected the path of a .keras file, got {value!r} (no such file)"
     return None
+
+
+_model_file.allowed = "the path of a `.keras` file"
 
 
 # How each setting is checked before any work starts (the values in STEP_SETTINGS pass).
@@ -154,6 +168,45 @@ RULES: dict[str, dict[str, Any]] = {
                "max_flash": _number(1, integer=True, optional=True),
                "max_ram": _number(1, integer=True, optional=True),
                "float_layers": _float_layers},
+}
+
+# What each setting does, for the documentation (every key of RULES has one; a test checks).
+MEANINGS: dict[str, dict[str, str]] = {
+    "factorize": {
+        "rank_ratio": "Keep this fraction of each layer's full rank.",
+        "energy": "Keep this share of each layer's singular-value energy (searched).",
+        "conv_mode": "`channel`: k x k then 1 x 1; `spatial`: k x 1 then 1 x k.",
+        "min_params": "Leave layers with fewer weights alone.",
+        "epochs": "Fine-tuning epochs after the split.",
+        "learning_rate": "Fine-tuning learning rate (null: the model's own optimizer's)."},
+    "distill": {
+        "channels": "Fraction of the teacher's channels the student drops (searched).",
+        "fold_pooling": "Turn each conv + 2x2 pooling of the teacher into a stride-2 conv.",
+        "student": "A student model of your own instead of one made from the teacher.",
+        "epochs": "Distillation epochs.",
+        "temperature": "Softmax temperature of the teacher's soft targets.",
+        "alpha": "Weight of the hard-label loss; the rest goes to the teacher's targets.",
+        "learning_rate": "Learning rate of the student."},
+    "prune": {
+        "granularity": "What is removed: single weights, N of every M, or whole channels.",
+        "sparsity": "Final sparsity, or fraction of channels removed (searched).",
+        "epochs": "Fine-tuning epochs while the sparsity rises.",
+        "round_to": "Keep channel counts at multiples of this.",
+        "criterion": "How channels are ranked: L1, L2 norm or BatchNorm scale.",
+        "shrink": "Remove the pruned channels: a physically smaller model.",
+        "scope": "Per-layer targets, or one global threshold.",
+        "finetune_epochs": "Extra epochs at the final sparsity (or after shrinking).",
+        "per_layer": "Per-layer sparsities from a sensitivity scan on the validation data."},
+    "qat": {
+        "epochs": "Quantization-aware fine-tuning epochs.",
+        "learning_rate": "Learning rate of the fine-tuning.",
+        "float_layers": "Layers kept in float (`auto`: the most sensitive, within budget)."},
+    "export": {
+        "mode": "Quantization of the file.",
+        "target": "Runtime the file is verified on (and made for).",
+        "max_flash": "With a device target: refuse a model larger than this many bytes.",
+        "max_ram": "With a device target: refuse a model whose arena is larger than this.",
+        "float_layers": "Post-training int8: layers kept in float (`auto`: within budget)."},
 }
 
 BUILTIN: dict[str, dict] = {

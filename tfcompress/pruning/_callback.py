@@ -104,7 +104,7 @@ class Pruning(keras.callbacks.Callback):
         ValueError: For an unknown granularity or scope, or an N:M pattern the schedule cannot
             reach; at the start of `fit`, if nothing prunable is selected.
 
-    Example:
+    Examples:
         >>> import numpy as np, keras
         >>> from tfcompress.pruning import ConstantSparsity, Pruning
         >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16),

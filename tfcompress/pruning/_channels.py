@@ -500,7 +500,7 @@ def channel_keep(scores: np.ndarray, sparsity: float, round_to: int = 1) -> np.n
     With `round_to`, the number kept is rounded to a multiple of it (int8 kernels run fastest
     on channel counts that are multiples of 4, 8 or 16).
 
-    Example:
+    Examples:
         >>> channel_keep(np.array([0.3, 0.1, 0.9, 0.2]), 0.5).tolist()
         [True, False, True, False]
     """

@@ -57,7 +57,7 @@ def _num_to_prune(size: int, sparsity: float) -> int:
 def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
     """Zeroes exactly `round(sparsity * size)` weights, those of smallest magnitude.
 
-    Example:
+    Examples:
         >>> magnitude_mask(np.array([0.1, -3.0, 0.5, 2.0]), 0.5).tolist()
         [0.0, 1.0, 0.0, 1.0]
     """
@@ -95,7 +95,7 @@ def magnitude_masks_on_device(weights: Sequence[Any], sparsity: float,
     The smallest magnitudes are found with a top-k, so exactly `round(sparsity * size)` weights
     are zeroed (ties broken by position).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> [m] = magnitude_masks_on_device([np.array([0.1, -3.0, 0.5, 2.0])], 0.5)
         >>> ops.convert_to_numpy(m).tolist()

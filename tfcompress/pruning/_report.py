@@ -77,7 +77,7 @@ def sparsity_report(model: keras.Model, layers: Any = None, exclude: Any = None,
     Returns:
         A `SparsityReport`; `str()` gives a table, `to_dict()` a dict.
 
-    Example:
+    Examples:
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
         >>> sparsity_report(model).sparsity
         0.0

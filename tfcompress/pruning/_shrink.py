@@ -128,7 +128,7 @@ def shrink(
     Raises:
         TypeError: If `model` is subclassed.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> from tfcompress.pruning import shrink
         >>> model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, name="hidden"),

@@ -16,7 +16,7 @@ class PruningSchedule(abc.ABC):
     A subclass implements `sparsity(step)` and may override `should_update(step)`. Subclasses
     that are dataclasses get `get_config`/`from_config` for free.
 
-    Example:
+    Examples:
         >>> class Halfway(PruningSchedule):
         ...     def sparsity(self, step): return 0.5 if step >= 100 else 0.0
         ...     def should_update(self, step): return step == 100
@@ -94,7 +94,7 @@ class ConstantSparsity(PruningSchedule):
             and `end_step == begin_step` prunes once (one-shot). Defaults to `-1`.
         frequency: Steps between mask updates. Defaults to `100`.
 
-    Example:
+    Examples:
         >>> ConstantSparsity(0.5, begin_step=10)(110)
         (True, 0.5)
     """
@@ -144,7 +144,7 @@ class PolynomialDecay(PruningSchedule):
         power: Exponent of the polynomial. Defaults to `3`.
         frequency: Steps between mask updates. Defaults to `100`.
 
-    Example:
+    Examples:
         >>> s = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000)
         >>> round(s.sparsity(500), 3), s.sparsity(1000), s.should_update(1000)
         (0.7, 0.8, True)

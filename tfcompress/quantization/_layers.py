@@ -341,7 +341,8 @@ class QuantScalarOp(keras.layers.Layer):
         activation_bits: Bits of the output quantizer. Defaults to `8`.
     """
 
-    def __init__(self, op: str, value, activation_bits: int = 8, **kwargs):
+    def __init__(self, op: str, value: "float | list[float]", activation_bits: int = 8,
+                 **kwargs):
         super().__init__(**kwargs)
         if op not in ("multiply", "add"):
             raise ValueError(f"op must be 'multiply' or 'add', got {op!r}.")

@@ -452,7 +452,7 @@ def quantize_aware(
     A layer whose int8 kernel tfcompress does not know is kept in float, with a warning that
     names it (`float_layer_names` lists it; `register_layer` says how it quantizes).
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tfcompress.reference import reference_cnn
         >>> q = quantize_aware(reference_cnn())
@@ -569,7 +569,7 @@ def count_params(model: Any) -> int:
     quantizers' ranges and its sparsity masks (bookkeeping that training needs and the
     `.tflite` does not hold); for any other model, `model.count_params()`.
 
-    Example:
+    Examples:
         >>> from tfcompress.reference import reference_cnn
         >>> model = reference_cnn()
         >>> count_params(quantize_aware(model)) < model.count_params()  # BatchNorm folded
