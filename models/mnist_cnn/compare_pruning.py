@@ -15,14 +15,15 @@ tfmot runs in its own process: importing it switches `tf.keras` to Keras 2 for t
 
 import argparse
 import gzip
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # models/, for _shared
+import _shared  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -304,24 +305,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "pruning_results"))
     args = parser.parse_args()
     cfg = settings(args.epochs)
-    if args.engine == "tfmot":
-        print(json.dumps(run_tfmot(cfg, args.repeats)))
-        return
-    if args.engine == "ours":
-        print(json.dumps(run_ours(cfg, args.repeats), indent=2))
-        return
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
-    proc = subprocess.run(
-        [sys.executable, __file__, "--engine", "tfmot", "--epochs", str(args.epochs),
-         "--repeats", str(args.repeats)],
-        env=env, capture_output=True, text=True, check=True,
-    )
-    ref = json.loads(proc.stdout.strip().splitlines()[-1])
-    ours = run_ours(cfg, args.repeats)
-    Path(args.out + ".json").write_text(
-        json.dumps({"settings": cfg, "tfcompress": ours, "tfmot": ref}, indent=2) + "\n")
-    Path(args.out + ".md").write_text(markdown(cfg, ours, ref))
-    print(markdown(cfg, ours, ref))
+    _shared.compare_engines(
+        __file__, ["--epochs", str(args.epochs), "--repeats", str(args.repeats)], args.engine,
+        cfg, args.out, lambda: run_ours(cfg, args.repeats),
+        lambda: run_tfmot(cfg, args.repeats), markdown)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,15 @@ tfmot runs in its own process: importing it switches `tf.keras` to Keras 2 for t
 """
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # models/, for _shared
+import _shared  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -205,24 +206,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "qat_results"))
     args = parser.parse_args()
     cfg = {"epochs": args.epochs, "qat_epochs": args.qat_epochs, "qat_lr": 1e-4}
-    if args.engine == "tfmot":
-        print(json.dumps(run_tfmot(cfg)))
-        return
-    if args.engine == "ours":
-        print(json.dumps(run_ours(cfg), indent=2))
-        return
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
-    proc = subprocess.run(
-        [sys.executable, __file__, "--engine", "tfmot", "--epochs", str(args.epochs),
-         "--qat-epochs", str(args.qat_epochs)],
-        env=env, capture_output=True, text=True, check=True,
-    )
-    ref = json.loads(proc.stdout.strip().splitlines()[-1])
-    ours = run_ours(cfg)
-    Path(args.out + ".json").write_text(
-        json.dumps({"settings": cfg, "tfcompress": ours, "tfmot": ref}, indent=2) + "\n")
-    Path(args.out + ".md").write_text(markdown(cfg, ours, ref))
-    print(markdown(cfg, ours, ref))
+    _shared.compare_engines(
+        __file__, ["--epochs", str(args.epochs), "--qat-epochs", str(args.qat_epochs)],
+        args.engine, cfg, args.out, lambda: run_ours(cfg), lambda: run_tfmot(cfg), markdown)
 
 
 if __name__ == "__main__":

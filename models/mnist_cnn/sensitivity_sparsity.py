@@ -14,10 +14,13 @@ scans nor training saw.
     python models/mnist_cnn/sensitivity_sparsity.py     # writes sensitivity_results.{json,md}
 """
 
-import json
 import os
 import statistics
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # models/, for _shared
+import _shared  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -110,7 +113,4 @@ def markdown(out: dict) -> str:
 
 
 if __name__ == "__main__":
-    result = main()
-    (HERE / "sensitivity_results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (HERE / "sensitivity_results.md").write_text(markdown(result))
-    print(markdown(result))
+    _shared.write_results(HERE, "sensitivity_results", main(), markdown)

@@ -13,8 +13,12 @@ the 400 test images.
 import json
 import os
 import statistics
+import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # models/, for _shared
+import _shared  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -31,12 +35,7 @@ def main(seeds: int = 3) -> dict:
     work = Path(tempfile.mkdtemp(prefix="tfc-autofloat-"))
     rows = []
     for seed in range(seeds):
-        full = tfc.data.load("shapes", seed=seed, image_size=96, num_samples=2000)
-        train, val = full.hold_out(seed=seed)
-        keras.utils.set_random_seed(seed)
-        model = tfc.reference.compile_for_classification(
-            tfc.reference.reference_mobilenet_v2(full.input_shape, full.num_classes), 3e-3)
-        model.fit(train.x_train, train.y_train, epochs=12, batch_size=32, verbose=0)
+        full, train, val, model = _shared.trained_mobilenet_v2(seed)
         scan = sensitivity(model, val, "quantize", num_samples=len(val[0]))
         row = {"seed": seed, "float": tfc._training.accuracy(model, full.x_test, full.y_test),
                "all_quantized_scan": scan.all_changed, "baseline_scan": scan.baseline,
@@ -79,7 +78,4 @@ def markdown(out: dict) -> str:
 
 
 if __name__ == "__main__":
-    result = main()
-    (HERE / "auto_float_seeds.json").write_text(json.dumps(result, indent=2) + "\n")
-    (HERE / "auto_float_seeds.md").write_text(markdown(result))
-    print(markdown(result))
+    _shared.write_results(HERE, "auto_float_seeds", main(), markdown)

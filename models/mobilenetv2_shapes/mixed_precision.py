@@ -14,10 +14,13 @@ and all-int8 files (p50, 1 thread). Then the same for a file calibrated on a sin
     python models/mobilenetv2_shapes/mixed_precision.py   # -> mixed_precision.{json,md}
 """
 
-import json
 import os
+import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # models/, for _shared
+import _shared  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -130,7 +133,4 @@ def markdown(out: dict) -> str:
 
 
 if __name__ == "__main__":
-    result = main()
-    (HERE / "mixed_precision.json").write_text(json.dumps(result, indent=2) + "\n")
-    (HERE / "mixed_precision.md").write_text(markdown(result))
-    print(markdown(result))
+    _shared.write_results(HERE, "mixed_precision", main(), markdown)

@@ -16,7 +16,11 @@ Test accuracy on the 400 test images (LiteRT not involved: the comparison is of 
 import json
 import os
 import statistics
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # models/, for _shared
+import _shared  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -32,12 +36,7 @@ def main(seeds: int = 3) -> dict:
 
     rows = []
     for seed in range(seeds):
-        full = tfc.data.load("shapes", seed=seed, image_size=96, num_samples=2000)
-        train, val = full.hold_out(seed=seed)
-        keras.utils.set_random_seed(seed)
-        model = tfc.reference.compile_for_classification(
-            tfc.reference.reference_mobilenet_v2(full.input_shape, full.num_classes), 3e-3)
-        model.fit(train.x_train, train.y_train, epochs=12, batch_size=32, verbose=0)
+        full, train, val, model = _shared.trained_mobilenet_v2(seed)
         row = {"seed": seed, "dense": tfc._training.accuracy(model, full.x_test, full.y_test)}
         prune_scan = sensitivity(model, val, "prune", 0.8, num_samples=len(val[0]))
         channel_scan = sensitivity(model, val, "channels", 0.5, num_samples=len(val[0]))
@@ -103,7 +102,4 @@ def markdown(out: dict) -> str:
 
 
 if __name__ == "__main__":
-    result = main()
-    (HERE / "sensitivity_seeds.json").write_text(json.dumps(result, indent=2) + "\n")
-    (HERE / "sensitivity_seeds.md").write_text(markdown(result))
-    print(markdown(result))
+    _shared.write_results(HERE, "sensitivity_seeds", main(), markdown)

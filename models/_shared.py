@@ -1,0 +1,66 @@
+"""What the measurement scripts in `models/` share: writing a result as JSON and markdown,
+running tfcompress and tfmot side by side (tfmot in its own process, where `tf_keras` runs),
+and the MobileNetV2 that several scripts train on `shapes` per seed.
+
+A script in a sub-folder imports it after `sys.path.insert(0, <models folder>)`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def write_results(folder: Path, name: str, result: dict,
+                  markdown: Callable[[dict], str]) -> None:
+    """Writes `name.json` and `name.md` in `folder` and prints the markdown."""
+    (folder / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (folder / f"{name}.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def tfmot_side(script: str, args: list[str]) -> dict:
+    """The tfmot half of a comparison: `script --engine tfmot ARGS` in its own process (with
+    `TF_USE_LEGACY_KERAS=1`), whose last line of output is its result as JSON."""
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+    proc = subprocess.run([sys.executable, script, "--engine", "tfmot", *args], env=env,
+                          capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compare_engines(script: str, args: list[str], engine: str, cfg: dict, out: str,
+                    run_ours: Callable[[], dict], run_tfmot: Callable[[], dict],
+                    markdown: Callable[[dict, dict, dict], str]) -> None:
+    """The `main` of a tfcompress-vs-tfmot script: one engine alone (`--engine ours|tfmot`,
+    printed as JSON), or both side by side, written to `out`.json/.md."""
+    if engine == "tfmot":
+        print(json.dumps(run_tfmot()))
+        return
+    if engine == "ours":
+        print(json.dumps(run_ours(), indent=2))
+        return
+    ref = tfmot_side(script, args)
+    ours = run_ours()
+    Path(out + ".json").write_text(
+        json.dumps({"settings": cfg, "tfcompress": ours, "tfmot": ref}, indent=2) + "\n")
+    Path(out + ".md").write_text(markdown(cfg, ours, ref))
+    print(markdown(cfg, ours, ref))
+
+
+def trained_mobilenet_v2(seed: int, epochs: int = 12) -> tuple[Any, Any, Any, Any]:
+    """`(full, train, val, model)`: `shapes` at 96 x 96 (2,000 images), its training part with
+    validation images held out, and MobileNetV2 (alpha 0.35) trained on it for `epochs`."""
+    import keras
+
+    import tfcompress as tfc
+
+    full = tfc.data.load("shapes", seed=seed, image_size=96, num_samples=2000)
+    train, val = full.hold_out(seed=seed)
+    keras.utils.set_random_seed(seed)
+    model = tfc.reference.compile_for_classification(
+        tfc.reference.reference_mobilenet_v2(full.input_shape, full.num_classes), 3e-3)
+    model.fit(train.x_train, train.y_train, epochs=epochs, batch_size=32, verbose=0)
+    return full, train, val, model
