@@ -60,28 +60,23 @@ def _include(path, here):
 def _recipe_settings():
     from tfcompress.pipeline import _recipe
 
-    rows = []
-    for kind, rules in _recipe.RULES.items():
-        rows += [f"\n### `{kind}`\n", "| setting | default | allowed | meaning |",
-                 "|---|---|---|---|"]
-        for key, rule in rules.items():
-            default = _recipe.STEP_SETTINGS[kind][key]
-            searched = " (searched)" if _recipe.SEARCHED.get(kind) == key else ""
-            rows.append(f"| `{key}`{searched} | `{_yaml_value(default)}` | {rule.allowed} | "
-                        f"{_recipe.MEANINGS[kind][key]} |")
+    rows, kind = [], None
+    for row in _recipe.settings_table():
+        if row["step"] != kind:
+            kind = row["step"]
+            rows += [f"\n### `{kind}`\n", "| setting | default | allowed | meaning |",
+                     "|---|---|---|---|"]
+        searched = " (searched)" if row["searched"] else ""
+        rows.append(f"| `{row['setting']}`{searched} | `{_yaml_value(row['default'])}` | "
+                    f"{row['allowed']} | {row['meaning']} |")
     return "\n".join(rows) + "\n"
 
 
 def _builtin_recipes():
-    import yaml
-
     from tfcompress.pipeline import _recipe
 
-    blocks = []
-    for name, recipe in _recipe.BUILTIN.items():
-        text = yaml.safe_dump(recipe, sort_keys=False, default_flow_style=None, width=96)
-        blocks.append(f"`{name}`:\n\n```yaml\n{text}```\n")
-    return "\n".join(blocks)
+    return "\n".join(f"`{name}`:\n\n```yaml\n{_recipe.builtin_yaml(name)}```\n"
+                     for name in _recipe.BUILTIN)
 
 
 def _yaml_value(value):

@@ -6,7 +6,7 @@ import pytest
 from tfcompress.cli import main
 
 COMMANDS = ["demo", "export", "bench", "inspect", "prune", "qat", "distill", "factorize",
-            "compress", "debug", "sensitivity"]
+            "compress", "debug", "sensitivity", "recipes"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -299,3 +299,23 @@ def test_demo_end_to_end(runner, tmp_path):
                  "report.md", "report.png"):
         assert (out / name).is_file(), name
     assert "03_export_int8.tflite" in result.stdout
+
+
+def test_recipes_lists_shows_and_explains_every_setting(runner, tmp_path):
+    import yaml
+
+    from tfcompress.pipeline import BUILTIN, load_recipe
+    from tfcompress.pipeline._recipe import RULES
+
+    listed = runner.invoke(main, ["recipes"])
+    assert listed.exit_code == 0 and all(f"{name}:" in listed.output for name in BUILTIN)
+    shown = runner.invoke(main, ["recipes", "show", "default"])
+    assert yaml.safe_load(shown.output) == BUILTIN["default"]
+    (tmp_path / "mine.yaml").write_text(shown.output)  # what a user saves and edits
+    assert load_recipe(str(tmp_path / "mine.yaml")).to_dict() == load_recipe("default").to_dict()
+    keys = runner.invoke(main, ["recipes", "keys", "--json"])
+    rows = json.loads(keys.output)
+    assert {(r["step"], r["setting"]) for r in rows} == {
+        (k, key) for k, rules in RULES.items() for key in rules}
+    bad = runner.invoke(main, ["recipes", "show", "nope"])
+    assert bad.exit_code == 1 and "the built-in ones are" in bad.output

@@ -17,6 +17,7 @@ from tfcompress.cli.factorize import factorize_command
 from tfcompress.cli.inspect import inspect_command
 from tfcompress.cli.prune import prune_command
 from tfcompress.cli.qat import qat_command
+from tfcompress.cli.recipes import recipes_command
 from tfcompress.cli.sensitivity import sensitivity_command
 
 
@@ -33,5 +34,5 @@ def main():
 
 for _command in (demo_command, export_command, bench_command, inspect_command, prune_command,
                  qat_command, distill_command, factorize_command, compress_command,
-                 debug_command, sensitivity_command):
+                 debug_command, sensitivity_command, recipes_command):
     main.add_command(_command)

@@ -496,3 +496,25 @@ def load_recipe(recipe: "str | os.PathLike | dict | Recipe | None") -> Recipe:
     if recipe_obj.name == "custom":
         recipe_obj = Recipe(os.path.splitext(os.path.basename(text))[0], recipe_obj.steps)
     return recipe_obj
+
+
+def settings_table(kind: str | None = None) -> list[dict[str, Any]]:
+    """Every setting a step takes (of one step `kind`, or of all): its default, the values it
+    allows and what it does, as the recipe checks read them. The command line's `tfcompress
+    recipes keys` and the documentation print this."""
+    kinds = list(RULES) if kind is None else [kind]
+    if kind is not None and kind not in RULES:
+        raise ValueError(f"Unknown step {kind!r}; expected one of {sorted(RULES)}.")
+    return [{"step": k, "setting": key, "default": STEP_SETTINGS[k][key],
+             "allowed": rule.allowed, "searched": SEARCHED.get(k) == key,
+             "meaning": MEANINGS[k][key]}
+            for k in kinds for key, rule in RULES[k].items()]
+
+
+def builtin_yaml(name: str) -> str:
+    """A built-in recipe as YAML, ready to edit and pass back as a recipe file."""
+    import yaml
+
+    if name not in BUILTIN:
+        raise ValueError(f"Unknown recipe {name!r}; the built-in ones are {sorted(BUILTIN)}.")
+    return yaml.safe_dump(BUILTIN[name], sort_keys=False, default_flow_style=None, width=96)
