@@ -142,9 +142,20 @@ def load_for(model: keras.Model, data, **kwargs):
     count, images in the range its first `Rescaling`/`Normalization` layer expects unless
     `preprocessing=` says otherwise), and checks that it fits the model."""
     from tfcompress.data import Preprocessing, load
+    from tfcompress.data._preprocess import as_preprocessing
 
-    if kwargs.get("preprocessing") is None:
-        kwargs["preprocessing"] = Preprocessing.from_model(model)
+    expected = Preprocessing.from_model(model)
+    asked = as_preprocessing(kwargs.get("preprocessing"))
+    if asked is None:
+        kwargs["preprocessing"] = expected
+    elif expected is not None and asked.input_range != expected.input_range:
+        import warnings
+
+        warnings.warn(
+            f"The images are scaled to {asked.input_range} as asked (--input-range), but the "
+            f"model expects {expected.input_range} ({expected.source}): every figure will be "
+            f"for images in the wrong range. Leave --input-range out to follow the model.",
+            stacklevel=2)
 
     shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else ()
     if len(shape) == 3 and all(isinstance(d, int) for d in shape):

@@ -203,6 +203,29 @@ class Metric:
         return f"Metric({self.name!r}, direction={self.direction!r})"
 
 
+def near_chance(accuracy: float, classes: int, samples: int) -> bool:
+    """True when a top-1 accuracy is no better than guessing among `classes`, allowing for
+    the noise of `samples` images (three standard deviations, and at least 5 points)."""
+    if classes < 2 or samples < 1:
+        return False
+    chance = 1.0 / classes
+    return accuracy <= chance + max(0.05, 3 * (chance * (1 - chance) / samples) ** 0.5)
+
+
+def warn_if_near_chance(accuracy: float | None, classes: int, samples: int, what: str) -> None:
+    """Warns in one line when `what` scores near chance: most often images in another range
+    than the model was trained on (a Rescaling inside the model, `--input-range`)."""
+    if accuracy is None or not near_chance(accuracy, classes, samples):
+        return
+    import warnings
+
+    warnings.warn(
+        f"{what} scores {100 * accuracy:.2f} % on {samples} images, no better than chance for "
+        f"{classes} classes ({100 / classes:.2f} %): check that the images reach it in the range "
+        "it was trained on (--input-range 0-255 for a model that rescales 0-255 pixels itself; "
+        "Python: preprocessing=).", stacklevel=3)
+
+
 def _is_keras_metric(value: Any) -> bool:
     try:
         import keras

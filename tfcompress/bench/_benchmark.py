@@ -15,7 +15,7 @@ import numpy as np
 from tfcompress import _tflite
 from tfcompress.data import Dataset, as_arrays, as_part, check_classes, load
 from tfcompress.data._parts import label_max
-from tfcompress.metrics import as_metric
+from tfcompress.metrics import as_metric, warn_if_near_chance
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,8 @@ def benchmark(
     progress: Callable[[str], None] | None = None,
     target: str = "litert",
     metric: Any = None,
+    split: str = "test",
+    preprocessing: Any = None,
 ) -> BenchmarkReport:
     """Measures a `.tflite` model in the LiteRT interpreter.
 
@@ -101,6 +103,12 @@ def benchmark(
             its host latency says nothing of a microcontroller's). Defaults to `"litert"`.
         metric: What `accuracy` holds: `"top1"`, `"top5"`, a Keras metric or a
             `tfcompress.metrics.Metric`. Defaults to `None`: top-1.
+        split: For a `Dataset` or a loader source: which part is scored, `"test"`,
+            `"train"` or `"all"` (a folder that holds only test images). Defaults to
+            `"test"`.
+        preprocessing: For a loader source: what its images become for the model (`"0-1"`,
+            `"-1-1"`, `"0-255"` or a `tfcompress.data.Preprocessing`): a `.tflite` file does
+            not say which range it was trained on. Defaults to `None`: [0, 1].
 
     Returns:
         A `BenchmarkReport`.
@@ -124,8 +132,9 @@ def benchmark(
     summary = _tflite.summarize(interp if target != "tflm" else _tflite.interpreter(content))
     inp = interp.get_input_details()[0]
 
-    source = None if data is None else _load_as_input(data, inp)
-    part = None if source is None else as_part(source)
+    source = None if data is None else _load_as_input(data, inp, preprocessing)
+    part = None if source is None else (
+        source.part(split) if isinstance(source, Dataset) else as_part(source))
     sample, labelled = (_random_input(inp), None) if part is None else part.head(1)
     metric = as_metric(metric)
     if part is not None and metric.classifies:  # before any timing: one line, no work
@@ -140,6 +149,8 @@ def benchmark(
     if labelled is not None:
         say(f"scoring {part.describe() if max_samples is None else f'{max_samples} samples'}")
         accuracy, scored = score(interp, part, metric, max_samples)
+        if metric.classifies:
+            warn_if_near_chance(accuracy, _classes(interp), scored, Path(path).name)
     return BenchmarkReport(
         path=os.fspath(path),
         size_bytes=len(content),
@@ -264,11 +275,14 @@ def _check_classes(top: int | None, classes: int) -> None:
             f"(classes 0..{classes - 1}). Pass the data the model was trained on.")
 
 
-def _load_as_input(data: Any, detail: dict) -> Any:
-    """A loader source read at the model input's size and channel count (image folders)."""
+def _load_as_input(data: Any, detail: dict, preprocessing: Any = None) -> Any:
+    """A loader source read at the model input's size and channel count (image folders), in
+    the range `preprocessing` says."""
     shape = [int(s) for s in detail["shape"][1:]]
-    if isinstance(data, (str, os.PathLike)) and len(shape) == 3:
-        return load(data, image_size=tuple(shape[:2]), channels=shape[2])
+    if isinstance(data, (str, os.PathLike)):
+        size = {"image_size": tuple(shape[:2]), "channels": shape[2]} if len(shape) == 3 \
+            else {}
+        return load(data, preprocessing=preprocessing, **size)
     return data
 
 

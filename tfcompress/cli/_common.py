@@ -120,6 +120,16 @@ INPUT_RANGE_HELP = ("What images from --data become for the model: 0-1, -1-1 (Mo
                     "Rescaling/Normalization layer, else 0-1.")
 
 
+SPLIT_HELP = ("Which images of --data: all of it (a folder or .npz of your test images), or "
+              "its train or test part (the split every training command makes).")
+
+
+def split_option(command: Callable) -> Callable:
+    """Adds `--split` (all, train, test; passed as `split`), for commands that only read."""
+    return click.option("--split", type=click.Choice(("all", "train", "test")), default="all",
+                        show_default=True, help=SPLIT_HELP)(command)
+
+
 def input_range_option(command: Callable) -> Callable:
     """Adds `--input-range` (passed to the command as `input_range`)."""
     from tfcompress._options import INPUT_RANGES

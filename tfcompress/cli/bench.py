@@ -3,12 +3,20 @@
 import click
 
 from tfcompress._targets import TARGETS
-from tfcompress.cli._common import data_help, metric_of, metric_options, say, user_errors
+from tfcompress.cli._common import (
+    data_help,
+    input_range_option,
+    metric_of,
+    metric_options,
+    say,
+    split_option,
+    user_errors,
+)
 
 
 @click.command("bench")
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--data", help=f"Labelled data to score (its test split). {data_help}")
+@click.option("--data", help=f"Labelled data to score. {data_help}")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
               help="Interpreter threads.")
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(1),
@@ -19,10 +27,12 @@ from tfcompress.cli._common import data_help, metric_of, metric_options, say, us
               default="litert", show_default=True,
               help="Runtime: LiteRT (XNNPACK), LiteRT's reference kernels, or TFLite Micro.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+@split_option
+@input_range_option
 @metric_options
 @user_errors
-def bench_command(models, data, threads, runs, warmup, target, as_json, metric,
-                  metric_direction):
+def bench_command(models, data, threads, runs, warmup, target, as_json, split, input_range,
+                  metric, metric_direction):
     """Benchmark one or more .tflite MODELS in the LiteRT interpreter (ratios vs the first).
 
     With several models, their latencies come from timing them side by side (in turns), so
@@ -37,7 +47,7 @@ def bench_command(models, data, threads, runs, warmup, target, as_json, metric,
     metric = metric_of(metric, metric_direction)
     reports = [
         benchmark(m, data, threads=threads, runs=runs, warmup=warmup, progress=say,
-                  target=target, metric=metric)
+                  target=target, metric=metric, split=split, preprocessing=input_range)
         for m in models
     ]
     if len(models) > 1:

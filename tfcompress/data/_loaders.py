@@ -24,6 +24,9 @@ BUILTIN_NAMES: tuple[str, ...] = ("mnist", "shapes")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
+SPLITS = ("all", "train", "test")  # which part of a data source a command reads
+
+
 class Dataset:
     """Inputs and labels, split into a train and a test part, in memory or streamed.
 
@@ -143,6 +146,30 @@ class Dataset:
     def streamed(self) -> bool:
         """True when the images are read a batch at a time (a folder or a stream)."""
         return not (self.train.in_memory and self.test.in_memory)
+
+    def part(self, split: str = "all") -> Part:
+        """One part to read: `"train"`, `"test"`, or `"all"` of it (both parts as one, for
+        a folder or arrays that are all the user's test images).
+
+        Raises:
+            ValueError: For another split, or `"all"` of a dataset of two streams.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+        if split != "all":
+            return getattr(self, split)
+        if self.train is self.test:
+            return self.train
+        a, b = self.train, self.test
+        if isinstance(a, ArrayPart) and isinstance(b, ArrayPart):
+            return ArrayPart(np.concatenate([a.x, b.x]), None if a.y is None else
+                             np.concatenate([a.y, b.y]), self.name)
+        if isinstance(a, FilesPart) and isinstance(b, FilesPart):
+            return FilesPart(a.files + b.files, np.concatenate([a.labels, b.labels]),
+                             a.image_size, a.mode, a.preprocessing, self.name)
+        raise ValueError(
+            f"{self.name} holds two streams, which tfcompress does not join: pass one stream "
+            "(a tf.data.Dataset, a PyDataset or a function returning batches) for this data.")
 
     def hold_out(
         self, fraction: float = 0.1, seed: int = 0

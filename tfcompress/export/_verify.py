@@ -48,6 +48,14 @@ def agreement(model: Any, content: bytes, data: Any, target: Target, limit: int 
     keras_out = keras_out if isinstance(keras_out, (list, tuple)) else [keras_out]
     shapes = [tuple(np.shape(o)[1:]) for o in keras_out]
     file_out = _tflite.run_all(_tflite.interpreter(content, target=target.name), x, shapes)
+    first = np.argmax(keras_out[0], -1).ravel()
+    if len(x) > 1 and np.shape(keras_out[0])[-1] > 1 and np.all(first == first[0]):
+        import warnings
+
+        warnings.warn(
+            f"The agreement is measured on {len(x)} images that the Keras model all puts in "
+            f"class {int(first[0])}, so it says nothing: check that the images reach the "
+            "model in its range (--input-range; Python: preprocessing=).", stacklevel=3)
     scores = [float(np.mean(np.argmax(k, -1) == np.argmax(f, -1)))
               for k, f in zip(keras_out, file_out, strict=True) if np.shape(k)[-1] > 1]
     return (min(scores) if scores else 1.0), len(x)

@@ -3,28 +3,16 @@ folders, streams), each read batch by batch and checked against the model."""
 
 from typing import Any
 
-import numpy as np
-
 from tfcompress import _training
-from tfcompress.data import ArrayPart, Dataset, FilesPart, Part, as_part, load
+from tfcompress.data import Dataset, Part, as_part, load
 from tfcompress.data._parts import is_stream
 
 HOLD_OUT = 0.1  # the share of training images held out for validation, as Dataset.hold_out
 
 
-
 def _whole(ds: Dataset) -> Part:
     """Both parts of a dataset as one (validation or test data used whole)."""
-    if isinstance(ds.train, ArrayPart) and isinstance(ds.test, ArrayPart):
-        return ArrayPart(np.concatenate([ds.train.x, ds.test.x]),
-                         np.concatenate([ds.train.y, ds.test.y]), ds.name)
-    if isinstance(ds.train, FilesPart) and isinstance(ds.test, FilesPart):
-        return FilesPart(ds.train.files + ds.test.files,
-                         np.concatenate([ds.train.labels, ds.test.labels]),
-                         ds.train.image_size, ds.train.mode, ds.train.preprocessing, ds.name)
-    raise ValueError(
-        f"{ds.name} holds two streams, which tfcompress does not join: pass one stream "
-        "(a tf.data.Dataset, a PyDataset or a function returning batches) for this data.")
+    return ds.part("all")
 
 
 def splits(data: Any, val: Any, seed: int, test: Any = None, model: Any = None,

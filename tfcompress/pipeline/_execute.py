@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from tfcompress import _io, _training
+from tfcompress.metrics import near_chance
 from tfcompress.pipeline import _steps
 from tfcompress.pipeline._measure import measure, metric_words
 from tfcompress.pipeline._recipe import SEARCHED, Step
@@ -85,6 +86,12 @@ def measure_baseline(run: Run, model: keras.Model) -> None:
                                        ).to_dict()
     run.state["baseline_val_accuracy"] = _training.evaluate(model, run.fit_ds.test, run.metric)
     if run.metric.classifies:
+        classes = int(model.outputs[0].shape[-1])
+        if near_chance(m["accuracy"], classes, samples):
+            run.warn(f"the input model scores {100 * m['accuracy']:.2f} % on the test images, "
+                     f"no better than chance for {classes} classes: check that the images "
+                     "reach it in the range it was trained on (--input-range; Python: "
+                     "preprocessing=). Every figure of this run is measured against it.")
         check_test_is_unseen(m["accuracy"], run.state["baseline_val_accuracy"], samples,
                              run.fit_ds.test.size or samples, run.warn)
     run.save_state()
