@@ -209,3 +209,12 @@ def training_options(defaults: Any, epochs_help: str | None = None, min_epochs: 
         found.append(click.option("--learning-rate", default=defaults["learning_rate"],
                                   show_default=True, type=FloatRange(0, min_open=True)))
     return options(*found)
+
+
+def training_command(files: str = "model file's") -> Callable:
+    """What every command that trains takes last: `--unsafe`, `--json`, `--input-range`,
+    one-line errors and `--distribute`, in that order in its help."""
+    def apply(command: Callable) -> Callable:
+        return unsafe_and_json(files)(input_range_option(user_errors(distributed(command))))
+
+    return apply

@@ -5,16 +5,7 @@ import json
 import click
 
 from tfcompress._options import DISTILL
-from tfcompress.cli._common import (
-    FloatRange,
-    data_help,
-    distributed,
-    input_range_option,
-    say,
-    training_options,
-    unsafe_and_json,
-    user_errors,
-)
+from tfcompress.cli._common import FloatRange, data_help, say, training_command, training_options
 
 
 @click.command("distill")
@@ -39,10 +30,7 @@ from tfcompress.cli._common import (
               help="Weight of the hard-label loss (the rest goes to the teacher's targets).")
 @click.option("--feature-layers", nargs=2, metavar="TEACHER_LAYER STUDENT_LAYER",
               help="Also match these intermediate layers (projected if widths differ).")
-@unsafe_and_json("model files'")
-@input_range_option
-@user_errors
-@distributed
+@training_command("model files'")
 def distill_command(teacher, student, channels, fold_pooling, data, output, epochs, batch_size,
                     learning_rate, temperature, alpha, feature_layers, unsafe, as_json,
         input_range):

@@ -5,16 +5,7 @@ import json
 import click
 
 from tfcompress._options import CONV_MODES, FACTORIZE
-from tfcompress.cli._common import (
-    FloatRange,
-    data_help,
-    distributed,
-    input_range_option,
-    say,
-    training_options,
-    unsafe_and_json,
-    user_errors,
-)
+from tfcompress.cli._common import FloatRange, data_help, say, training_command, training_options
 
 
 @click.command("factorize")
@@ -35,10 +26,7 @@ from tfcompress.cli._common import (
               help="Leave layers with fewer weights alone.")
 @click.option("--data", help=f"Fine-tune on this data and report accuracy. {data_help}")
 @training_options(FACTORIZE, "Fine-tuning epochs (with --data).", min_epochs=0)
-@unsafe_and_json()
-@input_range_option
-@user_errors
-@distributed
+@training_command()
 def factorize_command(model, output, energy, rank_ratio, ranks, conv_mode, min_params, data,
                       epochs, batch_size, unsafe, as_json,
         input_range):

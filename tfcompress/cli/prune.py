@@ -5,16 +5,7 @@ import json
 import click
 
 from tfcompress._options import CRITERIA, PRUNE, SCOPES
-from tfcompress.cli._common import (
-    FloatRange,
-    data_help,
-    distributed,
-    input_range_option,
-    say,
-    training_options,
-    unsafe_and_json,
-    user_errors,
-)
+from tfcompress.cli._common import FloatRange, data_help, say, training_command, training_options
 
 
 @click.command("prune")
@@ -37,10 +28,7 @@ from tfcompress.cli._common import (
 @click.option("--scope", type=click.Choice(SCOPES), default=PRUNE["scope"],
               show_default=True, help="Per-layer targets or one global threshold.")
 @training_options(PRUNE, "Fine-tuning epochs.")
-@unsafe_and_json()
-@input_range_option
-@user_errors
-@distributed
+@training_command()
 def prune_command(model, data, output, sparsity, granularity, criterion, round_to, shrink,
                   scope,
                   epochs, batch_size, unsafe, as_json,

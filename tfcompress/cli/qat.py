@@ -5,15 +5,7 @@ import json
 import click
 
 from tfcompress._options import QAT
-from tfcompress.cli._common import (
-    data_help,
-    distributed,
-    input_range_option,
-    say,
-    training_options,
-    unsafe_and_json,
-    user_errors,
-)
+from tfcompress.cli._common import data_help, say, training_command, training_options
 
 
 @click.command("qat")
@@ -28,10 +20,7 @@ from tfcompress.cli._common import (
               help="Keep this layer (name or pattern) in float, in training and in the file. "
                    "Repeatable. 'auto': the most sensitive ones, from a quantize sensitivity "
                    "scan, while int8 would lose more than 1 point.")
-@unsafe_and_json()
-@input_range_option
-@user_errors
-@distributed
+@training_command()
 def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_output,
                 float_layers, unsafe, as_json,
         input_range):
