@@ -5,6 +5,7 @@ tfcompress (model loading is `tfcompress._loading`, above it)."""
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -285,7 +286,10 @@ def write_all_atomic(files: "dict[str, bytes]") -> None:
             backup = None
             if os.path.isfile(path):
                 backup = tmp + ".old"
-                os.link(path, backup)
+                try:
+                    os.link(path, backup)  # the old file stays in place until replaced
+                except OSError:  # a filesystem without hard links
+                    shutil.copy2(path, backup)
             os.replace(tmp, path)
             moved.append((path, backup))
     except BaseException:

@@ -198,3 +198,18 @@ def test_a_set_of_files_is_written_whole_or_not_at_all(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["a.bin", "b.bin"]
     _io.write_all_atomic({str(tmp_path / "a.bin"): b"new", str(tmp_path / "c.bin"): b"y"})
     assert (tmp_path / "a.bin").read_bytes() == b"new" and (tmp_path / "c.bin").exists()
+
+
+def test_a_set_is_written_whole_where_the_filesystem_has_no_hard_links(tmp_path, monkeypatch):
+    from tfcompress import _io
+
+    def no_links(*args, **kwargs):
+        raise OSError("no hard links here")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "a.bin").write_bytes(b"old")
+    (tmp_path / "b.bin").mkdir()
+    with pytest.raises(OSError):
+        _io.write_all_atomic({str(tmp_path / "a.bin"): b"new", str(tmp_path / "b.bin"): b"x"})
+    assert (tmp_path / "a.bin").read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["a.bin", "b.bin"]

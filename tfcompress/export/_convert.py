@@ -8,14 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from tfcompress import _io, _options
+from tfcompress import _io
 from tfcompress._targets import Target
 from tfcompress.data import Dataset, Part, as_arrays
 from tfcompress.data._parts import is_stream
 from tfcompress.export._fixups import widen_int16_biases
 
-QUANTIZATION_MODES = _options.QUANTIZATION_MODES
-_NEEDS_CALIBRATION = ("int8", "int16x8")
+# The modes whose activations are integers: they need calibration (or learned ranges).
+INTEGER_MODES = ("int8", "int16x8")
 
 
 def calibration_arrays(data: Any, num_samples: int) -> np.ndarray:
@@ -137,7 +137,7 @@ def convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
                 + (
                     "Some op has no integer kernel; export as 'dynamic' or 'float16', or "
                     "replace that layer."
-                    if mode in _NEEDS_CALIBRATION
+                    if mode in INTEGER_MODES
                     else "Check that the model runs in inference mode."
                 )
             ) from e

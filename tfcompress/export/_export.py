@@ -15,6 +15,7 @@ from tfcompress import _io, _legacy, _loading, _options, _targets, _tflite
 from tfcompress._targets import Target
 from tfcompress.data import Dataset
 from tfcompress.export._convert import (
+    INTEGER_MODES,
     calibration_arrays,
     convert,
     expected_input_shape,
@@ -25,7 +26,6 @@ from tfcompress.export._report import ExportReport
 from tfcompress.export._verify import agreement, check_float_ops
 
 QUANTIZATION_MODES = _options.QUANTIZATION_MODES
-_NEEDS_CALIBRATION = ("int8", "int16x8")
 
 
 def to_tflite(
@@ -150,7 +150,7 @@ def to_tflite(
         inputs=summary.inputs, outputs=summary.outputs, op_counts=summary.op_counts(),
         float_ops=float_ops,
         integer_only=(summary.is_integer_only(quantization)
-                      if quantization in _NEEDS_CALIBRATION else False),
+                      if quantization in INTEGER_MODES else False),
         calibration_samples=0 if calib is None else len(calib), target=target,
         agreement=agrees, agreement_samples=samples, micro=measured)
 
@@ -171,8 +171,8 @@ def _check_arguments(quantization: str, target: str, integer_io: bool | None,
         raise ValueError(f"max_flash and max_ram apply to a device target ({', '.join(devices)}"
                          f"), not {target!r}.")
     if integer_io is None:
-        integer_io = spec.integer_io and quantization in _NEEDS_CALIBRATION
-    if integer_io and quantization not in _NEEDS_CALIBRATION:
+        integer_io = spec.integer_io and quantization in INTEGER_MODES
+    if integer_io and quantization not in INTEGER_MODES:
         raise ValueError(
             f"integer_io applies to 'int8' and 'int16x8' exports, not {quantization!r}."
         )
@@ -228,7 +228,7 @@ def _plan(model: Any, quantization: str, data: Any, allow_float: bool, float_lay
         from tfcompress.quantization import strip_fake_quant
 
         model, learned, float_layers = strip_fake_quant(model), None, kept_float
-    if quantization not in _NEEDS_CALIBRATION or learned == quantization:
+    if quantization not in INTEGER_MODES or learned == quantization:
         return model, None, float_layers
     if data is None:
         raise ValueError(
@@ -263,12 +263,12 @@ def _check_quantize_aware(model: Any, quantization: str, allow_float: bool, floa
     if qat:
         check_ranges_learned(model)
     learned = {8: "int8", 16: "int16x8"}.get(activation_bits(model)) if qat else None
-    if quantization in _NEEDS_CALIBRATION and learned not in (None, quantization):
+    if quantization in INTEGER_MODES and learned not in (None, quantization):
         raise ValueError(
             f"The quantization-aware model simulates {learned} but the export asks for "
             f"{quantization}. Export it as {learned!r}, or build it with quantize_aware(..., "
             f"activation_bits={16 if quantization == 'int16x8' else 8}).")
-    if allow_float and not (qat and quantization in _NEEDS_CALIBRATION):
+    if allow_float and not (qat and quantization in INTEGER_MODES):
         raise ValueError(
             "allow_float applies to the int8/int16x8 export of a quantization-aware model; for "
             "a post-training export, name the layers to keep in float with float_layers.")

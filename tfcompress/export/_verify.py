@@ -8,7 +8,7 @@ import numpy as np
 
 from tfcompress import _tflite
 from tfcompress._targets import Target
-from tfcompress.export._convert import calibration_arrays
+from tfcompress.export._convert import INTEGER_MODES, calibration_arrays
 
 
 def check_float_ops(model: Any, summary: "_tflite.GraphSummary", quantization: str,
@@ -27,7 +27,7 @@ def check_float_ops(model: Any, summary: "_tflite.GraphSummary", quantization: s
         unasked = [o for o in float_ops if not tensor_matches(o.output_name, float_layers)
                    and o.output_name not in outputs]
         allow_float = not unasked
-    if quantization in ("int8", "int16x8") and unasked and not allow_float:
+    if quantization in INTEGER_MODES and unasked and not allow_float:
         listed = "; ".join(
             f"{o.op} ({'/'.join(o.output_dtypes)}) from layer {o.layer!r}" for o in unasked
         )
