@@ -14,20 +14,13 @@ import numpy as np
 from tfcompress import _distribute, _io, _legacy, _loading, _training
 from tfcompress.data._parts import is_stream
 from tfcompress.metrics import Metric, as_metric
-from tfcompress.pipeline._data import HOLD_OUT, splits
+from tfcompress.pipeline._data import splits
 from tfcompress.pipeline._execute import measure_baseline, run_step
 from tfcompress.pipeline._recipe import Recipe, load_recipe
 from tfcompress.pipeline._records import PipelineResult, StepRecord, retimed
-from tfcompress.pipeline._state import (
-    STATE,
-    Run,
-    clean_up_unfinished,
-    is_run_output,
-    versions,
-)
+from tfcompress.pipeline._state import Run, clean_up_unfinished, is_run_output, versions
 
-__all__ = ["HOLD_OUT", "STATE", "PipelineResult", "StepRecord", "compress", "is_run_output",
-           "splits"]
+__all__ = ["PipelineResult", "StepRecord", "compress", "is_run_output"]
 
 
 def _stderr_lines(text: str) -> None:
