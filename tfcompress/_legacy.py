@@ -482,10 +482,9 @@ def _with_keras_ops(model: Any) -> Any:
     return _graph.rebuild(model, visit, model.name)
 
 
-def _rebuild(config_json: str, source: str) -> Any:
+def _rebuild(config: dict, source: str) -> Any:
     import keras
 
-    config = json.loads(config_json)
     problems: list[str] = []
     inner = config.get("config", {})
     _sanitize(inner.get("layers", []), problems)
@@ -542,7 +541,7 @@ def from_dump(npz_path: str, source: str) -> Any:
     """The Keras 3 model rebuilt from a `dump`, verified layer by layer."""
     with np.load(npz_path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
-    model = _rebuild(str(arrays["config"]), source)
+    model = _rebuild(json.loads(str(arrays["config"])), source)
     weights: dict[str, list[np.ndarray]] = {}
     expected: dict[str, list[np.ndarray]] = {}
     probe = []
@@ -604,9 +603,10 @@ def load(path: str, safe_mode: bool = True) -> Any:
         if done.returncode != 0 or not os.path.exists(out):
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
             refused = [line[len(_REFUSED):] for line in lines if line.startswith(_REFUSED)]
-            if refused:
-                kind = UnsafeModelError if "--unsafe" in refused[-1] else LegacyModelError
-                raise kind(refused[-1])
+            if refused:  # "<error class>: <message>", as the subprocess raised it
+                kind, message = refused[-1].split(": ", 1)
+                raise (UnsafeModelError if kind == UnsafeModelError.__name__
+                       else LegacyModelError)(message)
             detail = next((line for line in reversed(lines) if "Error" in line),
                           lines[-1] if lines else "no output")
             raise LegacyReadError(f"Keras 2 (tf_keras) could not read {path}: {detail}")
@@ -614,13 +614,9 @@ def load(path: str, safe_mode: bool = True) -> Any:
 
 
 def _load_h5_unverified(path: str) -> Any:
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        config = f.attrs.get("model_config")
+    config = h5_config(path)
     if config is None:
         raise LegacyModelError(f"{path} holds weights only, no model architecture.")
-    config = config.decode() if isinstance(config, bytes) else str(config)
     model = _rebuild(config, path)
     try:
         model.load_weights(path)
@@ -647,7 +643,7 @@ def _main(argv: list[str]) -> int:
     try:
         refuse_code(code_in_config(configs, _known_classes(tf_keras)), source, safe_mode)
     except LegacyModelError as e:
-        print(_REFUSED + str(e), file=sys.stderr)
+        print(f"{_REFUSED}{type(e).__name__}: {e}", file=sys.stderr)
         return 3
     model = tf_keras.models.load_model(source, compile=False)
     dump(model, out)

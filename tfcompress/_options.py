@@ -17,6 +17,7 @@ CRITERIA: tuple[str, ...] = ("l1", "l2", "bn_scale")
 SCOPES: tuple[str, ...] = ("layer", "global")
 CONV_MODES: tuple[str, ...] = ("channel", "spatial")
 INPUT_RANGES: tuple[str, ...] = ("0-1", "-1-1", "0-255")  # what images become for the model
+SPLITS: tuple[str, ...] = ("all", "train", "test")  # which part of a data source is read
 
 # Defaults per function, keyed by the function's argument names.
 PRUNE = MappingProxyType({"granularity": "unstructured", "scope": "layer", "epochs": 3,

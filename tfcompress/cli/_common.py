@@ -126,7 +126,9 @@ SPLIT_HELP = ("Which images of --data: all of it (a folder or .npz of your test 
 
 def split_option(command: Callable) -> Callable:
     """Adds `--split` (all, train, test; passed as `split`), for commands that only read."""
-    return click.option("--split", type=click.Choice(("all", "train", "test")), default="all",
+    from tfcompress._options import SPLITS
+
+    return click.option("--split", type=click.Choice(SPLITS), default="all",
                         show_default=True, help=SPLIT_HELP)(command)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from tfcompress._options import SPLITS
 from tfcompress.data._parts import (
     STREAM_TYPES,
     ArrayPart,
@@ -22,9 +23,6 @@ from tfcompress.data._shapes import SHAPE_CLASSES, make_shapes
 
 BUILTIN_NAMES: tuple[str, ...] = ("mnist", "shapes")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-
-
-SPLITS = ("all", "train", "test")  # which part of a data source a command reads
 
 
 class Dataset:
@@ -391,7 +389,8 @@ def _load_directory(
         raise ValueError(
             f"{path} has class folders {[c.name for c in classes]} but no images in them "
             f"({', '.join(_IMAGE_SUFFIXES)}).")
-    empty = [c.name for i, c in enumerate(classes) if i not in set(labels)]
+    found = set(labels)
+    empty = [c.name for i, c in enumerate(classes) if i not in found]
     if empty:
         import warnings
 

@@ -10,11 +10,6 @@ from tfcompress.data._parts import is_stream
 HOLD_OUT = 0.1  # the share of training images held out for validation, as Dataset.hold_out
 
 
-def _whole(ds: Dataset) -> Part:
-    """Both parts of a dataset as one (validation or test data used whole)."""
-    return ds.part("all")
-
-
 def splits(data: Any, val: Any, seed: int, test: Any = None, model: Any = None,
             preprocessing: Any = None) -> tuple[Dataset, Dataset, dict]:
     """(train + validation as a Dataset whose test part is the validation set, test Dataset,
@@ -32,7 +27,7 @@ def splits(data: Any, val: Any, seed: int, test: Any = None, model: Any = None,
             part = as_part(source)
             return part, "(x, y) arrays" if isinstance(source, tuple) else part.name
         d = read(source)
-        return _whole(d), d.name
+        return d.part("all"), d.name
 
     streamed = is_stream(data)
     if streamed:
@@ -50,7 +45,7 @@ def splits(data: Any, val: Any, seed: int, test: Any = None, model: Any = None,
     else:  # --data is all for training; --test only for the reported figures
         te, test_name = whole(test)
         test_from = f"{test_name}: all of it, used for nothing else"
-        tr, train_from = (ds.train if streamed else _whole(ds)), f"{name}: all of it"
+        tr, train_from = (ds.train if streamed else ds.part("all")), f"{name}: all of it"
     if val is None:
         tr, va = tr.split(HOLD_OUT, seed)
         val_from = f"{name}: training images held out (seed {seed})"

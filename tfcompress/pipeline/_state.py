@@ -50,7 +50,7 @@ class Run:
 
     @property
     def state_path(self) -> str:
-        return os.path.join(self.out, STATE)
+        return self.path(STATE)
 
     def load_state(self) -> None:
         """Reads the folder's state (or starts a fresh one) and says the run's notes."""
