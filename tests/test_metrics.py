@@ -111,8 +111,9 @@ def test_top5_in_bench_and_in_a_search(trained_cnn, mnist, tmp_path):
     assert [r["sparsity"] for r in rows] == [0.5, 0.95]
     chosen = next(r for r in rows if r["chosen"])
     base = json.loads((tmp_path / "s" / "state.json").read_text())["baseline_val_accuracy"]
+    share = 0.5 * 0.75  # the prune step's share of the budget (the int8 file has the rest)
     for r in rows:  # the verdict of every value is the top-5 budget on the validation data
-        assert r["within_budget"] == (100 * (base - r["val_accuracy"]) <= 0.5 + 1e-9)
+        assert r["within_budget"] == (100 * (base - r["val_accuracy"]) <= share + 1e-9)
     assert chosen["within_budget"] or not any(r["within_budget"] for r in rows)
 
 

@@ -28,8 +28,10 @@ BUDGET_MISSED = 3
 @click.option("--val", help="Validation data for searches (default: 10 % of the training part).")
 @click.option("--test", help="Images used only for the reported figures (then all of --data "
                              "trains). Pass images the model never saw.")
-@click.option("--recipe", default="default", show_default=True,
-              help="A built-in recipe (default, quick, lowrank, distill) or a .yaml/.json file.")
+@click.option("--recipe", default="auto", show_default=True,
+              help="A built-in recipe (auto: chosen from the model and the data; default, "
+                   "quick, lowrank, distill; `tfcompress recipes` lists them) or a .yaml/.json "
+                   "file.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(),
               help="Output folder: every step's model, the .tflite files and the reports.")
 @click.option("--max-accuracy-drop", type=FloatRange(0), default=None,

@@ -13,8 +13,10 @@ from tfcompress.cli._common import FloatRange, data_help, say, user_errors
 @click.option("--data", default="mnist", show_default=True, help=data_help)
 @click.option("--epochs", default=5, show_default=True, type=click.IntRange(1),
               help="Training epochs of the reference CNN.")
-@click.option("--recipe", default="default", show_default=True,
-              help="A built-in recipe (default, quick, lowrank, distill) or a .yaml/.json file.")
+@click.option("--recipe", default="auto", show_default=True,
+              help="A built-in recipe (auto: chosen from the model and the data; default, "
+                   "quick, lowrank, distill; `tfcompress recipes` lists them) or a .yaml/.json "
+                   "file.")
 @click.option("--max-accuracy-drop", default=1.0, show_default=True, type=FloatRange(0),
               help="Accuracy budget in points against the trained CNN.")
 @click.option("--runs", default=100, show_default=True, type=click.IntRange(1),

@@ -14,13 +14,21 @@ def recipes_command(ctx):
     to edit into your own, `keys` every setting a step takes."""
     if ctx.invoked_subcommand is not None:
         return
-    from tfcompress.pipeline._recipe import BUILTIN, Recipe
+    from tfcompress.pipeline._recipe import AUTO, BUILTIN, Recipe
 
+    click.echo(f"{AUTO} (the default):")
+    click.echo("  made from the model and the data when a run starts: channel pruning where "
+               "channels can go, factorization where large matrices dominate, sparsity where "
+               "there are enough weights, then QAT or post-training int8 (the report says "
+               "what it chose and why)")
     for name, config in BUILTIN.items():
         click.echo(f"{name}:")
         for i, step in enumerate(Recipe.from_dict(config).steps, start=1):
-            extra = f" (the {step.search.objective}-best within budget)" \
-                if step.search is not None else ""
+            extra = ""
+            if step.search is not None:
+                extra = (" (the most compressed within its share of the budget, else skipped)"
+                         if step.search.strategy == "backoff" else
+                         f" (the {step.search.objective}-best within budget)")
             click.echo(f"  {i}. {step.describe()}{extra}")
 
 
@@ -40,7 +48,8 @@ def show_command(name):
 @user_errors
 def keys_command(step, as_json):
     """Every setting a recipe step takes (of STEP, or of every step): default, allowed values
-    and meaning. `search: {values: [...], objective: size | latency}` varies the searched one."""
+    and meaning. `search: {values: [...], strategy: backoff | all, objective: size | latency}`
+    varies the searched one."""
     from tfcompress.pipeline._recipe import settings_table
 
     rows = settings_table(step)

@@ -134,40 +134,92 @@ def _transform(run: Run, index: int, step: Step, current: keras.Model
     """The step's model, its info, why it was skipped (or None) and its search rows."""
     if step.kind == "export":
         return current, {}, None, None
-    if step.search is None:
-        outcome = _steps.run(step, current, run.fit_ds, run.batch_size, run.verbose,
-                             run.safe_mode, run.metric)
-        return outcome.model, outcome.info, outcome.skipped, None
-    outcome, rows = search(run, step, current, index)
-    if not any(row["within_budget"] for row in rows):
-        run.warn(f"step {index} ({step.kind}): no searched value of {SEARCHED[step.kind]} is "
-                 f"within the budget of {run.budget:g} {run.metric.unit or run.metric.name} "
-                 f"on the validation data; kept the best scoring ({outcome.info['chosen']}).")
-    return outcome.model, outcome.info, outcome.skipped, rows
+    if step.search is not None:
+        outcome, rows = search(run, step, current, index)
+        return outcome.model, outcome.info, outcome.skipped, rows
+    outcome = _steps.run(step, current, run.fit_ds, run.batch_size, run.verbose,
+                         run.safe_mode, run.metric)
+    if outcome.skipped is None:
+        val = _training.evaluate(outcome.model, run.fit_ds.test, run.metric)
+        worse = run.metric.worse_by(val, run.state["baseline_val_accuracy"])
+        outcome.info["validation_worse_by"] = worse
+        if step.kind == "qat" and worse > run.limit(index) + 1e-9:
+            return _qat_or_post_training(run, index, current, outcome, worse)
+        if worse > run.limit(index) + 1e-9:
+            run.warn(f"step {index} ({step.kind}) leaves the model {worse:.3g} "
+                     f"{run.metric.unit or run.metric.name} below the baseline on the "
+                     f"validation data, over its share of the budget ({run.limit(index):.3g}); "
+                     "its setting is fixed in the recipe, so it was kept. Give the step a "
+                     "search (strategy: backoff) to let it back off.")
+    return outcome.model, outcome.info, outcome.skipped, None
+
+
+def _qat_or_post_training(run: Run, index: int, current: keras.Model, outcome: Any,
+                          worse: float) -> tuple[keras.Model, dict, str | None, None]:
+    """QAT left the model outside the budget on the validation data: the step keeps it only
+    if post-training int8 of the model before it does no better."""
+    from tfcompress.pipeline._measure import file_score
+
+    unit = run.metric.unit or run.metric.name
+    ptq = file_score(current, run.path(f".{index:02d}_post_training.tflite"), run.fit_ds,
+                     run.metric)
+    ptq_worse = run.metric.worse_by(ptq, run.state["baseline_val_accuracy"])
+    info = {**outcome.info, "post_training_worse_by": ptq_worse}
+    if ptq_worse < worse:
+        return current, info, (
+            f"quantization-aware training left the model {worse:.3g} {unit} below the "
+            f"baseline on the validation data, post-training int8 {ptq_worse:.3g}: the export "
+            "quantizes after training instead"), None
+    run.warn(f"step {index} (qat) leaves the model {worse:.3g} {unit} below the baseline on "
+             f"the validation data, over the budget; post-training int8 does no better "
+             f"({ptq_worse:.3g}), so it was kept.")
+    return outcome.model, info, None, None
 
 
 def _export_settings(run: Run, step: Step, model: keras.Model, info: dict) -> dict:
     """What an export step passes to `to_tflite`: its target and device limits, and the layers
-    to keep in float (`auto`: picked by a quantize scan within the budget)."""
+    to keep in float (`auto`: only where post-training int8 alone leaves the model outside
+    the budget on the validation data, picked by a quantize scan)."""
     device = {k: step.get(k) for k in ("target", "max_flash", "max_ram")}
     float_layers = step.get("float_layers")
-    if float_layers == "auto":  # a quantize scan on the validation data picks them
-        from tfcompress.debug import sensitivity
-
-        metric = run.metric
-        scan = sensitivity(model, run.fit_ds, "quantize", metric=metric)
-        float_layers = scan.float_layers(budget=run.budget / (100 if metric.percent else 1))
-        info["sensitivity"] = scan.to_dict()
-        run.say(f"  kept in float: {', '.join(float_layers) or 'none (within budget)'}")
+    if float_layers == "auto":
+        float_layers = _auto_float_layers(run, step, model, info)
     if float_layers:
         device["float_layers"] = float_layers
         info["float_layers"] = list(float_layers)
     return device
 
 
+def _auto_float_layers(run: Run, step: Step, model: keras.Model, info: dict) -> list[str]:
+    from tfcompress.quantization import is_quantize_aware
+
+    if is_quantize_aware(model):  # the qat step made the integer model
+        return []
+    from tfcompress.pipeline._measure import file_score
+
+    metric, base = run.metric, run.state["baseline_val_accuracy"]
+    int8 = file_score(model, run.path(".export_int8_check.tflite"), run.fit_ds, metric)
+    worse = metric.worse_by(int8, base)
+    info["int8_validation_worse_by"] = worse
+    if worse <= run.budget + 1e-9:
+        run.say(f"  int8 alone is {worse:.3g} {metric.unit or metric.name} below the baseline "
+                "on the validation data, within the budget: no float layers")
+        return []
+    from tfcompress.debug import sensitivity
+
+    float_worse = metric.worse_by(_training.evaluate(model, run.fit_ds.test, metric), base)
+    room = max(run.budget - float_worse, 0.0)
+    scan = sensitivity(model, run.fit_ds, "quantize", metric=metric)
+    chosen = scan.float_layers(budget=room / (100 if metric.percent else 1))
+    info["sensitivity"] = scan.to_dict()
+    run.say(f"  int8 alone is {worse:.3g} {metric.unit or metric.name} below the baseline on "
+            f"the validation data; kept in float: {', '.join(chosen) or 'none helps'}")
+    return chosen
+
+
 def _description(step: Step, info: dict, search: list | None) -> str:
     description = step.describe()
-    if search is not None:
+    if search is not None and info.get("chosen") is not None:
         chosen = step.with_setting(SEARCHED[step.kind], info["chosen"])
         description = f"{chosen.describe()}, searched"
     if step.kind == "prune" and "sparsity_after" in info:

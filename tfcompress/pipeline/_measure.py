@@ -35,5 +35,22 @@ def measure(model: keras.Model, path: str, mode: str, calib: Dataset, test: Data
             "samples": bench["num_samples"]}
 
 
+def file_score(model: keras.Model, path: str, calib: Dataset, metric: Metric) -> float:
+    """`metric` of `model`'s post-training int8 file (written to `path`, then removed) on the
+    evaluation part of `calib` (the validation data in a run), in LiteRT."""
+    import os
+
+    from tfcompress import _tflite
+    from tfcompress.bench import score
+
+    try:
+        export_file(model, path, "int8", calib)
+        value, _ = score(_tflite.interpreter(path), calib.test, metric)
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+    return value
+
+
 def metric_words(metric: Metric) -> str:
     return "accuracy" if metric.name == "top1" else metric.name

@@ -9,9 +9,19 @@ steps:
   - export: {mode: int8}
 ```
 
-A step may carry `search: {values: [...], objective: size | latency}` to try several values of
-its main setting (sparsity, factorization energy, student channel ratio) and keep the smallest
-or fastest model that stays within the accuracy budget on the validation data.
+A step may carry `search: {values: [...]}` to try several values of its main setting
+(sparsity, factorization energy, student channel ratio) on the validation data. With
+`strategy: backoff` (the built-in recipes'), the values are listed most compressed first and
+the step keeps the most compressed one within its share of the accuracy budget, trying them by
+bisection; with `strategy: all`, every value is tried and the smallest or fastest
+(`objective: size | latency`) within its share is kept. A step none of whose values stays
+within its share is skipped: the model passes through unchanged and the report says why.
+
+The budget is shared: each step that trades accuracy for size or speed (distill, factorize,
+prune) may bring the model, in all, to its share of the budget below the baseline, the shares
+growing step by step to three quarters of the budget; the integer file (qat and export) may
+use the rest. `auto` is not a fixed list: it is made from the model and the data at the start
+of a run (`auto_recipe`), and the report says what it chose and why.
 """
 
 import copy
@@ -56,6 +66,10 @@ STEP_SETTINGS: dict[str, dict[str, Any]] = {
 # The setting a `search` varies, per step kind.
 SEARCHED = {"factorize": "energy", "distill": "channels", "prune": "sparsity"}
 OBJECTIVES = ("size", "latency")
+STRATEGIES = ("all", "backoff")
+TRADING = ("distill", "factorize", "prune")  # the steps that share the budget, in order
+TRADING_SHARE = 0.75  # of the budget, for them; the integer file may use the rest
+AUTO = "auto"  # made from the model and the data when a run starts (pipeline._auto)
 EXPORT_MODES = QUANTIZATION_MODES
 # How a setting is named in progress lines and reports where its key alone is ambiguous.
 _SHOWN = {"channels": "channels removed"}
@@ -211,41 +225,47 @@ MEANINGS: dict[str, dict[str, str]] = {
 
 BUILTIN: dict[str, dict] = {
     # Distill into a copy of the model with fewer channels and, where a convolution is
-    # followed by pooling, a strided convolution instead: the fastest of three widths within
-    # the budget. Then sparsity for the compressed size, QAT and an integer-only export.
+    # followed by pooling, a strided convolution instead; then sparsity for the compressed
+    # size, QAT and an integer-only export. Each searched step keeps its most compressed
+    # value within its share of the budget, or is skipped.
     "default": {
         "name": "default",
         "steps": [
             {"distill": {"channels": 0.5, "fold_pooling": True, "epochs": 12},
-             "search": {"values": [0.75, 0.6, 0.5], "objective": "latency"}},
-            {"prune": {"granularity": "unstructured", "sparsity": 0.5, "epochs": 2}},
+             "search": {"values": [0.5, 0.4, 0.25], "strategy": "backoff"}},
+            {"prune": {"granularity": "unstructured", "epochs": 2},
+             "search": {"values": [0.7, 0.5, 0.3], "strategy": "backoff"}},
             {"qat": {"epochs": 1}},
-            {"export": {"mode": "int8"}},
+            {"export": {"mode": "int8", "float_layers": "auto"}},
         ],
     },
     "quick": {
         "name": "quick",
         "steps": [
-            {"prune": {"granularity": "channel", "sparsity": 0.5, "round_to": 8, "epochs": 2}},
+            {"prune": {"granularity": "channel", "round_to": 8, "epochs": 2},
+             "search": {"values": [0.5, 0.25], "strategy": "backoff"}},
             {"qat": {"epochs": 1}},
-            {"export": {"mode": "int8"}},
+            {"export": {"mode": "int8", "float_layers": "auto"}},
         ],
     },
     "lowrank": {
         "name": "lowrank",
         "steps": [
-            {"factorize": {"rank_ratio": 0.25, "epochs": 1}},
+            {"factorize": {"epochs": 1},
+             "search": {"values": [0.8, 0.9, 0.95], "strategy": "backoff"}},
             {"qat": {"epochs": 1}},
-            {"export": {"mode": "int8"}},
+            {"export": {"mode": "int8", "float_layers": "auto"}},
         ],
     },
     "distill": {
         "name": "distill",
         "steps": [
-            {"distill": {"channels": 0.5, "epochs": 5}},
-            {"prune": {"granularity": "unstructured", "sparsity": 0.5, "epochs": 2}},
+            {"distill": {"channels": 0.5, "epochs": 5},
+             "search": {"values": [0.5, 0.25], "strategy": "backoff"}},
+            {"prune": {"granularity": "unstructured", "epochs": 2},
+             "search": {"values": [0.5, 0.3], "strategy": "backoff"}},
             {"qat": {"epochs": 1}},
-            {"export": {"mode": "int8"}},
+            {"export": {"mode": "int8", "float_layers": "auto"}},
         ],
     },
 }
@@ -257,6 +277,7 @@ class Search:
 
     values: tuple
     objective: str = "size"
+    strategy: str = "all"
 
     def __post_init__(self):
         if not self.values:
@@ -264,6 +285,9 @@ class Search:
         if self.objective not in OBJECTIVES:
             raise ValueError(
                 f"search.objective must be one of {OBJECTIVES}, got {self.objective!r}.")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"search.strategy must be one of {STRATEGIES}, got {self.strategy!r}.")
 
 
 @dataclass(frozen=True)
@@ -340,6 +364,8 @@ class Step:
         if self.search is not None:
             out["search"] = {"values": list(self.search.values),
                              "objective": self.search.objective}
+            if self.search.strategy != "all":
+                out["search"]["strategy"] = self.search.strategy
         return out
 
     def describe(self) -> str:
@@ -358,6 +384,7 @@ class Recipe:
 
     name: str
     steps: tuple[Step, ...]
+    choices: tuple[str, ...] = ()  # why `auto` made these steps (said in the report)
 
     def __post_init__(self):
         if not self.steps:
@@ -366,12 +393,15 @@ class Recipe:
         if "export" in kinds[:-1]:
             raise ValueError("export must be the last step of a recipe.")
         export = self.steps[-1] if kinds[-1] == "export" else None
-        if export is not None and export.get("float_layers") is not None:
-            if export.get("mode") != "int8" or "qat" in kinds:
+        float_layers = None if export is None else export.get("float_layers")
+        if float_layers is not None:
+            # `auto` applies only where int8 alone misses the budget, and with a qat step
+            # only when that step was skipped (its model is then float).
+            if export.get("mode") != "int8" or ("qat" in kinds and float_layers != "auto"):
                 raise ValueError(
                     "export float_layers keeps layers float in a post-training int8 export: it "
-                    "needs mode int8 and no qat step (with a qat step, give float_layers to "
-                    "the qat step).")
+                    "needs mode int8, and a list of layers needs no qat step (with a qat step, "
+                    "give float_layers to the qat step, or use auto).")
         if "qat" in kinds:
             after = kinds[kinds.index("qat") + 1:]
             if any(k != "export" for k in after):
@@ -404,10 +434,31 @@ class Recipe:
                 steps.append(Step(kinds[0], dict(settings), _search(search)))
             except ValueError as e:
                 raise ValueError(f"Recipe step {i + 1}: {e}") from None
-        return cls(str(config.get("name", "custom")), tuple(steps))
+        return cls(str(config.get("name", "custom")), tuple(steps),
+                   tuple(str(c) for c in config.get("choices") or ()))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "steps": [s.to_dict() for s in self.steps]}
+        out: dict = {"name": self.name, "steps": [s.to_dict() for s in self.steps]}
+        if self.choices:
+            out["choices"] = list(self.choices)
+        return out
+
+    def share(self, index: int) -> float:
+        """The share of the budget the model may have used, in all, after step `index`
+        (1-based): the steps that trade accuracy for size or speed split `TRADING_SHARE` of
+        it, growing step by step; the quantization steps and any other may use all of it."""
+        trading = [i for i, s in enumerate(self.steps, 1) if s.kind in TRADING]
+        if index not in trading:
+            return 1.0
+        integer = any(s.kind == "qat" or (s.kind == "export" and s.get("mode") in (
+            "int8", "int16x8")) for s in self.steps)
+        room = TRADING_SHARE if integer else 1.0
+        return room * (trading.index(index) + 1) / len(trading)
+
+    @property
+    def is_auto(self) -> bool:
+        """True for the `auto` placeholder, which a run replaces with `auto_recipe`'s."""
+        return self == AUTO_PLACEHOLDER
 
     def device_limits(self) -> dict | None:
         """`{"max_flash": ..., "max_ram": ...}` when the export step targets a
@@ -419,19 +470,23 @@ class Recipe:
         return limits if any(v is not None for v in limits.values()) else None
 
 
+AUTO_PLACEHOLDER = Recipe(AUTO, (Step("export", {"mode": "int8", "float_layers": "auto"}),))
+
+
 def _search(config: Any) -> Search | None:
     if config is None:
         return None
-    example = "e.g. search: {values: [0.5, 0.6], objective: size}"
+    example = "e.g. search: {values: [0.6, 0.5], strategy: backoff}"
     if not isinstance(config, dict):
         raise ValueError(f"search must be a mapping, {example}; got {config!r}.")
-    unknown = set(config) - {"values", "objective"}
+    unknown = set(config) - {"values", "objective", "strategy"}
     if unknown:
         raise ValueError(f"search has no setting {sorted(unknown)[0]!r}; {example}.")
     values = config.get("values", ())
     if not isinstance(values, (list, tuple)):
         raise ValueError(f"search.values must be a list, {example}; got {values!r}.")
-    return Search(tuple(values), config.get("objective", "size"))
+    return Search(tuple(values), config.get("objective", "size"),
+                  config.get("strategy", "all"))
 
 
 class _AliasError(ValueError):
@@ -463,9 +518,11 @@ def load_recipe(recipe: "str | os.PathLike | dict | Recipe | None") -> Recipe:
         ValueError: For an unknown name, an unreadable file or an invalid recipe.
     """
     if recipe is None:
-        recipe = "default"
+        recipe = AUTO
     if isinstance(recipe, Recipe):
         return recipe
+    if recipe == AUTO:  # a placeholder until the run sees the model and the data
+        return AUTO_PLACEHOLDER
     if isinstance(recipe, dict):
         return Recipe.from_dict(copy.deepcopy(recipe))
     text = os.fspath(recipe)
@@ -473,7 +530,7 @@ def load_recipe(recipe: "str | os.PathLike | dict | Recipe | None") -> Recipe:
         return Recipe.from_dict(copy.deepcopy(BUILTIN[text]))
     if not os.path.isfile(text):
         raise ValueError(
-            f"Recipe {text!r} is neither a built-in name ({', '.join(sorted(BUILTIN))}) nor a "
+            f"Recipe {text!r} is neither a built-in name ({', '.join(names())}) nor a "
             "file. Pass a .yaml or .json recipe file."
         )
     if os.path.getsize(text) > MAX_RECIPE_BYTES:
@@ -498,6 +555,11 @@ def load_recipe(recipe: "str | os.PathLike | dict | Recipe | None") -> Recipe:
     return recipe_obj
 
 
+def names() -> list[str]:
+    """The built-in recipe names, `auto` first."""
+    return [AUTO, *sorted(BUILTIN)]
+
+
 def settings_table(kind: str | None = None) -> list[dict[str, Any]]:
     """Every setting a step takes (of one step `kind`, or of all): its default, the values it
     allows and what it does, as the recipe checks read them. The command line's `tfcompress
@@ -515,6 +577,10 @@ def builtin_yaml(name: str) -> str:
     """A built-in recipe as YAML, ready to edit and pass back as a recipe file."""
     import yaml
 
+    if name == AUTO:
+        raise ValueError("auto has no fixed steps: a run makes them from its model and data and "
+                         "writes them, with the reasons, under 'recipe' in its report.json "
+                         "(save that part as a .yaml file to run it again as it is).")
     if name not in BUILTIN:
-        raise ValueError(f"Unknown recipe {name!r}; the built-in ones are {sorted(BUILTIN)}.")
+        raise ValueError(f"Unknown recipe {name!r}; the built-in ones are {names()}.")
     return yaml.safe_dump(BUILTIN[name], sort_keys=False, default_flow_style=None, width=96)

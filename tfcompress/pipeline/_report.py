@@ -45,6 +45,8 @@ def markdown(result: Any) -> str:
     else:
         lines.append(f"It {verdict} the budget: {m.name} at most {result.max_accuracy_drop:g} "
                      f"{'below' if m.higher else 'above'} the baseline.")
+    for choice in result.recipe.get("choices") or ():
+        lines.append(f"The `{result.recipe['name']}` recipe chose: {choice}.")
     for r in result.steps:
         if r.search:
             key = next(k for k in r.search[0] if k not in (

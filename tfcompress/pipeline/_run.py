@@ -30,7 +30,7 @@ def _stderr_lines(text: str) -> None:
 def compress(
     model: "keras.Model | str | os.PathLike",
     data: Any,
-    recipe: "str | os.PathLike | dict | Recipe | None" = "default",
+    recipe: "str | os.PathLike | dict | Recipe | None" = "auto",
     out_dir: "str | os.PathLike" = "tfcompress-out",
     *,
     val: Any = None,
@@ -69,8 +69,10 @@ def compress(
             `keras.utils.PyDataset`, a function returning batches; then `val` is needed).
             Without `test`, its test part gives the reported figures and its training part
             trains.
-        recipe: A built-in name (`default`, `quick`, `lowrank`, `distill`), a YAML/JSON file, a
-            dict or a `Recipe`. Defaults to `"default"`.
+        recipe: A built-in name (`auto`, `default`, `quick`, `lowrank`, `distill`), a
+            YAML/JSON file, a dict or a `Recipe`. Defaults to `"auto"`: steps chosen from the
+            model and the data, each within its share of the budget (the report says which
+            and why).
         out_dir: Output folder (created). Defaults to `"tfcompress-out"`.
         val: Validation data for searches: a loader source, a `Dataset` (both its parts) or
             an `(x, y)` tuple. Defaults to `None`: 10 % of the training images (stratified,
@@ -130,8 +132,12 @@ def compress(
     if distribute is not None:
         sources["train"] += (f", on {devices} device{'s' if devices > 1 else ''} "
                              f"({type(_distribute.strategy(distribute)).__name__})")
-    _check_steps_apply(plan, model)
     _training.check_metric_fits(model, fit_ds.test, metric)
+    if plan.is_auto:  # made from this model and these data
+        from tfcompress.pipeline._auto import auto_recipe
+
+        plan = auto_recipe(model, fit_ds, batch_size)
+    _check_steps_apply(plan, model)
     notes = [] if not (is_stream(data) and test is None) else [
         "no test data was given with a training stream, so the validation data also gives "
         "the reported figures, after the searches chose on it: pass test= (--test) for "
@@ -201,6 +207,8 @@ def _run(run: Run, model: keras.Model) -> PipelineResult:
     """The run itself, in a locked folder: the baseline once, then every step not completed
     yet, then the side-by-side timing and the reports."""
     run.load_state()
+    for choice in run.plan.choices:
+        run.say(f"{run.plan.name}: {choice}")
     if run.state.get("baseline") is None:
         measure_baseline(run, model)
     baseline = StepRecord(**run.state["baseline"])

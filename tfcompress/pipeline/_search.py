@@ -1,8 +1,12 @@
-"""A step's search: each value tried on the validation data, the best within the budget (and
-the device's flash and RAM) kept, ranked by size or by latency timed side by side."""
+"""A step's search on the validation data: back-off (bisection from the most compressed value
+towards none) or every value ranked by size or by latency timed side by side; only values
+within the step's share of the budget (and the device's flash and RAM) can be kept, and a
+step with none is skipped."""
 
+import math
 import os
 import time
+from typing import Any
 
 import keras
 import numpy as np
@@ -16,59 +20,141 @@ from tfcompress.pipeline._state import Run
 
 def search(run: Run, step: Step, model: keras.Model, index: int
            ) -> tuple[_steps.Outcome, list]:
-    """Tries each searched value; keeps the best within budget on the validation data (and,
-    with the recipe's device limits, within the microcontroller's flash and RAM)."""
-    fit_ds, budget, metric, say, runs = run.fit_ds, run.budget, run.metric, run.say, run.runs
+    """Tries the searched values on the validation data and keeps, among those within the
+    step's share of the budget (and, with the recipe's device limits, within the
+    microcontroller's flash and RAM), the most compressed (`backoff`: values listed most
+    compressed first, tried by bisection) or the smallest or fastest (`all`). When none is
+    within, the outcome is the model unchanged, skipped, with the reason."""
+    if step.search.strategy == "backoff":
+        return _backoff(run, step, model, index)
+    return _all(run, step, model, index)
+
+
+def _try(run: Run, step: Step, model: keras.Model, index: int, value: Any, n: int,
+         total: str, started: float) -> tuple:
+    """One searched value: its outcome, validation score, whether it is within the step's
+    share, and the int8 file (None unless the device limits or an objective need it)."""
+    key = SEARCHED[step.kind]
+    left = ""
+    if n:
+        each = (time.perf_counter() - started) / n
+        left = f", about {each:.0f} s per value"
+    run.say(f"  trying {shown_name(key)}={value} ({n + 1} of {total}{left})")
+    outcome = _steps.run(step.with_setting(key, value), model, run.fit_ds, run.batch_size,
+                         run.verbose, run.safe_mode, run.metric)
+    val = _training.evaluate(outcome.model, run.fit_ds.test, run.metric)
+    limit = run.limit(index)
+    ok = outcome.skipped is None and run.metric.worse_by(
+        val, run.state["baseline_val_accuracy"]) <= limit + 1e-9
+    return outcome, val, ok
+
+
+def _backoff(run: Run, step: Step, model: keras.Model, index: int
+             ) -> tuple[_steps.Outcome, list]:
+    key, values = SEARCHED[step.kind], list(step.search.values)
+    plan_limits = run.plan.device_limits()
+    tried: dict[int, tuple] = {}
+    lo, hi = 0, len(values) - 1  # the most compressed value within lies in [lo, hi]
+    best = None
+    started = time.perf_counter()
+    total = f"at most {max(1, math.ceil(math.log2(len(values) + 1)))}"
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        outcome, val, ok = _try(run, step, model, index, values[mid], len(tried), total,
+                                started)
+        fits = None
+        if ok and plan_limits:
+            path = export_file(outcome.model, run.path(
+                f"{index:02d}_{step.kind}_search_{values[mid]}.tflite"), "int8", run.fit_ds)
+            fits = fits_device(path, plan_limits)
+            os.remove(path)
+            ok = fits is None
+        tried[mid] = (val, ok, fits)
+        _say_tried(run, key, values[mid], val, ok, index, fits, plan_limits)
+        if ok:
+            best, hi = (mid, outcome), mid - 1
+        else:
+            lo = mid + 1
+    rows = []
+    for i in sorted(tried):
+        val, ok, fits = tried[i]
+        row = {key: values[i], "val_accuracy": val, "within_budget": ok,
+               "chosen": best is not None and i == best[0]}
+        if plan_limits:
+            row["fits_device"] = fits is None
+        rows.append(row)
+    if best is None:
+        return _none_within(run, step, model, index), rows
+    outcome = best[1]
+    outcome.info = {**outcome.info, "searched": key, "chosen": values[best[0]]}
+    return outcome, rows
+
+
+def _all(run: Run, step: Step, model: keras.Model, index: int
+         ) -> tuple[_steps.Outcome, list]:
+    fit_ds, runs = run.fit_ds, run.runs
     plan_limits = run.plan.device_limits()
     key = SEARCHED[step.kind]
-    base_val = run.state["baseline_val_accuracy"]
     candidates = []
     started = time.perf_counter()
     for n, value in enumerate(step.search.values):
-        left = ""
-        if n:
-            each = (time.perf_counter() - started) / n
-            left = f", about {each * (len(step.search.values) - n):.0f} s left for the search"
-        say(f"  trying {shown_name(key)}={value} ({n + 1} of {len(step.search.values)}{left})")
-        outcome = _steps.run(step.with_setting(key, value), model, fit_ds, run.batch_size,
-                             run.verbose, run.safe_mode, metric)
-        val_acc = _training.evaluate(outcome.model, fit_ds.test, metric)
+        outcome, val, ok = _try(run, step, model, index, value, n,
+                                str(len(step.search.values)), started)
         path = export_file(outcome.model, run.path(f"{index:02d}_{step.kind}_search_{value}"
                                                    ".tflite"), "int8", fit_ds)
         fits = fits_device(path, plan_limits)
-        candidates.append((value, outcome, val_acc, path, fits))
+        candidates.append((value, outcome, val, ok and fits is None, path, fits))
     if step.search.objective == "latency":  # side by side: a passing load hits all alike
         from tfcompress.bench import time_side_by_side
 
-        times = time_side_by_side([c[3] for c in candidates], fit_ds, runs=max(20, runs // 2))
+        times = time_side_by_side([c[4] for c in candidates], fit_ds, runs=max(20, runs // 2))
         objectives = [float(np.percentile(t, 50)) for t in times]
     else:
-        objectives = [os.path.getsize(c[3]) for c in candidates]
+        objectives = [os.path.getsize(c[4]) for c in candidates]
     tried = []
     best = None
-    for (value, outcome, val_acc, path, fits), objective in zip(candidates, objectives,
-                                                                strict=True):
+    for (value, outcome, val, ok, path, fits), objective in zip(candidates, objectives,
+                                                                 strict=True):
         os.remove(path)
-        ok = metric.worse_by(val_acc, base_val) <= budget + 1e-9 and fits is None
-        row = {key: value, "val_accuracy": val_acc, "within_budget": ok,
+        row = {key: value, "val_accuracy": val, "within_budget": ok,
                step.search.objective: objective}
         if plan_limits:
             row["fits_device"] = fits is None
         tried.append(row)
-        device = "" if not plan_limits else (", fits the device" if fits is None else
-                                             f", does not fit the device: {fits}")
-        say(f"  search {shown_name(key)}={value}: validation {metric_words(metric)} "
-            f"{metric.format(val_acc)} "
-            f"({'within' if ok else 'outside'} budget), {step.search.objective} {objective:.4g}"
-            f"{device}")
-        rank = (not ok, objective if ok else metric.worse_by(val_acc, base_val))
-        if best is None or rank < best[0]:
-            best = (rank, value, outcome)
-    _, value, outcome = best
+        _say_tried(run, key, value, val, ok, index, fits, plan_limits,
+                   f", {step.search.objective} {objective:.4g}")
+        if ok and (best is None or objective < best[0]):
+            best = (objective, value, outcome)
     for row in tried:
-        row["chosen"] = row[key] == value
+        row["chosen"] = best is not None and row[key] == best[1]
+    if best is None:
+        return _none_within(run, step, model, index), tried
+    _, value, outcome = best
     outcome.info = {**outcome.info, "searched": key, "chosen": value}
     return outcome, tried
+
+
+def _say_tried(run: Run, key: str, value: Any, val: float, ok: bool, index: int,
+               fits: str | None, plan_limits: dict | None, extra: str = "") -> None:
+    device = "" if not plan_limits else (", fits the device" if fits is None else
+                                         f", does not fit the device: {fits}")
+    worse = run.metric.worse_by(val, run.state["baseline_val_accuracy"])
+    run.say(f"  search {shown_name(key)}={value}: validation {metric_words(run.metric)} "
+            f"{run.metric.format(val)} ({_points(run, worse)} worse; "
+            f"{'within' if ok else 'outside'} the step's share, "
+            f"{_points(run, run.limit(index))}){extra}{device}")
+
+
+def _points(run: Run, value: float) -> str:
+    return f"{value:.3g} {run.metric.unit or run.metric.name}"
+
+
+def _none_within(run: Run, step: Step, model: keras.Model, index: int) -> _steps.Outcome:
+    key = SEARCHED[step.kind]
+    reason = (f"no value of {shown_name(key)} keeps the model within this step's share of the "
+              f"budget ({_points(run, run.limit(index))} below the baseline on the "
+              "validation data)")
+    return _steps.Outcome(model, {"searched": key, "chosen": None}, skipped=reason)
 
 
 def fits_device(path: str, limits: dict | None) -> str | None:

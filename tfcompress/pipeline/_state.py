@@ -78,6 +78,11 @@ class Run:
     def path(self, name: str) -> str:
         return os.path.join(self.out, name)
 
+    def limit(self, index: int) -> float:
+        """How far below the baseline (in the metric's display units) the model may be on the
+        validation data after step `index`: its share of the budget."""
+        return self.budget * self.plan.share(index)
+
 
 def is_run_output(name: str) -> bool:
     """True for the file names a run writes in its output folder."""
