@@ -132,6 +132,8 @@ def benchmark(
     summary = _tflite.summarize(interp if target != "tflm" else _tflite.interpreter(content))
     inp = interp.get_input_details()[0]
 
+    if isinstance(data, (str, os.PathLike)):
+        preprocessing = _preprocessing_for(content, preprocessing, Path(path).name)
     source = None if data is None else _load_as_input(data, inp, preprocessing)
     part = None if source is None else (
         source.part(split) if isinstance(source, Dataset) else as_part(source))
@@ -273,6 +275,29 @@ def _check_classes(top: int | None, classes: int) -> None:
         raise ValueError(
             f"The data has labels up to {top}, but the model has {classes} outputs "
             f"(classes 0..{classes - 1}). Pass the data the model was trained on.")
+
+
+def _preprocessing_for(content: bytes, asked: Any, name: str) -> Any:
+    """The range images are fed to a file in: as asked, else as its TFLite metadata says
+    (None: the loader's [0, 1]). Warns when what is asked contradicts the metadata."""
+    from tfcompress import _metadata
+    from tfcompress.data._preprocess import as_preprocessing
+
+    meta = _metadata.read(content)
+    recorded = meta.preprocessing() if meta is not None else None
+    asked = as_preprocessing(asked)
+    if asked is None:
+        return recorded
+    if recorded is not None and asked != recorded and (
+            _metadata.normalization(asked) != _metadata.normalization(recorded)):
+        import warnings
+
+        warnings.warn(
+            f"The images are scaled to {asked.input_range} as asked (--input-range), but "
+            f"{name}'s metadata says it takes {recorded.describe()}: its figures will be for "
+            "images in another range. Leave --input-range out to follow the file.",
+            stacklevel=3)
+    return asked
 
 
 def _load_as_input(data: Any, detail: dict, preprocessing: Any = None) -> Any:

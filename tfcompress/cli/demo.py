@@ -13,7 +13,7 @@ from tfcompress.cli._common import FloatRange, data_help, say, user_errors
 @click.option("--data", default="mnist", show_default=True, help=data_help)
 @click.option("--epochs", default=5, show_default=True, type=click.IntRange(1),
               help="Training epochs of the reference CNN.")
-@click.option("--recipe", default="auto", show_default=True,
+@click.option("--recipe", default="default", show_default=True,
               help="A built-in recipe (auto: chosen from the model and the data; default, "
                    "quick, lowrank, distill; `tfcompress recipes` lists them) or a .yaml/.json "
                    "file.")

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tfcompress import _io, _legacy, _loading, _options, _targets, _tflite
+from tfcompress import _io, _legacy, _loading, _metadata, _options, _targets, _tflite
 from tfcompress._targets import Target
 from tfcompress.data import Dataset
 from tfcompress.export._convert import (
@@ -134,16 +134,18 @@ def to_tflite(
     os.makedirs(workdir, exist_ok=True)
     content = convert(model, quantization, calib, integer_io, workdir,
                       batch=fixed_batch(model, spec), float_layers=float_layers)
-    summary = _tflite.summarize(_tflite.interpreter(content))
-    float_ops = check_float_ops(model, summary, quantization, float_layers, allow_float)
-    device = _device(spec)
-    measured = None if device is None else device.measure(content, max_flash, max_ram, summary)
-    agrees, samples = None, 0
     check = verify_data if verify_data is not None else representative_data
-    if check is not None and not isinstance(model, str):
-        agrees, samples = agreement(model, content, check, spec)
     names = class_names if class_names is not None or not isinstance(check, Dataset) \
         else check.class_names
+    device = _device(spec)
+    content = _metadata.add(content, file_preprocessing(model, preprocessing, check), names,
+                            _channels(model), pack_labels=device is None)
+    summary = _tflite.summarize(_tflite.interpreter(content))
+    float_ops = check_float_ops(model, summary, quantization, float_layers, allow_float)
+    measured = None if device is None else device.measure(content, max_flash, max_ram, summary)
+    agrees, samples = None, 0
+    if check is not None and not isinstance(model, str):
+        agrees, samples = agreement(model, content, check, spec)
     measured = _write(path, content, device, measured, summary, names)
     return ExportReport(
         path=os.fspath(path), quantization=quantization, size_bytes=len(content),
@@ -278,6 +280,34 @@ def _check_quantize_aware(model: Any, quantization: str, allow_float: bool, floa
             "quantization-aware model keeps the layers it was built with in float: "
             "quantize_aware(model, float_layers=[...]).")
     return learned, (float_layer_names(model) if qat and quantization == "int8" else [])
+
+
+def file_preprocessing(model: Any, preprocessing: Any, data: Any) -> Any:
+    """What the file's metadata records as its input normalization: `preprocessing` when
+    given, else the data's (a loaded `Dataset`: the range it was read in), else the model's
+    first `Rescaling`/`Normalization`; None when none of them says (arrays of unknown range
+    and a model with no such layer)."""
+    from tfcompress.data import Preprocessing
+    from tfcompress.data._preprocess import as_preprocessing
+
+    asked = as_preprocessing(preprocessing)
+    if asked is not None:
+        return asked
+    if isinstance(data, Dataset) and data.preprocessing is not None:
+        return data.preprocessing
+    if not isinstance(model, str):
+        found = Preprocessing.from_model(model)
+        if found is not None:
+            return found
+    if isinstance(data, Dataset) and data.preprocessing is None and data.name in (
+            "mnist", "shapes"):
+        return Preprocessing("0-1", source="the built-in set's [0, 1] images")
+    return None
+
+
+def _channels(model: Any) -> int:
+    shape = getattr(model, "inputs", None) and tuple(model.inputs[0].shape)
+    return int(shape[-1]) if shape and len(shape) == 4 and shape[-1] else 3
 
 
 def _device(spec: Target) -> Any:
