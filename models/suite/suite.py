@@ -283,11 +283,19 @@ def compress_task(name: str, folder: Path, recipe: str) -> dict:
 
 
 def _commit() -> str:
+    """The commit of the code this process runs (read once, when first asked)."""
+    if _COMMIT:
+        return _COMMIT[0]
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_package_dir(),
-                              capture_output=True, text=True, check=True).stdout.strip()
+        found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_package_dir(),
+                               capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        found = "unknown"
+    _COMMIT.append(found)
+    return found
+
+
+_COMMIT: list[str] = []
 
 
 def _package_dir() -> str:
@@ -334,6 +342,7 @@ def main() -> None:
     parser.add_argument("--train-only", action="store_true")
     args = parser.parse_args()
     work = Path(args.work)
+    _commit()
     results_path = HERE / "results.json"
     for name in args.tasks:
         folder = prepare(name, work)

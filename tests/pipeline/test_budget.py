@@ -101,7 +101,7 @@ def test_qat_that_loses_gives_way_to_post_training_int8(trained_cnn, small, tmp_
     result = compress(trained_cnn, small, recipe, tmp_path, runs=3)
     qat = result.steps[0]
     assert qat.skipped and "post-training int8" in qat.skipped
-    assert qat.info["post_training_worse_by"] < qat.info["validation_worse_by"]
+    assert qat.info["post_training_worse_by"] < qat.info["file_worse_by"]
     assert result.meets_budget and result.final.accuracy > 0.9
 
 

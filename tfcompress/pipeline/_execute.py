@@ -156,23 +156,28 @@ def _transform(run: Run, index: int, step: Step, current: keras.Model
 
 def _qat_or_post_training(run: Run, index: int, current: keras.Model, outcome: Any,
                           worse: float) -> tuple[keras.Model, dict, str | None, None]:
-    """QAT left the model outside the budget on the validation data: the step keeps it only
-    if post-training int8 of the model before it does no better."""
+    """The QAT model scored outside the budget on the validation data: its int8 file is
+    scored (what gets shipped), and the step keeps it unless post-training int8 of the model
+    before it does better."""
     from tfcompress.pipeline._measure import file_score
 
-    unit = run.metric.unit or run.metric.name
-    ptq = file_score(current, run.path(f".{index:02d}_post_training.tflite"), run.fit_ds,
-                     run.metric)
-    ptq_worse = run.metric.worse_by(ptq, run.state["baseline_val_accuracy"])
-    info = {**outcome.info, "post_training_worse_by": ptq_worse}
-    if ptq_worse < worse:
+    unit, base = run.metric.unit or run.metric.name, run.state["baseline_val_accuracy"]
+    qat = run.metric.worse_by(file_score(outcome.model, run.path(
+        f".{index:02d}_qat_check.tflite"), run.fit_ds, run.metric), base)
+    info = {**outcome.info, "file_worse_by": qat}
+    if qat <= run.limit(index) + 1e-9:
+        return outcome.model, info, None, None
+    ptq = run.metric.worse_by(file_score(current, run.path(
+        f".{index:02d}_post_training.tflite"), run.fit_ds, run.metric), base)
+    info["post_training_worse_by"] = ptq
+    if ptq < qat:
         return current, info, (
-            f"quantization-aware training left the model {worse:.3g} {unit} below the "
-            f"baseline on the validation data, post-training int8 {ptq_worse:.3g}: the export "
+            f"quantization-aware training left the int8 file {qat:.3g} {unit} below the "
+            f"baseline on the validation data, post-training int8 {ptq:.3g}: the export "
             "quantizes after training instead"), None
-    run.warn(f"step {index} (qat) leaves the model {worse:.3g} {unit} below the baseline on "
+    run.warn(f"step {index} (qat) leaves the int8 file {qat:.3g} {unit} below the baseline on "
              f"the validation data, over the budget; post-training int8 does no better "
-             f"({ptq_worse:.3g}), so it was kept.")
+             f"({ptq:.3g}), so it was kept.")
     return outcome.model, info, None, None
 
 
