@@ -182,6 +182,52 @@ class StopOnNonFinite(keras.callbacks.Callback):
             )
 
 
+class BestOnValidation(keras.callbacks.Callback):
+    """Scores the model on validation data after every epoch from `first_epoch` (1-based;
+    0 also counts the weights training started from), puts back the weights of the best
+    epoch when training ends, and stops after `patience` epochs without a better score.
+
+    For fine-tuning on few images: the last epoch is often not the best one. Weights only
+    (the optimizer's state is not restored); the model's structure must not change during
+    training (for pruning, count from the epoch its sparsity stops rising)."""
+
+    def __init__(self, data, metric=None, first_epoch: int = 1, patience: int | None = 3):
+        super().__init__()
+        from tfcompress.metrics import as_metric
+
+        self.data, self.metric = data, as_metric(metric)
+        self.first_epoch, self.patience = first_epoch, patience
+        self.best = self.best_epoch = self._weights = None
+        self.scores: list[tuple[int, float]] = []
+
+    def _consider(self, epoch: int) -> None:
+        score = evaluate(self.model, self.data, self.metric)
+        self.scores.append((epoch, score))
+        if self.best is None or self.metric.worse_by(self.best, score) > 0:
+            self.best, self.best_epoch = score, epoch
+            self._weights = self.model.get_weights()
+        elif self.patience is not None and epoch - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_begin(self, logs=None):
+        self.best = self.best_epoch = self._weights = None
+        self.scores = []
+        if self.first_epoch == 0:
+            self._consider(0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= max(self.first_epoch, 1):
+            self._consider(epoch + 1)
+
+    def on_train_end(self, logs=None):
+        if self._weights is not None:
+            self.model.set_weights(self._weights)
+
+    def to_dict(self) -> dict:
+        return {"best_epoch": self.best_epoch, "epochs_scored": len(self.scores),
+                "validation_scores": [round(float(s), 6) for _, s in self.scores]}
+
+
 def fit(model: keras.Model, data, *, batch_size: int = 64, callbacks=None, **kwargs):
     """`model.fit` on `data` (a `Part`: arrays, a folder's files or a stream, read batch by
     batch) that stops on a non-finite loss and refuses a model whose weights end up

@@ -128,3 +128,30 @@ def test_auto_chooses_from_the_model_and_the_data(trained_cnn, small):
     assert any("no channel pruning" in c for c in tiny_plan.choices)
     # The plan is a recipe like any other: it survives a report's round trip.
     assert Recipe.from_dict(plan.to_dict()) == plan
+
+
+def test_fine_tuning_keeps_its_best_epoch_and_stops_when_it_stops_improving(trained_cnn,
+                                                                           small):
+    from tfcompress import _training
+
+    model = _training.copy_model(trained_cnn)
+    model.compile(keras.optimizers.SGD(20.0), "sparse_categorical_crossentropy")
+    before = _training.evaluate(model, (small.x_test, small.y_test))
+    best = _training.BestOnValidation((small.x_test, small.y_test), "top1", first_epoch=0,
+                                      patience=2)
+    _training.fit(model, (small.x_train[:256], small.y_train[:256]), epochs=10,
+                  callbacks=[best])
+    # The learning rate wrecks the model; the weights it started from are put back.
+    assert best.best_epoch == 0 and len(best.scores) <= 3  # stopped after 2 worse epochs
+    assert min(s for _, s in best.scores[1:]) < before - 0.3
+    assert _training.evaluate(model, (small.x_test, small.y_test)) == before
+
+
+def test_a_pruning_step_restores_only_epochs_at_its_final_sparsity(trained_cnn, small,
+                                                                   tmp_path):
+    recipe = {"steps": [{"prune": {"granularity": "unstructured", "sparsity": 0.6,
+                                   "epochs": 5}}]}
+    result = compress(trained_cnn, small, recipe, tmp_path, runs=3)
+    tuning = result.steps[0].info["fine_tuning"]
+    assert tuning["best_epoch"] >= 4 and tuning["epochs_scored"] >= 1  # after the ramp
+    assert "reached sparsity 0.6" in result.steps[0].description

@@ -10,6 +10,23 @@ from tfcompress import _training
 from tfcompress.data import Dataset
 from tfcompress.pipeline._recipe import Step
 
+# Fine-tuning keeps the weights of its best epoch on the validation data and stops after
+# PATIENCE epochs without a better one (measured on models/suite; see its results).
+RESTORE_BEST = True
+PATIENCE = 3
+
+
+def _best(ds: Dataset, metric: Any, first_epoch: int) -> list:
+    """The callbacks that keep a fine-tuning's best epoch on the validation data (`ds.test`
+    inside the pipeline), or none when that is turned off."""
+    if not RESTORE_BEST:
+        return []
+    return [_training.BestOnValidation(ds.test, metric, first_epoch, PATIENCE)]
+
+
+def _fine_tuning(callbacks: list) -> dict:
+    return {"fine_tuning": callbacks[0].to_dict()} if callbacks else {}
+
 
 @dataclass
 class Outcome:
@@ -26,7 +43,7 @@ def run(step: Step, model: keras.Model, ds: Dataset, batch_size: int, verbose: i
     data `ds.test` (the validation split inside the pipeline); `safe_mode` is Keras' safe
     mode for a student loaded from a file; `metric` scores the sensitivity scans."""
     if step.kind == "factorize":
-        return _factorize(step, model, ds, batch_size, verbose)
+        return _factorize(step, model, ds, batch_size, verbose, metric)
     if step.kind == "distill":
         return _distill(step, model, ds, batch_size, verbose, safe_mode)
     if step.kind == "prune":
@@ -39,10 +56,12 @@ def run(step: Step, model: keras.Model, ds: Dataset, batch_size: int, verbose: i
             scan = _scan(model, ds, "quantize", metric=metric)
             float_layers = scan.float_layers()
             info["sensitivity"] = scan.to_dict()
+        best = _best(ds, metric, 1)
         q, result = train_quantized(model, ds, epochs=step.get("epochs"), batch_size=batch_size,
                                     learning_rate=step.get("learning_rate"), verbose=verbose,
-                                    float_layers=float_layers or None)
-        return Outcome(q, {**result.to_dict(), "float_layers": list(float_layers or []), **info})
+                                    float_layers=float_layers or None, callbacks=best)
+        return Outcome(q, {**result.to_dict(), "float_layers": list(float_layers or []), **info,
+                           **_fine_tuning(best)})
     raise ValueError(f"Step {step.kind!r} is not a training step.")
 
 
@@ -55,7 +74,7 @@ def _scan(model: keras.Model, ds: Dataset, technique: str, amount: float | None 
 
 
 def _factorize(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
-               verbose: int) -> Outcome:
+               verbose: int, metric: Any = None) -> Outcome:
     from tfcompress.lowrank import factorize
 
     rank_ratio, energy = step.get("rank_ratio"), step.get("energy")
@@ -68,10 +87,11 @@ def _factorize(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
         return Outcome(model, report.to_dict(),
                        skipped="no layer gets smaller at this rank (see the report)")
     _training.compile_like(new, model, step.get("learning_rate"))
+    best = _best(ds, metric, 0) if step.get("epochs") else []
     if step.get("epochs"):
         _training.fit(new, ds.train, epochs=step.get("epochs"),
-                      batch_size=batch_size, verbose=verbose)
-    return Outcome(new, report.to_dict())
+                      batch_size=batch_size, verbose=verbose, callbacks=best)
+    return Outcome(new, {**report.to_dict(), **_fine_tuning(best)})
 
 
 def _distill(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
@@ -110,14 +130,22 @@ def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
         layer_sparsity = scan.sparsities(target, by="macs" if granularity == "channel"
                                          else "weights")
         info = {"sensitivity": scan.to_dict(), "layer_sparsity": layer_sparsity}
+    import math
+
+    from tfcompress.pruning._finetune import RAMP_FRACTION
+
+    # Weights can be put back only from epochs wholly at the final sparsity (after the
+    # ramp's last mask update), so that they carry the final masks.
+    epochs = step.get("epochs")
+    best = _best(ds, metric, min(epochs, math.floor(RAMP_FRACTION * epochs) + 1))
     pruned, result = prune(model, ds, sparsity=step.get("sparsity"), granularity=granularity,
                            layer_sparsity=layer_sparsity,
                            scope=step.get("scope"), epochs=step.get("epochs"),
                            batch_size=batch_size, criterion=step.get("criterion"),
                            round_to=step.get("round_to"),
                            shrink=granularity == "channel" and step.get("shrink"),
-                           verbose=verbose)
-    result_info = {**result.to_dict(), **info}
+                           verbose=verbose, callbacks=best)
+    result_info = {**result.to_dict(), **info, **_fine_tuning(best)}
     target = step.get("sparsity")
     if granularity != "channel" and target is not None and result.sparsity_after < target - 0.02:
         raise ValueError(
@@ -128,6 +156,9 @@ def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
         lr = getattr(pruned.optimizer, "learning_rate", None)
         if lr is not None:
             pruned.optimizer.learning_rate = float(ops.convert_to_numpy(lr)) / 10
+        after = _best(ds, metric, 0)
         _training.fit(pruned, ds.train, epochs=extra, batch_size=batch_size,
-                      verbose=verbose)
+                      verbose=verbose, callbacks=after)
+        if after:
+            result_info["fine_tuning_after_shrink"] = after[0].to_dict()
     return Outcome(pruned, result_info)

@@ -48,6 +48,9 @@ class PruneResult:
         }
 
 
+RAMP_FRACTION = 0.6  # of the training steps, over which the sparsity rises
+
+
 def prune(
     model: keras.Model,
     data: Any,
@@ -56,7 +59,7 @@ def prune(
     scope: str = _options.PRUNE["scope"],
     epochs: int = _options.PRUNE["epochs"],
     batch_size: int = _options.PRUNE["batch_size"],
-    ramp_fraction: float = 0.6,
+    ramp_fraction: float = RAMP_FRACTION,
     layers: Any = None,
     exclude: Any = None,
     verbose: int = 0,
@@ -65,6 +68,7 @@ def prune(
     shrink: bool = _options.PRUNE["shrink"],
     layer_sparsity: "dict[str, float] | None" = None,
     shrink_model: bool | None = None,
+    callbacks: list | None = None,
 ) -> tuple[keras.Model, PruneResult]:
     """Fine-tunes a copy of `model` while pruning it to `sparsity`; the input is untouched.
 
@@ -95,6 +99,8 @@ def prune(
         layer_sparsity: Final sparsity (or channel ratio) per layer, as for `Pruning`, e.g.
             `tfcompress.debug.sensitivity(model, data).sparsities(0.8)`. Defaults to `None`.
         shrink_model: The former name of `shrink` (deprecated). Defaults to `None`.
+        callbacks: Extra Keras callbacks for the fine-tuning; they run after the pruning
+            callback, so weights they read are masked. Defaults to `None`.
 
     Returns:
         `(pruned_model, PruneResult)`.
@@ -147,7 +153,7 @@ def prune(
         "prune_depthwise": callback.prune_depthwise, "min_weights": callback.min_weights}
     sparsity_before = sparsity_report(pruned, layers, exclude, **selection).sparsity
     _training.fit(pruned, ds.train, epochs=epochs, batch_size=batch_size,
-                  verbose=verbose, callbacks=[callback])
+                  verbose=verbose, callbacks=[callback, *(callbacks or [])])
     after = _training.evaluate(pruned, ds.test)
     report = sparsity_report(pruned, layers, exclude, **selection)
     shrink_report = None

@@ -31,6 +31,7 @@ def train_quantized(
     batch_size: int = _options.QAT["batch_size"],
     learning_rate: float = _options.QAT["learning_rate"],
     verbose: int = 0,
+    callbacks: list | None = None,
     **quantize_kwargs: Any,
 ) -> tuple[keras.Model, QatResult]:
     """Quantization-aware fine-tuning: `quantize_aware(model)`, compiled and fit on `data`.
@@ -46,6 +47,8 @@ def train_quantized(
         batch_size: Batch size. Defaults to `64`.
         learning_rate: Adam's learning rate. Defaults to `1e-4`.
         verbose: Keras `fit` verbosity. Defaults to `0`.
+        callbacks: Extra Keras callbacks for the fine-tuning (e.g. early stopping). Defaults
+            to `None`.
         **quantize_kwargs: Passed to `quantize_aware` (e.g. `float_layers`).
 
     Returns:
@@ -69,7 +72,7 @@ def train_quantized(
                     f"Adam(learning_rate={learning_rate:g})")
     q.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
     _training.fit(q, ds.train, epochs=epochs, batch_size=batch_size,
-                  verbose=verbose)
+                  verbose=verbose, callbacks=callbacks)
     result = QatResult(
         accuracy_float=_training.evaluate(model, ds.test),
         accuracy_qat=_training.evaluate(q, ds.test),
