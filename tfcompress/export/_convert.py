@@ -106,6 +106,11 @@ def convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
                 specs = [keras.InputSpec(shape=(batch, *t.shape[1:]), dtype=t.dtype)
                          for t in model.inputs]
                 signature = specs if len(specs) == 1 else [specs]
+            from tfcompress._inference import without_augmentation
+
+            model, gone = without_augmentation(model)
+            if float_layers and gone:  # an augmentation layer left no op to keep float
+                float_layers = [n for n in float_layers if n not in gone]
             model.export(saved, format="tf_saved_model", verbose=False,
                          input_signature=signature)
         try:

@@ -30,6 +30,7 @@ from tfcompress._graph import Graph as _Graph
 from tfcompress._graph import clone_layer as _clone
 from tfcompress._graph import matches as _matches
 from tfcompress._graph import require_functional as _require_functional
+from tfcompress._inference import augments
 from tfcompress.quantization._layers import (
     QUANT_LAYERS,
     ActivationQuantizer,
@@ -207,7 +208,7 @@ class _Rewriter:
             height, width = args[0].shape[1:3]
             return ops.image.resize(args[0], (height * op.size[0], width * op.size[1]),
                                     interpolation="nearest")
-        if isinstance(op, PASSTHROUGH):
+        if isinstance(op, PASSTHROUGH) or augments(op):  # augmentation: values only move
             return _clone(op)(*args, **kwargs)
         affine = _affine(op) if isinstance(op, _AFFINE) else None
         if affine is not None:
