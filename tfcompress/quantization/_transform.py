@@ -525,8 +525,9 @@ def _auto_float_layers(model: Any, scan: Any, budget: float, max_layers: int) ->
 
 def _known(layer: Any) -> bool:
     """True for a layer class `quantize_aware` knows how to quantize (or made itself)."""
-    return isinstance(layer, QUANT_LAYERS + PASSTHROUGH + QUANTIZE_OUTPUT + _AFFINE + (
-        _L.InputLayer, _L.UpSampling2D, keras.Model) + tuple(_registry))
+    return augments(layer) or isinstance(
+        layer, QUANT_LAYERS + PASSTHROUGH + QUANTIZE_OUTPUT + _AFFINE + (
+            _L.InputLayer, _L.UpSampling2D, keras.Model) + tuple(_registry))
 
 
 def float_layer_names(model: Any) -> list[str]:
