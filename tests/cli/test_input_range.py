@@ -49,19 +49,20 @@ def _warnings(result):
     return [ln for ln in result.stderr.splitlines() if ln.startswith("warning: ")]
 
 
-def test_bench_reads_all_of_a_folder_in_the_range_asked_and_says_chance(runner,
-                                                                         rescaling_model):
+def test_bench_reads_all_of_a_folder_in_the_range_the_file_records(runner, rescaling_model):
     root, images = rescaling_model
     args = ["bench", str(root / "model.tflite"), "--data", str(root / "test"), "--json"]
-    wrong = runner.invoke(main, args)
-    assert wrong.exit_code == 0, wrong.output
-    report = json.loads(wrong.stdout)[0]
+    right = runner.invoke(main, args)  # the file's metadata says 0-255 pixels
+    assert right.exit_code == 0, right.output
+    report = json.loads(right.stdout)[0]
     assert report["num_samples"] == images  # the whole folder, not its "test split"
-    assert any("no better than chance for 3 classes" in w for w in _warnings(wrong))
-    right = runner.invoke(main, args + ["--input-range", "0-255"])
-    fixed = json.loads(right.stdout)[0]
-    assert fixed["accuracy"] > report["accuracy"] + 0.2 and not _warnings(right)
-    test_part = runner.invoke(main, args + ["--input-range", "0-255", "--split", "test"])
+    assert report["accuracy"] > 0.7 and not _warnings(right)  # 79 %: chance is 33 %
+    wrong = runner.invoke(main, args + ["--input-range", "0-1"])
+    said = " ".join(_warnings(wrong))
+    assert "metadata says it takes images scaled to 0-255" in said
+    assert "no better than chance for 3 classes" in said
+    assert json.loads(wrong.stdout)[0]["accuracy"] < report["accuracy"] - 0.2
+    test_part = runner.invoke(main, args + ["--split", "test"])
     assert json.loads(test_part.stdout)[0]["num_samples"] < images
 
 

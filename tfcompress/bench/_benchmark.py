@@ -107,8 +107,9 @@ def benchmark(
             `"train"` or `"all"` (a folder that holds only test images). Defaults to
             `"test"`.
         preprocessing: For a loader source: what its images become for the model (`"0-1"`,
-            `"-1-1"`, `"0-255"` or a `tfcompress.data.Preprocessing`): a `.tflite` file does
-            not say which range it was trained on. Defaults to `None`: [0, 1].
+            `"-1-1"`, `"0-255"` or a `tfcompress.data.Preprocessing`). Defaults to `None`:
+            as the file's TFLite metadata says (every file tfcompress writes records it),
+            else [0, 1]. A value that contradicts the metadata is warned about.
 
     Returns:
         A `BenchmarkReport`.

@@ -117,7 +117,8 @@ data_help = (
 
 INPUT_RANGE_HELP = ("What images from --data become for the model: 0-1, -1-1 (MobileNet's "
                     "preprocessing) or 0-255. Default: read from the model's first "
-                    "Rescaling/Normalization layer, else 0-1.")
+                    "Rescaling/Normalization layer, or from a .tflite file's metadata "
+                    "(tfcompress writes it), else 0-1.")
 
 
 SPLIT_HELP = ("Which images of --data: all of it (a folder or .npz of your test images), or "
