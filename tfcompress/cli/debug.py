@@ -45,6 +45,13 @@ def debug_command(model, tflite, data, samples, out, top, unsafe, split, input_r
     _io.check_output_dir(out, lambda name: name.startswith("layer_errors."), model, tflite,
                          data)
     keras_model = _loading.load_keras_model(model, safe_mode=not unsafe, compile=False)
+    if input_range is None:  # the model's own layer says, else the file's metadata
+        from tfcompress import _metadata
+        from tfcompress.data import Preprocessing
+
+        meta = _metadata.read(tflite)
+        if Preprocessing.from_model(keras_model) is None and meta is not None:
+            input_range = meta.preprocessing()
     images = _training.load_for(keras_model, data, preprocessing=input_range).part(split)
     say(f"running {samples} images through {model} and {tflite}")
     result = layer_errors(keras_model, tflite, images, num_samples=samples)

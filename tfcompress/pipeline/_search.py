@@ -139,8 +139,10 @@ def _say_tried(run: Run, key: str, value: Any, val: float, ok: bool, index: int,
     device = "" if not plan_limits else (", fits the device" if fits is None else
                                          f", does not fit the device: {fits}")
     worse = run.metric.worse_by(val, run.state["baseline_val_accuracy"])
+    change = f"{_points(run, abs(worse))} {'worse' if worse > 0 else 'better'}" if worse \
+        else "as the baseline"
     run.say(f"  search {shown_name(key)}={value}: validation {metric_words(run.metric)} "
-            f"{run.metric.format(val)} ({_points(run, worse)} worse; "
+            f"{run.metric.format(val)} ({change}; "
             f"{'within' if ok else 'outside'} the step's share, "
             f"{_points(run, run.limit(index))}){extra}{device}")
 
