@@ -228,6 +228,36 @@ class BestOnValidation(keras.callbacks.Callback):
                 "validation_scores": [round(float(s), 6) for _, s in self.scores]}
 
 
+class CosineEpochs(keras.callbacks.Callback):
+    """Lowers the optimizer's learning rate along a half cosine, epoch by epoch, from its
+    value when training starts to `floor` times it at the last of `epochs`; puts the value
+    back when training ends. Does nothing for an optimizer with a schedule of its own."""
+
+    def __init__(self, epochs: int, floor: float = 0.05):
+        super().__init__()
+        self.epochs, self.floor = max(1, int(epochs)), floor
+        self.base = None
+
+    def on_train_begin(self, logs=None):
+        lr = getattr(self.model.optimizer, "learning_rate", None)
+        self.base = None
+        if isinstance(lr, keras.Variable):
+            self.base = float(keras.ops.convert_to_numpy(lr))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.base is None:
+            return
+        import math
+
+        t = min(epoch, self.epochs - 1) / max(self.epochs - 1, 1)
+        scale = self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * t))
+        self.model.optimizer.learning_rate.assign(self.base * scale)
+
+    def on_train_end(self, logs=None):
+        if self.base is not None:
+            self.model.optimizer.learning_rate.assign(self.base)
+
+
 def fit(model: keras.Model, data, *, batch_size: int = 64, callbacks=None, **kwargs):
     """`model.fit` on `data` (a `Part`: arrays, a folder's files or a stream, read batch by
     batch) that stops on a non-finite loss and refuses a model whose weights end up

@@ -12,6 +12,7 @@ model as `.keras`, then `tfcompress.compress(model, train, recipe, val=val, test
     python models/suite/suite.py                       # every task, recipe auto
     python models/suite/suite.py --recipe default      # the same tasks, another recipe
     python models/suite/suite.py --no-restore-best     # auto, fine-tuning to the last epoch
+    python models/suite/suite.py --cosine-lr           # auto, learning rate along a cosine
     python models/suite/suite.py --tasks photo3_96 --work /tmp/suite
 
 Trained models and data are kept in --work (default: a `tfcompress-suite` folder in the
@@ -348,6 +349,8 @@ def main() -> None:
     parser.add_argument("--no-restore-best", action="store_true",
                         help="Fine-tune without keeping each fine-tuning's best epoch on the "
                              "validation data (to measure what that choice brings).")
+    parser.add_argument("--cosine-lr", action="store_true",
+                        help="Fine-tune with the learning rate lowered along a half cosine.")
     args = parser.parse_args()
     label = args.recipe
     if args.no_restore_best:
@@ -355,6 +358,11 @@ def main() -> None:
 
         _steps.RESTORE_BEST = False
         label += " (last epoch)"
+    if args.cosine_lr:
+        from tfcompress.pipeline import _steps
+
+        _steps.COSINE_LR = True
+        label += " (cosine lr)"
     work = Path(args.work)
     _commit()
     results_path = HERE / "results.json"

@@ -155,3 +155,19 @@ def test_a_pruning_step_restores_only_epochs_at_its_final_sparsity(trained_cnn, 
     tuning = result.steps[0].info["fine_tuning"]
     assert tuning["best_epoch"] >= 4 and tuning["epochs_scored"] >= 1  # after the ramp
     assert "reached sparsity 0.6" in result.steps[0].description
+
+
+def test_the_learning_rate_falls_along_a_cosine_and_is_put_back(trained_cnn, small):
+    from tfcompress import _training
+
+    model = _training.copy_model(trained_cnn)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    seen = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(
+        float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))))
+    _training.fit(model, (small.x_train[:128], small.y_train[:128]), epochs=4,
+                  callbacks=[_training.CosineEpochs(4), record])
+    assert seen[0] == pytest.approx(1e-3) and seen[-1] == pytest.approx(5e-5)
+    assert all(a > b for a, b in zip(seen, seen[1:], strict=False))
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == \
+        pytest.approx(1e-3)

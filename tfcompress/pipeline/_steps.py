@@ -11,21 +11,28 @@ from tfcompress.data import Dataset
 from tfcompress.pipeline._recipe import Step
 
 # Fine-tuning keeps the weights of its best epoch on the validation data and stops after
-# PATIENCE epochs without a better one (measured on models/suite; see its results).
+# PATIENCE epochs without a better one; COSINE_LR lowers the learning rate along a half
+# cosine over its epochs (both measured on models/suite; see its results).
 RESTORE_BEST = True
 PATIENCE = 3
+COSINE_LR = False
 
 
-def _best(ds: Dataset, metric: Any, first_epoch: int) -> list:
-    """The callbacks that keep a fine-tuning's best epoch on the validation data (`ds.test`
-    inside the pipeline), or none when that is turned off."""
-    if not RESTORE_BEST:
-        return []
-    return [_training.BestOnValidation(ds.test, metric, first_epoch, PATIENCE)]
+def _best(ds: Dataset, metric: Any, first_epoch: int, epochs: int | None = None) -> list:
+    """The callbacks of a fine-tuning of `epochs`: one that keeps its best epoch on the
+    validation data (`ds.test` inside the pipeline) and one that lowers the learning rate,
+    as turned on."""
+    callbacks: list = []
+    if RESTORE_BEST:
+        callbacks.append(_training.BestOnValidation(ds.test, metric, first_epoch, PATIENCE))
+    if COSINE_LR and epochs:
+        callbacks.append(_training.CosineEpochs(epochs))
+    return callbacks
 
 
 def _fine_tuning(callbacks: list) -> dict:
-    return {"fine_tuning": callbacks[0].to_dict()} if callbacks else {}
+    best = [c for c in callbacks if isinstance(c, _training.BestOnValidation)]
+    return {"fine_tuning": best[0].to_dict()} if best else {}
 
 
 @dataclass
@@ -56,7 +63,7 @@ def run(step: Step, model: keras.Model, ds: Dataset, batch_size: int, verbose: i
             scan = _scan(model, ds, "quantize", metric=metric)
             float_layers = scan.float_layers()
             info["sensitivity"] = scan.to_dict()
-        best = _best(ds, metric, 1)
+        best = _best(ds, metric, 1, step.get("epochs"))
         q, result = train_quantized(model, ds, epochs=step.get("epochs"), batch_size=batch_size,
                                     learning_rate=step.get("learning_rate"), verbose=verbose,
                                     float_layers=float_layers or None, callbacks=best)
@@ -87,7 +94,7 @@ def _factorize(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
         return Outcome(model, report.to_dict(),
                        skipped="no layer gets smaller at this rank (see the report)")
     _training.compile_like(new, model, step.get("learning_rate"))
-    best = _best(ds, metric, 0) if step.get("epochs") else []
+    best = _best(ds, metric, 0, step.get("epochs")) if step.get("epochs") else []
     if step.get("epochs"):
         _training.fit(new, ds.train, epochs=step.get("epochs"),
                       batch_size=batch_size, verbose=verbose, callbacks=best)
@@ -137,7 +144,7 @@ def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
     # Weights can be put back only from epochs wholly at the final sparsity (after the
     # ramp's last mask update), so that they carry the final masks.
     epochs = step.get("epochs")
-    best = _best(ds, metric, min(epochs, math.floor(RAMP_FRACTION * epochs) + 1))
+    best = _best(ds, metric, min(epochs, math.floor(RAMP_FRACTION * epochs) + 1), epochs)
     pruned, result = prune(model, ds, sparsity=step.get("sparsity"), granularity=granularity,
                            layer_sparsity=layer_sparsity,
                            scope=step.get("scope"), epochs=step.get("epochs"),
@@ -156,9 +163,9 @@ def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
         lr = getattr(pruned.optimizer, "learning_rate", None)
         if lr is not None:
             pruned.optimizer.learning_rate = float(ops.convert_to_numpy(lr)) / 10
-        after = _best(ds, metric, 0)
+        after = _best(ds, metric, 0, extra)
         _training.fit(pruned, ds.train, epochs=extra, batch_size=batch_size,
                       verbose=verbose, callbacks=after)
-        if after:
-            result_info["fine_tuning_after_shrink"] = after[0].to_dict()
+        if _fine_tuning(after):
+            result_info["fine_tuning_after_shrink"] = _fine_tuning(after)["fine_tuning"]
     return Outcome(pruned, result_info)
