@@ -4,7 +4,7 @@ import json
 
 import click
 
-from tfcompress.cli._common import user_errors
+from tfcompress.cli._common import quiet_output, user_errors
 
 
 @click.group("recipes", invoke_without_command=True)
@@ -14,7 +14,8 @@ def recipes_command(ctx):
     to edit into your own, `keys` every setting a step takes."""
     if ctx.invoked_subcommand is not None:
         return
-    from tfcompress.pipeline._recipe import AUTO, BUILTIN, Recipe
+    with quiet_output():  # importing the pipeline starts TensorFlow
+        from tfcompress.pipeline._recipe import AUTO, BUILTIN, Recipe
 
     click.echo(f"{AUTO} (the default):")
     click.echo("  made from the model and the data when a run starts: channel pruning where "
