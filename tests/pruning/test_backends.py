@@ -101,3 +101,37 @@ def test_a_model_pruned_and_quantized_under_jax_exports_int8_from_tensorflow(tmp
     kernel = np.asarray(q.get_layer("fc1_quant").kernel) * np.asarray(
         q.get_layer("fc1_quant").mask)
     assert np.mean(kernel == 0) >= 0.45  # pruned weights stayed zero through QAT under JAX
+
+
+_BEST_EPOCH = """
+import json
+import numpy as np
+import keras
+from tfcompress import _training
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(512, 4, 5, 1)).astype("float32")
+y = (x[:, 0, 0, 0] > 0).astype("int32")
+inputs = keras.Input((4, 5, 1))
+model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
+    keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(inputs))))
+model.compile("adam", "sparse_categorical_crossentropy")
+model.fit(x, y, epochs=5, verbose=0)
+before = _training.evaluate(model, (x, y))
+start = [w.copy() for w in model.get_weights()]
+model.compile(keras.optimizers.SGD(50.0), "sparse_categorical_crossentropy")
+best = _training.BestOnValidation((x, y), "top1", first_epoch=0, patience=2)
+model.fit(x, y, epochs=6, verbose=0, callbacks=[best])
+same = all(np.array_equal(a, b) for a, b in zip(start, model.get_weights()))
+print(json.dumps({"backend": keras.backend.backend(), "best_epoch": best.best_epoch,
+                  "scores": len(best.scores), "same": same, "before": before,
+                  "after": _training.evaluate(model, (x, y))}))
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fine_tuning_puts_back_its_best_epoch_on_every_backend(backend):
+    result = json.loads(_run(_BEST_EPOCH, backend))
+    assert result["backend"] == backend
+    assert result["best_epoch"] == 0 and result["scores"] <= 3  # a wrecking rate: stopped
+    assert result["same"] and result["after"] == result["before"] > 0.6  # chance: 0.5
