@@ -108,3 +108,29 @@ def test_name_producer_renames_a_keras_ops_node():
     model = keras.Model(inputs, y)
     assert [getattr(node.operation, "name", "") for node in _graph.nodes(model)
             if not node.is_input] == ["tf.math.add"]
+
+
+def test_an_adapted_normalization_survives_copies_rebuilds_and_restores(trained_cnn):
+    """Keras' `set_weights` leaves an adapted `Normalization` computing with the statistics
+    it was built with (only loading a file calls `finalize_state`); every copy tfcompress
+    makes goes through `_graph.set_weights`, which finishes the state."""
+    import numpy as np
+
+    from tfcompress import _training
+    from tfcompress.lowrank import factorize
+    from tfcompress.pruning import shrink
+
+    rng = np.random.default_rng(0)
+    x = (rng.uniform(0, 255, (64, 28, 28, 1))).astype("float32")
+    norm = keras.layers.Normalization()
+    norm.adapt(x)
+    plain = keras.layers.Normalization.from_config(norm.get_config())
+    plain.build(x.shape)
+    plain.set_weights(norm.get_weights())
+    assert not np.allclose(plain(x[:2]), norm(x[:2]), atol=1e-3)  # Keras' own behaviour
+    inputs = keras.Input((28, 28, 1))
+    model = keras.Model(inputs, trained_cnn(norm(inputs)))
+    assert np.allclose(_graph.clone_layer(norm)(x[:2]), norm(x[:2]), atol=1e-4)
+    reference = model.predict(x[:8], verbose=0)
+    for made in (factorize(model, rank_ratio=1.0), shrink(model), _training.copy_model(model)):
+        assert np.allclose(made.predict(x[:8], verbose=0), reference, atol=1e-4)

@@ -204,8 +204,22 @@ def clone_layer(layer: Any) -> Any:
     if layer.weights:
         new.build(layer.input.shape if not isinstance(layer.input, list)
                   else [t.shape for t in layer.input])
-        new.set_weights(layer.get_weights())
+        set_weights(new, layer.get_weights())
     return new
+
+
+def set_weights(target: Any, weights: list) -> None:
+    """`target.set_weights(weights)` for a layer or a model, then what Keras does when it
+    loads a file and `set_weights` does not: an adapted preprocessing layer (`Normalization`
+    with statistics from `adapt`) recomputes the tensors it computes with from its weights
+    (`finalize_state`, which Keras' `load_own_variables` calls). Without it, a copied
+    `Normalization` keeps computing with the statistics it was built with."""
+    target.set_weights(weights)
+    layers = all_layers(target) if isinstance(target, keras.Model) else [target]
+    for layer in layers:
+        finalize = getattr(layer, "finalize_state", None)
+        if callable(finalize):
+            finalize()
 
 
 class Graph:

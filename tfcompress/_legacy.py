@@ -504,6 +504,8 @@ def _rebuild(config: dict, source: str) -> Any:
 
 
 def _copy_weights(model: Any, weights: dict[str, list[np.ndarray]], source: str) -> None:
+    from tfcompress import _graph
+
     for path, layer in _walk(model):
         if hasattr(layer, "layers") and hasattr(layer, "to_json"):
             continue
@@ -513,7 +515,7 @@ def _copy_weights(model: Any, weights: dict[str, list[np.ndarray]], source: str)
                 f"{source}: layer {path!r} ({type(layer).__name__}) has {len(saved)} weights in "
                 f"Keras 2 and {len(layer.weights)} in Keras 3, so it cannot be carried over.")
         try:
-            layer.set_weights(saved)
+            _graph.set_weights(layer, saved)
         except ValueError as e:
             raise LegacyModelError(f"{source}: layer {path!r} ({type(layer).__name__}) has "
                                    f"weights of other shapes in Keras 3 ({e}).") from e

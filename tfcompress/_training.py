@@ -221,7 +221,9 @@ class BestOnValidation(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self._weights is not None:
-            self.model.set_weights(self._weights)
+            from tfcompress import _graph
+
+            _graph.set_weights(self.model, self._weights)
 
     def to_dict(self) -> dict:
         return {"best_epoch": self.best_epoch, "epochs_scored": len(self.scores),

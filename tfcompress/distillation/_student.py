@@ -137,7 +137,7 @@ def _thin(model: keras.Model, ratio: float, round_to: int) -> keras.Model:
 
     with _graph.copying_loaded_code():
         copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
+    _graph.set_weights(copy, model.get_weights())
     graph = _channels.ChannelGraph(copy)
     groups = [g for g in graph.groups if g.prunable]
     if not groups:
