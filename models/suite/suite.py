@@ -15,6 +15,11 @@ model as `.keras`, then `tfcompress.compress(model, train, recipe, val=val, test
     python models/suite/suite.py --cosine-lr           # auto, learning rate along a cosine
     python models/suite/suite.py --tasks photo3_96 --work /tmp/suite
 
+The rows of the `default` recipe before budget-first compression come from commit a7c113e:
+`git worktree add /tmp/old a7c113e`, then this script run from there with
+`PYTHONPATH=/tmp/old python models/suite/suite.py --recipe default --label "default (a7c113e)"`
+(copy this file into the worktree first; it writes its rows beside itself).
+
 Trained models and data are kept in --work (default: a `tfcompress-suite` folder in the
 system's temporary folder) and reused; results are merged into `results.json` and
 `results.md` beside this script, one row per task and recipe, with the commit they ran on.
@@ -349,6 +354,8 @@ def main() -> None:
     parser.add_argument("--no-restore-best", action="store_true",
                         help="Fine-tune without keeping each fine-tuning's best epoch on the "
                              "validation data (to measure what that choice brings).")
+    parser.add_argument("--label", help="How the rows are named (default: the recipe and the "
+                                        "options), e.g. for a run of an older commit.")
     parser.add_argument("--cosine-lr", action="store_true",
                         help="Fine-tune with the learning rate lowered along a half cosine.")
     args = parser.parse_args()
@@ -363,6 +370,7 @@ def main() -> None:
 
         _steps.COSINE_LR = True
         label += " (cosine lr)"
+    label = args.label or label
     work = Path(args.work)
     _commit()
     results_path = HERE / "results.json"
