@@ -320,7 +320,13 @@ def markdown(rows: list[dict]) -> str:
              "Each task's model compressed under the default budget (1 point of top-1 on its "
              "test images, which nothing was chosen on). Ratios: float32 baseline file over "
              "the final file; speed-ups timed side by side in LiteRT (1 thread) at the end of "
-             "each run. Produced by `python models/suite/suite.py --recipe <name>`.", "",
+             "each run. Produced by `python models/suite/suite.py --recipe <name>`; the "
+             "commit column says which code ran.", "",
+             "Recipes: `auto` is the default; `auto (last epoch)` fine-tunes without keeping "
+             "each fine-tuning's best epoch (`--no-restore-best`); `auto (cosine lr)` lowers "
+             "the learning rate along a cosine (`--cosine-lr`; stopped after three tasks, two "
+             "of them outside the budget); `default (a7c113e)` is the built-in `default` "
+             "recipe before budget-first compression (see this script's docstring).", "",
              "| task | recipe | baseline % | final % | change | verdict | smaller | gzip | "
              "faster | minutes | commit |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
