@@ -125,74 +125,56 @@ def _model_metadata(preprocessing: Any, labels: list[str] | None, channels: int,
     import flatbuffers
 
     b = flatbuffers.Builder(256)
-    inputs = [_input_tensor(b, preprocessing, channels)]
-    outputs = [_output_tensor(b, labels if pack_labels else None, labels)]
-    input_vec, output_vec = _vector(b, inputs), _vector(b, outputs)
-    subgraph_name = b.CreateString("image classifier")
-    b.StartObject(10)  # SubGraphMetadata
-    b.PrependUOffsetTRelativeSlot(0, subgraph_name, 0)
-    b.PrependUOffsetTRelativeSlot(2, input_vec, 0)
-    b.PrependUOffsetTRelativeSlot(3, output_vec, 0)
-    subgraph = b.EndObject()
+    inputs = _vector(b, [_input_tensor(b, preprocessing, channels)])
+    outputs = _vector(b, [_output_tensor(b, labels if pack_labels else None, labels)])
+    subgraph = _table(b, 10, [(0, "offset", b.CreateString("image classifier")),  # SubGraph
+                              (2, "offset", inputs), (3, "offset", outputs)])
     subgraphs = _vector(b, [subgraph])
-    name = b.CreateString("tfcompress model")
-    description = b.CreateString("Written by tfcompress: input normalization of 0-255 pixels "
-                                 "and class labels.")
-    version = b.CreateString(PARSER_VERSION)
-    b.StartObject(8)  # ModelMetadata
-    b.PrependUOffsetTRelativeSlot(0, name, 0)
-    b.PrependUOffsetTRelativeSlot(1, description, 0)
-    b.PrependUOffsetTRelativeSlot(3, subgraphs, 0)
-    b.PrependUOffsetTRelativeSlot(7, version, 0)
-    b.Finish(b.EndObject(), file_identifier=IDENTIFIER)
+    strings = [b.CreateString(text) for text in (
+        "tfcompress model", "Written by tfcompress: input normalization of 0-255 pixels and "
+        "class labels.", PARSER_VERSION)]
+    root = _table(b, 8, [(0, "offset", strings[0]), (1, "offset", strings[1]),  # ModelMetadata
+                         (3, "offset", subgraphs), (7, "offset", strings[2])])
+    b.Finish(root, file_identifier=IDENTIFIER)
     return bytes(b.Output())
 
 
 def _input_tensor(b: Any, preprocessing: Any, channels: int) -> int:
     name = b.CreateString("image")
-    b.StartObject(2)  # ImageProperties
-    b.PrependInt8Slot(0, _GRAYSCALE if channels == 1 else _RGB, 0)
-    image = b.EndObject()
-    b.StartObject(3)  # Content
-    b.PrependUint8Slot(0, _IMAGE_PROPERTIES, 0)
-    b.PrependUOffsetTRelativeSlot(1, image, 0)
-    content = b.EndObject()
+    image = _table(b, 2, [(0, "int8", _GRAYSCALE if channels == 1 else _RGB)])  # ImageProperties
+    content = _table(b, 3, [(0, "uint8", _IMAGE_PROPERTIES), (1, "offset", image)])  # Content
     units = None
     if preprocessing is not None:
         mean, std = normalization(preprocessing)
         mean_vec, std_vec = _floats(b, mean), _floats(b, std)
-        b.StartObject(2)  # NormalizationOptions
-        b.PrependUOffsetTRelativeSlot(0, mean_vec, 0)
-        b.PrependUOffsetTRelativeSlot(1, std_vec, 0)
-        options = b.EndObject()
-        b.StartObject(2)  # ProcessUnit
-        b.PrependUint8Slot(0, _NORMALIZATION_OPTIONS, 0)
-        b.PrependUOffsetTRelativeSlot(1, options, 0)
-        units = _vector(b, [b.EndObject()])
-    b.StartObject(7)  # TensorMetadata
-    b.PrependUOffsetTRelativeSlot(0, name, 0)
-    b.PrependUOffsetTRelativeSlot(3, content, 0)
-    if units is not None:
-        b.PrependUOffsetTRelativeSlot(4, units, 0)
-    return b.EndObject()
+        options = _table(b, 2, [(0, "offset", mean_vec), (1, "offset", std_vec)])
+        units = _vector(b, [_table(b, 2, [(0, "uint8", _NORMALIZATION_OPTIONS),  # ProcessUnit
+                                          (1, "offset", options)])])
+    return _table(b, 7, [(0, "offset", name), (3, "offset", content),  # TensorMetadata
+                         (4, "offset", units)])
 
 
 def _output_tensor(b: Any, packed: list[str] | None, labels: list[str] | None) -> int:
     name = b.CreateString("probability")
-    description = b.CreateString(
-        f"{len(labels)} classes" if labels else "class scores")
+    description = b.CreateString(f"{len(labels)} classes" if labels else "class scores")
     files = None
     if packed:
         file_name = b.CreateString(LABELS)
-        b.StartObject(5)  # AssociatedFile
-        b.PrependUOffsetTRelativeSlot(0, file_name, 0)
-        b.PrependInt8Slot(2, _TENSOR_AXIS_LABELS, 0)
-        files = _vector(b, [b.EndObject()])
-    b.StartObject(7)  # TensorMetadata
-    b.PrependUOffsetTRelativeSlot(0, name, 0)
-    b.PrependUOffsetTRelativeSlot(1, description, 0)
-    if files is not None:
-        b.PrependUOffsetTRelativeSlot(6, files, 0)
+        files = _vector(b, [_table(b, 5, [(0, "offset", file_name),  # AssociatedFile
+                                          (2, "int8", _TENSOR_AXIS_LABELS)])])
+    return _table(b, 7, [(0, "offset", name), (1, "offset", description),  # TensorMetadata
+                         (6, "offset", files)])
+
+
+def _table(b: Any, slots: int, fields: list[tuple[int, str, Any]]) -> int:
+    """A table of `slots` fields, from `(slot, kind, value)`: kind `offset` (a string, vector
+    or table made before), `uint8` or `int8`; a None value is left out."""
+    prepend = {"offset": b.PrependUOffsetTRelativeSlot, "uint8": b.PrependUint8Slot,
+               "int8": b.PrependInt8Slot}
+    b.StartObject(slots)
+    for slot, kind, value in fields:
+        if value is not None:
+            prepend[kind](slot, value, 0)
     return b.EndObject()
 
 
