@@ -188,14 +188,14 @@ def _export_settings(run: Run, step: Step, model: keras.Model, info: dict) -> di
     device = {k: step.get(k) for k in ("target", "max_flash", "max_ram")}
     float_layers = step.get("float_layers")
     if float_layers == "auto":
-        float_layers = _auto_float_layers(run, step, model, info)
+        float_layers = _auto_float_layers(run, model, info)
     if float_layers:
         device["float_layers"] = float_layers
         info["float_layers"] = list(float_layers)
     return device
 
 
-def _auto_float_layers(run: Run, step: Step, model: keras.Model, info: dict) -> list[str]:
+def _auto_float_layers(run: Run, model: keras.Model, info: dict) -> list[str]:
     from tfcompress.quantization import is_quantize_aware
 
     if is_quantize_aware(model):  # the qat step made the integer model

@@ -32,8 +32,8 @@ def search(run: Run, step: Step, model: keras.Model, index: int
 
 def _try(run: Run, step: Step, model: keras.Model, index: int, value: Any, n: int,
          total: str, started: float) -> tuple:
-    """One searched value: its outcome, validation score, whether it is within the step's
-    share, and the int8 file (None unless the device limits or an objective need it)."""
+    """One searched value: its outcome, its validation score, and whether that is within the
+    step's share of the budget (a step that skipped itself never is)."""
     key = SEARCHED[step.kind]
     left = ""
     if n:
