@@ -93,3 +93,30 @@ def test_compress_says_when_its_baseline_is_at_chance(rescaling_model, tmp_path)
     assert any("no better than chance for 3 classes" in w for w in result.warnings)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "no better than chance" in report
+
+
+def test_debug_reads_the_range_from_the_file_when_the_model_does_not_say(runner, trained_cnn,
+                                                                         tmp_path):
+    """A model that scales 0-255 pixels with a 1x1 convolution (no Rescaling to read): the
+    file's metadata says 0-255, and debug feeds that without --input-range."""
+    import tfcompress as tfc
+
+    inputs = keras.Input((28, 28, 1))
+    scale = keras.layers.Conv2D(1, 1, use_bias=False, name="scale")
+    model = keras.Model(inputs, trained_cnn(scale(inputs)))
+    scale.set_weights([np.full((1, 1, 1, 1), 1 / 255, np.float32)])
+    model.save(tmp_path / "m.keras")
+    images = tfc.data.load("mnist", preprocessing="0-255")
+    tfc.export.to_tflite(model, tmp_path / "m.tflite", "int8", representative_data=images)
+
+    def first_layer_cosine(*extra):
+        out = tmp_path / f"debug{len(extra)}"
+        result = runner.invoke(main, ["debug", str(tmp_path / "m.keras"),
+                                      str(tmp_path / "m.tflite"), "--data", "mnist",
+                                      "--samples", "16", "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        layers = json.loads((out / "layer_errors.json").read_text())["layers"]
+        return min(row["cosine"] for row in layers)
+
+    right, wrong = first_layer_cosine(), first_layer_cosine("--input-range", "0-1")
+    assert right > 0.999 and wrong < 0.99  # 0-255 pixels: what the file was calibrated on
