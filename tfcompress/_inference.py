@@ -37,21 +37,35 @@ def augments(layer: Any) -> bool:
     return name.startswith("Random") or name in _NOISE
 
 
+def run_on_probe(layer: Any, *, uniform: bool, **call_kwargs: Any
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """`(x, layer(x, **call_kwargs))` for two seeded random images of the layer's one input
+    shape (uniform in [0, 1], or standard normal), or None when the layer has no single,
+    fully known input shape or cannot run alone."""
+    try:
+        source = layer.input
+    except (AttributeError, ValueError):  # not called yet, or called on several inputs
+        return None
+    if isinstance(source, (list, tuple, dict)) or not hasattr(source, "shape") or any(
+            d is None for d in source.shape[1:]):
+        return None
+    rng, shape = np.random.default_rng(0), (2, *source.shape[1:])
+    x = (rng.uniform(0, 1, shape) if uniform else rng.normal(size=shape)).astype(np.float32)
+    try:
+        y = keras.ops.convert_to_numpy(layer(x, **call_kwargs))
+    except Exception:  # noqa: BLE001 (a layer that cannot run alone is left as it is)
+        return None
+    return x, y
+
+
 def _identity_at_inference(layer: Any) -> bool:
     """True when `layer(x, training=False)` returns `x` on random images of its input shape."""
     if layer.weights and not isinstance(layer, keras.Model):
         return False
-    try:
-        shape = tuple(layer.input.shape)
-    except (AttributeError, ValueError):
+    probed = run_on_probe(layer, uniform=True, training=False)
+    if probed is None:
         return False
-    if len(shape) < 2 or any(d is None for d in shape[1:]):
-        return False
-    x = np.random.default_rng(0).uniform(0, 1, (2, *shape[1:])).astype(np.float32)
-    try:
-        y = keras.ops.convert_to_numpy(layer(x, training=False))
-    except Exception:  # noqa: BLE001 (a layer that cannot run alone is left as it is)
-        return False
+    x, y = probed
     return y.shape == x.shape and bool(np.allclose(y, x, atol=1e-6))
 
 

@@ -16,6 +16,7 @@ import io
 import os
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,7 +104,7 @@ def add(content: bytes, preprocessing: Any = None, labels: Any = None, channels:
 
 def read(model: "str | os.PathLike | bytes") -> FileMetadata | None:
     """The metadata of a `.tflite` path or its bytes, or None when it has none."""
-    content = model if isinstance(model, (bytes, bytearray)) else open(model, "rb").read()
+    content = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
     from tensorflow.lite.python import schema_py_generated as schema
 
     root = schema.Model.GetRootAsModel(content, 0)

@@ -289,7 +289,7 @@ def _preprocessing_for(content: bytes, asked: Any, name: str) -> Any:
     asked = as_preprocessing(asked)
     if asked is None:
         return recorded
-    if recorded is not None and asked != recorded and (
+    if recorded is not None and (
             _metadata.normalization(asked) != _metadata.normalization(recorded)):
         import warnings
 

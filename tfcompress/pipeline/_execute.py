@@ -143,9 +143,10 @@ def _transform(run: Run, index: int, step: Step, current: keras.Model
         val = _training.evaluate(outcome.model, run.fit_ds.test, run.metric)
         worse = run.metric.worse_by(val, run.state["baseline_val_accuracy"])
         outcome.info["validation_worse_by"] = worse
-        if step.kind == "qat" and worse > run.limit(index) + 1e-9:
+        over = worse > run.limit(index) + 1e-9
+        if over and step.kind == "qat":
             return _qat_or_post_training(run, index, current, outcome, worse)
-        if worse > run.limit(index) + 1e-9:
+        if over:
             run.warn(f"step {index} ({step.kind}) leaves the model {worse:.3g} "
                      f"{run.metric.unit or run.metric.name} below the baseline on the "
                      f"validation data, over its share of the budget ({run.limit(index):.3g}); "

@@ -75,19 +75,9 @@ def _backoff(run: Run, step: Step, model: keras.Model, index: int
             best, hi = (mid, outcome), mid - 1
         else:
             lo = mid + 1
-    rows = []
-    for i in sorted(tried):
-        val, ok, fits = tried[i]
-        row = {key: values[i], "val_accuracy": val, "within_budget": ok,
-               "chosen": best is not None and i == best[0]}
-        if plan_limits:
-            row["fits_device"] = fits is None
-        rows.append(row)
-    if best is None:
-        return _none_within(run, step, model, index), rows
-    outcome = best[1]
-    outcome.info = {**outcome.info, "searched": key, "chosen": values[best[0]]}
-    return outcome, rows
+    rows = [_row(key, values[i], *tried[i], plan_limits) for i in sorted(tried)]
+    return _kept(run, step, model, index, rows,
+                 None if best is None else (values[best[0]], best[1]))
 
 
 def _all(run: Run, step: Step, model: keras.Model, index: int
@@ -116,22 +106,37 @@ def _all(run: Run, step: Step, model: keras.Model, index: int
     for (value, outcome, val, ok, path, fits), objective in zip(candidates, objectives,
                                                                  strict=True):
         os.remove(path)
-        row = {key: value, "val_accuracy": val, "within_budget": ok,
-               step.search.objective: objective}
-        if plan_limits:
-            row["fits_device"] = fits is None
-        tried.append(row)
+        tried.append(_row(key, value, val, ok, fits, plan_limits,
+                          **{step.search.objective: objective}))
         _say_tried(run, key, value, val, ok, index, fits, plan_limits,
                    f", {step.search.objective} {objective:.4g}")
         if ok and (best is None or objective < best[0]):
             best = (objective, value, outcome)
-    for row in tried:
-        row["chosen"] = best is not None and row[key] == best[1]
-    if best is None:
-        return _none_within(run, step, model, index), tried
-    _, value, outcome = best
+    return _kept(run, step, model, index, tried, None if best is None else best[1:])
+
+
+def _row(key: str, value: Any, val: float, ok: bool, fits: str | None,
+         plan_limits: dict | None, **extra: Any) -> dict:
+    """A searched value's row in the report: its validation score, whether it was within
+    the step's share (and the device), and what else its search measured."""
+    row = {key: value, "val_accuracy": val, "within_budget": ok, **extra}
+    if plan_limits:
+        row["fits_device"] = fits is None
+    return row
+
+
+def _kept(run: Run, step: Step, model: keras.Model, index: int, rows: list,
+          chosen: tuple | None) -> tuple[_steps.Outcome, list]:
+    """The search's outcome: the `(value, outcome)` chosen, marked in `rows`, or the model
+    unchanged and the step skipped when none was within its share."""
+    key = SEARCHED[step.kind]
+    for row in rows:
+        row["chosen"] = chosen is not None and row[key] == chosen[0]
+    if chosen is None:
+        return _none_within(run, step, model, index), rows
+    value, outcome = chosen
     outcome.info = {**outcome.info, "searched": key, "chosen": value}
-    return outcome, tried
+    return outcome, rows
 
 
 def _say_tried(run: Run, key: str, value: Any, val: float, ok: bool, index: int,

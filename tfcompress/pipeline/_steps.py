@@ -166,6 +166,6 @@ def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
         after = _best(ds, metric, 0, extra)
         _training.fit(pruned, ds.train, epochs=extra, batch_size=batch_size,
                       verbose=verbose, callbacks=after)
-        if _fine_tuning(after):
-            result_info["fine_tuning_after_shrink"] = _fine_tuning(after)["fine_tuning"]
+        if tuning := _fine_tuning(after):
+            result_info["fine_tuning_after_shrink"] = tuning["fine_tuning"]
     return Outcome(pruned, result_info)

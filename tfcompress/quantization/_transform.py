@@ -30,7 +30,7 @@ from tfcompress._graph import Graph as _Graph
 from tfcompress._graph import clone_layer as _clone
 from tfcompress._graph import matches as _matches
 from tfcompress._graph import require_functional as _require_functional
-from tfcompress._inference import augments
+from tfcompress._inference import augments, run_on_probe
 from tfcompress.quantization._layers import (
     QUANT_LAYERS,
     ActivationQuantizer,
@@ -546,18 +546,10 @@ def is_identity(layer: Any) -> bool:
     converter removes it, so it produces no op and there is nothing to keep in float."""
     if not isinstance(layer, keras.layers.Layer) or layer.weights:
         return False
-    try:
-        source = layer.input
-    except (AttributeError, ValueError):  # not called yet, or called on several inputs
+    probed = run_on_probe(layer, uniform=False)  # a layer that cannot run alone is none
+    if probed is None:
         return False
-    if isinstance(source, (list, tuple, dict)) or not hasattr(source, "shape") or any(
-            d is None for d in source.shape[1:]):
-        return False
-    probe = np.random.default_rng(0).normal(size=(2, *source.shape[1:])).astype(np.float32)
-    try:
-        out = ops.convert_to_numpy(layer(probe))
-    except Exception:  # noqa: BLE001 (a layer that cannot run alone is no identity)
-        return False
+    probe, out = probed
     return out.shape == probe.shape and np.array_equal(out, probe)
 
 
