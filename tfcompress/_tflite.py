@@ -3,6 +3,7 @@
 Shared by the exporter (to verify what it wrote), the benchmark and `inspect`.
 """
 
+import math
 import os
 import re
 from collections import Counter
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from tfcompress import _targets
-from tfcompress._targets import TARGET_NAMES, TARGETS  # noqa: F401  (re-exported)
+from tfcompress._targets import TARGETS  # noqa: F401  (re-exported)
 
 # Ops that only move data between float and integer at the model's edges.
 _BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
@@ -29,10 +30,15 @@ def check_target(target: str) -> None:
         import importlib.util
 
         module, extra = spec.needs
-        if importlib.util.find_spec(module) is None:
+        top = module.split(".")[0]
+        if importlib.util.find_spec(top) is None or importlib.util.find_spec(module) is None:
             raise ValueError(
-                f"target {target!r} needs the {module} package, which is not installed: "
+                f"target {target!r} needs the {top} package, which is not installed: "
                 f"pip install 'tfcompress[{extra}]'.")
+    if _targets.is_npu(target):
+        from tfcompress import _vela
+
+        _vela.check(target)
 
 
 def interpreter(model: "str | os.PathLike | bytes", num_threads: int = 1,
@@ -44,8 +50,9 @@ def interpreter(model: "str | os.PathLike | bytes", num_threads: int = 1,
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     check_target(target)
+    target = _targets.get(target).interpreter
     if target == "tflm":
-        content = model if isinstance(model, bytes) else _read(model)
+        content = model if isinstance(model, bytes) else read_model(model)
         return MicroInterpreter(content)
     resolver = OpResolverType.BUILTIN_REF if target == "litert-reference" else \
         OpResolverType.AUTO
@@ -73,7 +80,7 @@ def interpreter(model: "str | os.PathLike | bytes", num_threads: int = 1,
     return interp
 
 
-def _read(path: "str | os.PathLike") -> bytes:
+def read_model(path: "str | os.PathLike") -> bytes:
     text = os.fspath(path)
     if not os.path.isfile(text):
         raise ValueError(f"No .tflite file at {text}. Check the path, or export one first.")
@@ -160,6 +167,18 @@ class MicroArenaTooSmall(ValueError):
     def __init__(self, size: int):
         super().__init__(f"The model does not fit a TFLite Micro arena of {size:,} bytes.")
         self.size = size
+
+
+# Added to the arena TFLite Micro's recording allocator measures on this (64-bit) host: the
+# interpreter's bookkeeping grows a little with a device's kernels and alignment. Both are
+# stated in the header, so a user can trim them after measuring on the device.
+ARENA_HEADROOM = 0.10
+ARENA_HEADROOM_BYTES = 1024
+
+
+def with_headroom(measured: int) -> int:
+    """An arena of `measured` bytes with the headroom above, 16-byte aligned."""
+    return 16 * math.ceil((measured * (1 + ARENA_HEADROOM) + ARENA_HEADROOM_BYTES) / 16)
 
 
 def micro_arena_bytes(content: bytes) -> int:

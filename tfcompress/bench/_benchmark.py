@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tfcompress import _tflite
+from tfcompress import _targets, _tflite
 from tfcompress.data import Dataset, as_arrays, as_part, check_classes, load
 from tfcompress.data._parts import label_max
 from tfcompress.metrics import as_metric, warn_if_near_chance
@@ -60,7 +60,7 @@ class BenchmarkReport:
             "op_dtypes": dict(self.op_dtypes),
             "op_counts": dict(self.op_counts),
             "target": self.target,
-            "runtime": _tflite.TARGET_NAMES[self.target],
+            "runtime": _targets.runtime(self.target),
             "metric": self.metric,
         }
 
@@ -145,7 +145,7 @@ def benchmark(
         if isinstance(source, Dataset):
             check_classes(source, _classes(interp), "the model")
 
-    say(f"timing {Path(path).name} in {_tflite.TARGET_NAMES[target]}: {warmup} warm-up + "
+    say(f"timing {Path(path).name} in {_targets.runtime(target)}: {warmup} warm-up + "
         f"{runs} runs, {threads} thread(s)")
     times = _time_invocations(interp, sample, runs, warmup)
     accuracy, scored = None, 0
@@ -374,7 +374,7 @@ def compare(reports: Sequence[BenchmarkReport], baseline: int = 0) -> str:
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
                        enumerate(zip(row, widths, strict=True))) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    runtimes = sorted({_tflite.TARGET_NAMES[r.target] for r in reports})
+    runtimes = sorted({_targets.runtime(r.target) for r in reports})
     lines.append(f"measured in {', '.join(runtimes)}, {base.threads} thread(s)")
     return "\n".join(lines)
 

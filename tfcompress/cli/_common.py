@@ -37,6 +37,77 @@ class FloatRange(click.FloatRange):
         return number
 
 
+class TargetType(click.ParamType):
+    """A `--target`: `litert`, `litert-reference`, `tflm`, or an Arm Ethos-U configuration
+    that Vela compiles for (`ethos-u55-128`, ...), checked before any work."""
+
+    name = "target"
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The targets that need no Vela to name (the Ethos-U ones come from Vela)."""
+        from tfcompress._targets import TARGETS
+
+        return TARGETS
+
+    def get_metavar(self, param, *args, **kwargs) -> str:
+        from tfcompress._targets import TARGETS
+
+        return "[" + "|".join(TARGETS) + "|ethos-u55-128|...]"
+
+    def convert(self, value, param, ctx):
+        from tfcompress import _tflite
+
+        try:
+            _tflite.check_target(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        return value
+
+
+def device_options(command: Callable) -> Callable:
+    """The device settings of an export (`to_tflite`'s names): budgets of a microcontroller
+    or an Ethos-U NPU, and Vela's configuration. `device_settings` gathers them."""
+    for decorator in reversed((
+            click.option("--max-flash", type=click.IntRange(1), metavar="BYTES",
+                         help="tflm, Ethos-U: refuse a model (compiled, for Ethos-U) larger "
+                              "than this."),
+            click.option("--max-ram", type=click.IntRange(1), metavar="BYTES",
+                         help="tflm: refuse a model whose tensor arena is larger than this."),
+            npu_options,
+            click.option("--allow-cpu-ops", is_flag=True,
+                         help="Ethos-U: accept ops Vela leaves to the CPU instead of refusing "
+                              "the file."),
+            click.option("--max-latency-ms", type=FloatRange(0, min_open=True), metavar="MS",
+                         help="Ethos-U: refuse a model whose estimated inference time is over "
+                              "this."),
+            click.option("--max-sram", type=click.IntRange(1), metavar="BYTES",
+                         help="Ethos-U: refuse a model that uses more SRAM than this."))):
+        command = decorator(command)
+    return command
+
+
+DEVICE_SETTINGS = ("max_flash", "max_ram", "system_config", "memory_mode", "allow_cpu_ops",
+                   "max_latency_ms", "max_sram")
+
+
+def device_settings(kwargs: dict) -> dict:
+    """Takes the `device_options` out of a command's keyword arguments: those given."""
+    values = {k: kwargs.pop(k) for k in DEVICE_SETTINGS}
+    return {k: v for k, v in values.items() if v not in (None, False)}
+
+
+def npu_options(command: Callable) -> Callable:
+    """`--system-config` and `--memory-mode`: Vela's names, for an Ethos-U `--target`."""
+    command = click.option(
+        "--memory-mode", metavar="NAME",
+        help="Ethos-U: Vela's memory mode (default: Vela's for the accelerator).")(command)
+    return click.option(
+        "--system-config", metavar="NAME",
+        help="Ethos-U: Vela's system configuration, e.g. Ethos_U55_High_End_Embedded "
+             "(default: Vela's for the accelerator).")(command)
+
+
 _SEEN: contextvars.ContextVar = contextvars.ContextVar("tfcompress_warned", default=frozenset())
 
 

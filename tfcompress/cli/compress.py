@@ -8,7 +8,10 @@ from tfcompress._distribute import STRATEGIES
 from tfcompress.cli._common import (
     DISTRIBUTE_HELP,
     FloatRange,
+    TargetType,
     data_help,
+    device_options,
+    device_settings,
     input_range_option,
     metric_of,
     metric_options,
@@ -47,13 +50,19 @@ BUDGET_MISSED = 3
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--distribute", type=click.Choice(STRATEGIES), default=None,
               help=DISTRIBUTE_HELP)
+@click.option("--target", type=TargetType(), default=None,
+              help="Where the final file runs (as for export; default: the recipe's, litert). "
+                   "With device budgets, searches keep only models that fit them; with an Arm "
+                   "Ethos-U target (ethos-u55-128, ...) they rank by Vela's estimate, and the "
+                   "report compares the input model's int8 file with the final one on the NPU.")
+@device_options
 @unsafe_and_json("model files'", "Print report.json instead of the table.")
 @input_range_option
 @metric_options
 @user_errors
 def compress_command(model, data, val, test, recipe, out_dir, max_accuracy_drop, strict, seed,
-                     runs, batch_size, distribute, unsafe, as_json, input_range, metric,
-                     metric_direction):
+                     runs, batch_size, distribute, target, unsafe, as_json, input_range, metric,
+                     metric_direction, **device):
     """Compress MODEL (.keras) step by step as RECIPE says; measure each step in LiteRT.
 
     Writes OUT: NN_<step>.keras and .tflite per step, report.json, report.md, report.png and
@@ -67,7 +76,8 @@ def compress_command(model, data, val, test, recipe, out_dir, max_accuracy_drop,
                       max_accuracy_drop=max_accuracy_drop, seed=seed, runs=runs,
                       batch_size=batch_size, verbose=0, progress=say, safe_mode=not unsafe,
                       distribute=distribute, preprocessing=input_range,
-                      metric=metric_of(metric, metric_direction))
+                      metric=metric_of(metric, metric_direction), target=target,
+                      device=device_settings(device) or None)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

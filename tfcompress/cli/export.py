@@ -4,9 +4,12 @@ import json
 
 import click
 
-from tfcompress._options import EXPORT, QUANTIZATION_MODES, TARGETS
+from tfcompress._options import EXPORT, QUANTIZATION_MODES
 from tfcompress.cli._common import (
+    TargetType,
     data_help,
+    device_options,
+    device_settings,
     input_range_option,
     say,
     unsafe_and_json,
@@ -23,15 +26,14 @@ from tfcompress.cli._common import (
               show_default=True, help="Quantization mode.")
 @click.option("--data", help="Calibration data for int8/int16x8 (not needed for a model from "
                              f"QAT), also used to check agreement. {data_help}")
-@click.option("--target", type=click.Choice(TARGETS), default=EXPORT["target"], show_default=True,
-              help="Runtime to verify on: LiteRT (XNNPACK), LiteRT's reference kernels, or "
-                   "TFLite Micro (writes .h/.cc/_ops.h beside the file; needs the micro extra).")
+@click.option("--target", type=TargetType(), default=EXPORT["target"], show_default=True,
+              help="Runtime to verify on: LiteRT (XNNPACK), LiteRT's reference kernels, "
+                   "TFLite Micro (writes .h/.cc/_ops.h beside the file; the micro extra), or "
+                   "an Arm Ethos-U NPU configuration such as ethos-u55-128 (compiles with Vela, "
+                   "writes <stem>_vela.tflite and its .h/.cc/_ops.h; the npu extra).")
 @click.option("--integer-io/--float-io", default=None,
               help="int8/int16x8: integer input and output tensors (default: on for tflm).")
-@click.option("--max-flash", type=click.IntRange(1), metavar="BYTES",
-              help="tflm: refuse a model larger than this.")
-@click.option("--max-ram", type=click.IntRange(1), metavar="BYTES",
-              help="tflm: refuse a model whose tensor arena is larger than this.")
+@device_options
 @click.option("--calibration-samples", default=EXPORT["num_calibration_samples"],
               show_default=True, type=click.IntRange(1),
               help="Images used to calibrate activation ranges.")
@@ -45,14 +47,11 @@ from tfcompress.cli._common import (
 @unsafe_and_json(json_help="Print the export report as JSON.")
 @input_range_option
 @user_errors
-def export_command(model, output, quantization, data, target, integer_io, max_flash, max_ram,
-                   calibration_samples, allow_float, float_layers, unsafe, as_json,
-        input_range):
+def export_command(model, output, quantization, data, target, integer_io, calibration_samples,
+                   allow_float, float_layers, unsafe, as_json, input_range, **device):
     """Convert MODEL (.keras file or SavedModel directory) to a verified .tflite file."""
     from tfcompress.export import to_tflite
 
-    if target != "tflm" and (max_flash or max_ram):
-        raise click.UsageError("--max-flash and --max-ram go with --target tflm.")
     chosen = list(float_layers) or None
     if chosen == ["auto"]:
         if not data:
@@ -68,6 +67,6 @@ def export_command(model, output, quantization, data, target, integer_io, max_fl
     report = to_tflite(model, output, quantization, representative_data=data,
                        preprocessing=input_range,
                        integer_io=integer_io, num_calibration_samples=calibration_samples,
-                       safe_mode=not unsafe, target=target, max_flash=max_flash,
-                       max_ram=max_ram, allow_float=allow_float, float_layers=chosen or None)
+                       safe_mode=not unsafe, target=target, allow_float=allow_float,
+                       float_layers=chosen or None, **device_settings(device))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))

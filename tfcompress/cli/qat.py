@@ -5,7 +5,13 @@ import json
 import click
 
 from tfcompress._options import QAT
-from tfcompress.cli._common import data_help, say, training_command, training_options
+from tfcompress.cli._common import (
+    TargetType,
+    data_help,
+    say,
+    training_command,
+    training_options,
+)
 
 
 @click.command("qat")
@@ -20,19 +26,27 @@ from tfcompress.cli._common import data_help, say, training_command, training_op
               help="Keep this layer (name or pattern) in float, in training and in the file. "
                    "Repeatable. 'auto': the most sensitive ones, from a quantize sensitivity "
                    "scan, while int8 would lose more than 1 point.")
+@click.option("--target", type=TargetType(), default="litert", show_default=True,
+              help="Where the file runs (as for export). For an Arm Ethos-U target "
+                   "(ethos-u55-128, ...), the layers Vela would leave to the CPU are named "
+                   "before training, and the file is compiled with Vela.")
+@click.option("--allow-cpu-ops", is_flag=True,
+              help="Ethos-U: accept ops Vela leaves to the CPU instead of refusing the file.")
 @training_command()
 def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_output,
-                float_layers, unsafe, as_json,
-        input_range):
+                float_layers, target, allow_cpu_ops, unsafe, as_json, input_range):
     """Fine-tune MODEL (.keras) with simulated int8 and export it as an integer-only .tflite."""
     import os
 
-    from tfcompress import _io, _loading, _training
+    from tfcompress import _io, _loading, _targets, _training
     from tfcompress.bench import benchmark
     from tfcompress.export import to_tflite
+    from tfcompress.export._export import check_outputs
     from tfcompress.quantization import float_layer_names, train_quantized
 
-    _io.check_not_input(output, model, data)
+    check_outputs(output, target, model, data)
+    if allow_cpu_ops and not _targets.is_npu(target):
+        raise click.BadParameter("goes with an Ethos-U --target.", param_hint="--allow-cpu-ops")
     if keras_output:
         _io.check_not_input(keras_output, model, data)
         if os.path.realpath(keras_output) == os.path.realpath(output):
@@ -55,15 +69,18 @@ def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_ou
         raise click.BadParameter("auto goes alone.", param_hint="--float-layer")
     q, result = train_quantized(keras_model, ds, epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, verbose=0 if as_json else 2,
-                                float_layers=chosen)
+                                float_layers=chosen, target=target)
     kept = float_layer_names(q)  # quantize_aware warned of those it kept unasked
-    report = to_tflite(q, output, "int8", representative_data=ds if kept else None)
+    npu = {"allow_cpu_ops": True} if allow_cpu_ops else {}
+    report = to_tflite(q, output, "int8", representative_data=ds if kept else None,
+                       target=target, **npu)
     if keras_output:
         _io.save_model_atomic(q, keras_output)
     lite = benchmark(output, ds, runs=20)
     info = {**result.to_dict(), "accuracy_int8_litert": lite.accuracy,
             "integer_only": report.integer_only, "size_bytes": report.size_bytes,
-            "output": output}
+            "output": output, "target": target,
+            "npu": None if report.npu is None else report.npu.to_dict()}
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -72,3 +89,5 @@ def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_ou
         f"{100 * result.accuracy_qat:.2f}%, int8 LiteRT {100 * lite.accuracy:.2f}%; "
         f"{report.size_bytes:,} bytes, integer-only: {report.integer_only}; saved {output}"
     )
+    if report.npu is not None:
+        click.echo(str(report.npu))

@@ -154,9 +154,12 @@ def _expected_range(model: Any) -> tuple[float, float, str] | None:
     implies."""
     if isinstance(model, str):
         return None
-    from tfcompress.quantization._transform import _quantizers
+    from tfcompress import _graph
 
-    inputs = [q for q in _quantizers(model) if q.name.startswith("input_quant")]
+    # a quantization-aware model's input quantizers (known by their learned range, so that
+    # export needs nothing from tfcompress.quantization, which previews exports)
+    inputs = [layer for layer in _graph.all_layers(model) if layer.name.startswith(
+        "input_quant") and hasattr(layer, "range_min") and hasattr(layer, "range_max")]
     if inputs:
         from keras import ops
 

@@ -45,6 +45,11 @@ def to_tflite(
     allow_float: bool = False,
     float_layers: "list[str] | tuple[str, ...] | None" = None,
     preprocessing: Any = None,
+    system_config: str | None = None,
+    memory_mode: str | None = None,
+    allow_cpu_ops: bool = False,
+    max_latency_ms: float | None = None,
+    max_sram: int | None = None,
 ) -> ExportReport:
     """Converts a Keras 3 model to a `.tflite` file and verifies it in the LiteRT interpreter.
 
@@ -71,17 +76,25 @@ def to_tflite(
             `200`.
         safe_mode: Keras' safe mode when `model` is a `.keras` path. Defaults to `True`.
         target: The runtime the file is verified on: `"litert"` (LiteRT with XNNPACK),
-            `"litert-reference"` (LiteRT's reference kernels) or `"tflm"` (TensorFlow Lite for
-            Microcontrollers, the `micro` extra). For `"tflm"` the batch is fixed to 1, and
-            C++ sources are written beside the file: `<stem>.h` and `<stem>.cc` (the model
-            as an aligned array, the arena size measured in TFLite Micro plus headroom, input
-            and output scale and zero point, class names) and `<stem>_ops.h` (the exact op
-            list as a `tflite::MicroMutableOpResolver`). Defaults to `"litert"`.
+            `"litert-reference"` (LiteRT's reference kernels), `"tflm"` (TensorFlow Lite for
+            Microcontrollers, the `micro` extra), or an Arm Ethos-U NPU configuration that
+            Vela compiles for (`"ethos-u55-128"`, `"ethos-u85-256"`...: the `npu` extra).
+            For `"tflm"` the batch is fixed to 1, and C++ sources are written beside the
+            file: `<stem>.h` and `<stem>.cc` (the model as an aligned array, the arena size
+            measured in TFLite Micro plus headroom, input and output scale and zero point,
+            class names) and `<stem>_ops.h` (the exact op list as a
+            `tflite::MicroMutableOpResolver`). An Ethos-U target makes the file as for
+            `"tflm"`, checks it on LiteRT's reference kernels (what the NPU must compute),
+            compiles it with Vela and writes `<stem>_vela.tflite` beside it, with the C++
+            files of the compiled model (its op resolver registers the Ethos-U op and any
+            op left to the CPU; the arena is the one Vela planned, plus headroom). The
+            report's `npu` says where every op runs and Vela's estimates. Defaults to
+            `"litert"`.
         verify_data: Images on which the top-1 agreement between the Keras model and the file
             on `target` is measured (at most 200). Defaults to `None`: the representative
             data, if any.
-        max_flash: With `"tflm"`, refuse a model larger than this many bytes. Defaults to
-            `None`.
+        max_flash: With `"tflm"`, refuse a model larger than this many bytes; with an
+            Ethos-U target, a compiled model larger than this. Defaults to `None`.
         max_ram: With `"tflm"`, refuse a model whose arena (with headroom) is larger than
             this many bytes. Defaults to `None`.
         class_names: Class names for the C header. Defaults to `None`: those of a `Dataset`
@@ -99,6 +112,18 @@ def to_tflite(
             Defaults to `None`: read from the model's first `Rescaling`/`Normalization`
             layer, else [0, 1]. Calibration images far outside the model's range are warned
             about.
+        system_config: With an Ethos-U target, the system configuration of Vela's
+            `Arm/vela.ini` (clocks and memories). Defaults to `None`: Vela's default for
+            the accelerator (named in the report).
+        memory_mode: With an Ethos-U target, the memory mode of Vela's `Arm/vela.ini`
+            (where weights and feature maps live). Defaults to `None`: Vela's default.
+        allow_cpu_ops: With an Ethos-U target, accept ops that Vela leaves to the CPU
+            instead of refusing the file (the report names them with Vela's reason).
+            Defaults to `False`.
+        max_latency_ms: With an Ethos-U target, refuse a model whose estimated inference
+            time is over this. Defaults to `None`.
+        max_sram: With an Ethos-U target, refuse a model that uses more SRAM than this many
+            bytes. Defaults to `None`.
 
     Returns:
         An `ExportReport`.
@@ -117,9 +142,13 @@ def to_tflite(
         >>> report.integer_only
         True
     """
+    device_options = {k: v for k, v in dict(
+        max_flash=max_flash, max_ram=max_ram, system_config=system_config,
+        memory_mode=memory_mode, allow_cpu_ops=allow_cpu_ops or None,
+        max_latency_ms=max_latency_ms, max_sram=max_sram).items() if v is not None}
     spec, integer_io, float_layers = _check_arguments(
-        quantization, target, integer_io, float_layers, num_calibration_samples, max_flash,
-        max_ram)
+        quantization, target, integer_io, float_layers, num_calibration_samples,
+        device_options)
     model = _open(model, path, spec, safe_mode, representative_data, verify_data)
     if not isinstance(model, str):  # a folder or built-in set is read as the model takes it
         from tfcompress._training import load_for
@@ -142,7 +171,8 @@ def to_tflite(
                             _channels(model), pack_labels=device is None)
     summary = _tflite.summarize(_tflite.interpreter(content))
     float_ops = check_float_ops(model, summary, quantization, float_layers, allow_float)
-    measured = None if device is None else device.measure(content, max_flash, max_ram, summary)
+    measured = None if device is None else device.measure(content, target, summary,
+                                                          **device_options)
     agrees, samples = None, 0
     if check is not None and not isinstance(model, str):
         agrees, samples = agreement(model, content, check, spec)
@@ -154,24 +184,35 @@ def to_tflite(
         integer_only=(summary.is_integer_only(quantization)
                       if quantization in INTEGER_MODES else False),
         calibration_samples=0 if calib is None else len(calib), target=target,
-        agreement=agrees, agreement_samples=samples, micro=measured)
+        agreement=agrees, agreement_samples=samples,
+        **{"npu" if _targets.is_npu(target) else "micro": measured})
 
 
 def _check_arguments(quantization: str, target: str, integer_io: bool | None,
-                     float_layers: Any, num_calibration_samples: int, max_flash: Any,
-                     max_ram: Any) -> tuple[Target, bool, list | None]:
+                     float_layers: Any, num_calibration_samples: int,
+                     device_options: dict) -> tuple[Target, bool, list | None]:
     """The target, whether the file's input and output are integers, and the float layers
     as a list, after checking every argument that needs no model (one line each)."""
     if quantization not in QUANTIZATION_MODES:
         raise ValueError(
             f"Unknown quantization {quantization!r}; expected one of {QUANTIZATION_MODES}."
         )
-    _tflite.check_target(target)
     spec = _targets.get(target)
-    if spec.device is None and (max_flash is not None or max_ram is not None):
-        devices = [t.name for t in _targets.REGISTRY.values() if t.device]
-        raise ValueError(f"max_flash and max_ram apply to a device target ({', '.join(devices)}"
-                         f"), not {target!r}.")
+    misplaced = [k for k in device_options if k not in spec.device_options]
+    if misplaced:
+        raise ValueError(f"{misplaced[0]} applies to {_targets.takers(misplaced[0])}, not "
+                         f"{target!r}.")
+    if spec.quantizations is not None and quantization not in spec.quantizations:
+        raise ValueError(
+            f"Target {target!r} runs integer models; {quantization!r} would run on its CPU. "
+            f"Export as one of {spec.quantizations} (a float model is calibrated on --data, "
+            "or trained with quantize_aware first).")
+    _tflite.check_target(target)
+    if _targets.is_npu(target):
+        from tfcompress import _vela
+
+        _vela.check(target, device_options.get("system_config"),
+                    device_options.get("memory_mode"))
     if integer_io is None:
         integer_io = spec.integer_io and quantization in INTEGER_MODES
     if integer_io and quantization not in INTEGER_MODES:
@@ -308,6 +349,16 @@ def file_preprocessing(model: Any, preprocessing: Any, data: Any) -> Any:
 def _channels(model: Any) -> int:
     shape = getattr(model, "inputs", None) and tuple(model.inputs[0].shape)
     return int(shape[-1]) if shape and len(shape) == 4 and shape[-1] else 3
+
+
+def check_outputs(path: "str | os.PathLike", target: str, *inputs: object) -> None:
+    """Raises, before any work, unless the file for `target` and what the target writes
+    beside it can be written at `path` without overwriting an input or a file tfcompress did
+    not write."""
+    _io.check_not_input(path, *inputs)
+    device = _device(_targets.get(target))
+    if device is not None:
+        device.check_outputs(path, *inputs)
 
 
 def _device(spec: Target) -> Any:

@@ -3,23 +3,20 @@ figures measured in TFLite Micro against the budgets (`measure`), and the C++ fi
 beside the model, checked before any work (`check_outputs`) and made with it (`files`): source
 and header holding the model, and the exact op list as a TFLite Micro op resolver."""
 
-import math
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from tfcompress import _io, _tflite
+from tfcompress._tflite import ARENA_HEADROOM, ARENA_HEADROOM_BYTES, with_headroom
 
-# Added to the arena TFLite Micro's recording allocator measures on this (64-bit) host: the
-# interpreter's bookkeeping grows a little with a device's kernels and alignment. Both are
-# stated in the header, so a user can trim them after measuring on the device.
-ARENA_HEADROOM = 0.10
-ARENA_HEADROOM_BYTES = 1024
 # The ops whose TFLite Micro method is not the op name in CamelCase (checked against TFLM's
 # micro_mutable_op_resolver.h for every op it registers: tests/export/test_micro.py).
 _RESOLVER_NAMES = {"PADV2": "PadV2", "UNIDIRECTIONAL_SEQUENCE_LSTM": "UnidirectionalSequenceLSTM",
-                   "BATCH_MATMUL": "BatchMatMul", "CUMSUM": "CumSum"}
+                   "BATCH_MATMUL": "BatchMatMul", "CUMSUM": "CumSum",
+                   # the custom op Arm's Vela writes for the parts that run on an Ethos-U NPU
+                   "ethos-u": "EthosU"}
 
 
 @dataclass(frozen=True)
@@ -54,12 +51,9 @@ def resolver_method(op: str) -> str:
     return f"Add{name}"
 
 
-def with_headroom(measured: int) -> int:
-    return 16 * math.ceil((measured * (1 + ARENA_HEADROOM) + ARENA_HEADROOM_BYTES) / 16)
-
-
-def measure(content: bytes, max_flash: int | None, max_ram: int | None,
-            summary: "_tflite.GraphSummary | None" = None) -> MicroReport:
+def measure(content: bytes, target: str = "tflm",
+            summary: "_tflite.GraphSummary | None" = None, *, max_flash: int | None = None,
+            max_ram: int | None = None, **_: object) -> MicroReport:
     """Runs the model in TFLite Micro and checks it against the flash and RAM budgets.
 
     Raises:
@@ -134,16 +128,20 @@ def check_outputs(path: "str | os.PathLike", *inputs: object) -> None:
 
 
 def files(content: bytes, path: "str | os.PathLike", report: MicroReport,
-            summary: "_tflite.GraphSummary", class_names: Sequence[str] | None
-            ) -> dict[str, bytes]:
-    """The text of `<stem>.h`, `<stem>.cc` and `<stem>_ops.h` beside `path`, by path."""
+          summary: "_tflite.GraphSummary", class_names: Sequence[str] | None,
+          ops: Sequence[str] | None = None, source: str | None = None,
+          arena_note: str = "measured in TFLite Micro") -> dict[str, bytes]:
+    """The text of `<stem>.h`, `<stem>.cc` and `<stem>_ops.h` beside `path`, by path: the
+    model `content` (read from the file named `source`, by default `path`'s), its arena
+    (`arena_note` says where the figure comes from) and its `ops` (by default the report's)."""
     name = identifier(path)
+    ops_list = list(report.ops if ops is None else ops)
     camel = "".join(p.capitalize() for p in name.split("_") if p)
     base = os.path.splitext(os.fspath(path))[0]
     from tfcompress import __version__ as version
 
     inp, out = summary.inputs[0], summary.outputs[0]
-    source = os.path.basename(os.fspath(path))
+    source = source or os.path.basename(os.fspath(path))
     classes = list(class_names or [])
     guard = f"TFCOMPRESS_{name.upper()}_H_"
     header = [
@@ -158,7 +156,7 @@ def files(content: bytes, path: "str | os.PathLike", report: MicroReport,
         f"extern const unsigned char g_{name}_model[];",
         f"extern const unsigned int g_{name}_model_len;",
         "",
-        f"// Tensor arena: {report.arena_bytes_measured} bytes measured in TFLite Micro, plus "
+        f"// Tensor arena: {report.arena_bytes_measured} bytes {arena_note}, plus "
         f"{round(100 * ARENA_HEADROOM)} % and {ARENA_HEADROOM_BYTES} bytes of headroom.",
         f"constexpr int k{camel}ArenaSize = {report.arena_bytes};",
         "",
@@ -197,11 +195,11 @@ def files(content: bytes, path: "str | os.PathLike", report: MicroReport,
         "",
         '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"',
         "",
-        f"using {camel}OpResolver = tflite::MicroMutableOpResolver<{len(report.ops)}>;",
+        f"using {camel}OpResolver = tflite::MicroMutableOpResolver<{len(ops_list)}>;",
         "",
         f"inline TfLiteStatus Register{camel}Ops({camel}OpResolver& resolver) {{",
         *[f"  if (resolver.{resolver_method(op)}() != kTfLiteOk) return kTfLiteError;"
-          for op in report.ops],
+          for op in ops_list],
         "  return kTfLiteOk;",
         "}",
         "",

@@ -2,7 +2,8 @@
 
 from dataclasses import dataclass, field
 
-from tfcompress import _tflite
+from tfcompress import _targets, _tflite
+from tfcompress._ethosu import NpuReport
 from tfcompress.export._micro import MicroReport
 
 
@@ -23,14 +24,16 @@ class ExportReport:
     agreement: float | None = None
     agreement_samples: int = 0
     micro: "MicroReport | None" = None
+    npu: "NpuReport | None" = None
 
     def to_dict(self) -> dict:
         return {
             "target": self.target,
-            "runtime": _tflite.TARGET_NAMES[self.target],
+            "runtime": _targets.runtime(self.target),
             "agreement": self.agreement,
             "agreement_samples": self.agreement_samples,
             "micro": None if self.micro is None else self.micro.to_dict(),
+            "npu": None if self.npu is None else self.npu.to_dict(),
             "path": self.path,
             "quantization": self.quantization,
             "size_bytes": self.size_bytes,
@@ -52,8 +55,11 @@ class ExportReport:
         )
         if self.agreement is not None:
             text += (f"\ntop-1 agreement with the Keras model in "
-                     f"{_tflite.TARGET_NAMES[self.target]}: {100 * self.agreement:.2f} % of "
+                     f"{_targets.runtime(_targets.get(self.target).interpreter)}: "
+                     f"{100 * self.agreement:.2f} % of "
                      f"{self.agreement_samples} images")
         if self.micro is not None:
             text += f"\n{self.micro}\nwrote {', '.join(self.micro.files)}"
+        if self.npu is not None:
+            text += f"\n{self.npu}\nwrote {', '.join(self.npu.files)}"
         return text

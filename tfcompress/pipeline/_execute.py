@@ -186,7 +186,11 @@ def _export_settings(run: Run, step: Step, model: keras.Model, info: dict) -> di
     """What an export step passes to `to_tflite`: its target and device limits, and the layers
     to keep in float (`auto`: only where post-training int8 alone leaves the model outside
     the budget on the validation data, picked by a quantize scan)."""
-    device = {k: step.get(k) for k in ("target", "max_flash", "max_ram")}
+    from tfcompress import _targets
+
+    target = step.get("target")
+    device = {"target": target, **{k: step.get(k) for k in _targets.get(target).device_options
+                                   if step.get(k) not in (None, False)}}
     float_layers = step.get("float_layers")
     if float_layers == "auto":
         float_layers = _auto_float_layers(run, model, info)

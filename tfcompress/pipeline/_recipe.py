@@ -30,6 +30,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfcompress import _targets
 from tfcompress._options import (
     CONV_MODES,
     CRITERIA,
@@ -61,7 +62,9 @@ STEP_SETTINGS: dict[str, dict[str, Any]] = {
     "qat": {"epochs": QAT["epochs"], "learning_rate": QAT["learning_rate"],
             "float_layers": None},
     "export": {"mode": EXPORT["quantization"], "target": EXPORT["target"], "max_flash": None,
-               "max_ram": None, "float_layers": None},
+               "max_ram": None, "float_layers": None, "system_config": None,
+               "memory_mode": None, "allow_cpu_ops": False, "max_latency_ms": None,
+               "max_sram": None},
 }
 # The setting a `search` varies, per step kind.
 SEARCHED = {"factorize": "energy", "distill": "channels", "prune": "sparsity"}
@@ -114,6 +117,26 @@ def _choice(*choices: str, optional: bool = False):
     check.choices = choices  # read by tests/test_options.py
     check.allowed = "one of " + ", ".join(f"`{c}`" for c in choices)
     return check
+
+
+def _target(value: Any) -> str | None:
+    if value in TARGETS or _targets.is_npu(value):
+        return None
+    return (f"expected one of {list(TARGETS)} or an Arm Ethos-U configuration such as "
+            f"ethos-u55-128, got {value!r}")
+
+
+_target.choices = TARGETS  # read by tests/test_options.py
+_target.allowed = ", ".join(f"`{c}`" for c in TARGETS) + \
+    ", or an Arm Ethos-U configuration Vela compiles for (`ethos-u55-128`, ...)"
+
+
+def _name(value: Any) -> str | None:
+    return None if value is None or isinstance(value, str) else \
+        f"expected a name, got {value!r}"
+
+
+_name.allowed = "a name (or null)"
 
 
 def _flag(value: Any) -> str | None:
@@ -178,10 +201,13 @@ RULES: dict[str, dict[str, Any]] = {
     "qat": {"epochs": _number(1, integer=True), "learning_rate": _number(0, low_open=True),
             "float_layers": _float_layers},
     "export": {"mode": _choice(*EXPORT_MODES),
-               "target": _choice(*TARGETS),
+               "target": _target,
                "max_flash": _number(1, integer=True, optional=True),
                "max_ram": _number(1, integer=True, optional=True),
-               "float_layers": _float_layers},
+               "float_layers": _float_layers,
+               "system_config": _name, "memory_mode": _name, "allow_cpu_ops": _flag,
+               "max_latency_ms": _number(0, low_open=True, optional=True),
+               "max_sram": _number(1, integer=True, optional=True)},
 }
 
 # What each setting does, for the documentation (every key of RULES has one; a test checks).
@@ -217,10 +243,17 @@ MEANINGS: dict[str, dict[str, str]] = {
         "float_layers": "Layers kept in float (`auto`: the most sensitive, within budget)."},
     "export": {
         "mode": "Quantization of the file.",
-        "target": "Runtime the file is verified on (and made for).",
-        "max_flash": "With a device target: refuse a model larger than this many bytes.",
-        "max_ram": "With a device target: refuse a model whose arena is larger than this.",
-        "float_layers": "Post-training int8: layers kept in float (`auto`: within budget)."},
+        "target": "Runtime the file is verified on (and made for); with an Ethos-U target, "
+                  "the searches rank and keep models by Vela's estimates.",
+        "max_flash": "With a device target: refuse a model larger than this many bytes "
+                     "(Ethos-U: the compiled model).",
+        "max_ram": "With tflm: refuse a model whose arena is larger than this.",
+        "float_layers": "Post-training int8: layers kept in float (`auto`: within budget).",
+        "system_config": "Ethos-U: Vela's system configuration (null: Vela's default).",
+        "memory_mode": "Ethos-U: Vela's memory mode (null: Vela's default).",
+        "allow_cpu_ops": "Ethos-U: accept ops Vela leaves to the CPU.",
+        "max_latency_ms": "Ethos-U: keep only models Vela estimates at most this fast.",
+        "max_sram": "Ethos-U: keep only models that use at most this much SRAM (bytes)."},
 }
 
 BUILTIN: dict[str, dict] = {
@@ -326,10 +359,13 @@ class Step:
 
     def _check_combinations(self) -> None:
         """Settings that are fine alone but not together."""
-        if self.kind == "export" and self.get("target") != "tflm" and (
-                self.get("max_flash") is not None or self.get("max_ram") is not None):
-            raise ValueError("Step 'export': max_flash and max_ram go with target: tflm (a "
-                             "microcontroller).")
+        if self.kind == "export":
+            spec = _targets.get(self.get("target"))
+            for key in _targets.DEVICE_OPTIONS:
+                if self.get(key) not in (None, False) and key not in spec.device_options:
+                    raise ValueError(
+                        f"Step 'export': {key} does not go with target: {self.get('target')} "
+                        f"({_targets.takers(key)} take it).")
         if self.kind == "factorize" and self.settings.get("rank_ratio") is not None and (
                 self.settings.get("energy") is not None or self.search is not None):
             raise ValueError("Step 'factorize': give rank_ratio or energy (or a search over "
@@ -460,14 +496,35 @@ class Recipe:
         """True for the `auto` placeholder, which a run replaces with `auto_recipe`'s."""
         return self == AUTO_PLACEHOLDER
 
+    def for_target(self, target: str | None, device: dict | None = None) -> "Recipe":
+        """The recipe with its export step made for `target` with the `device` settings
+        (`max_flash`, `max_latency_ms`, ...); a recipe without an export step gets one
+        (int8). Unchanged when neither is given."""
+        if target is None and not device:
+            return self
+        steps = list(self.steps)
+        export = steps.pop() if steps[-1].kind == "export" else Step("export", {"mode": "int8"})
+        settings = dict(export.settings)
+        if target is not None:
+            settings["target"] = target
+        settings.update(device or {})
+        return Recipe(self.name, (*steps, Step("export", settings)), self.choices)
+
     def device_limits(self) -> dict | None:
-        """`{"max_flash": ..., "max_ram": ...}` when the export step targets a
-        microcontroller with a budget: the searches then keep only models that fit it."""
+        """The export step's target and device settings when the searches must look at the
+        device: a microcontroller with a flash or RAM budget (they keep only models that fit
+        it), or an Ethos-U NPU (they keep only models that fit its budgets and rank by
+        Vela's estimates)."""
         last = self.steps[-1]
-        if last.kind != "export" or last.get("target") != "tflm":
+        if last.kind != "export":
             return None
-        limits = {"max_flash": last.get("max_flash"), "max_ram": last.get("max_ram")}
-        return limits if any(v is not None for v in limits.values()) else None
+        target = last.get("target")
+        spec = _targets.get(target)
+        limits = {k: last.get(k) for k in spec.device_options}
+        if _targets.is_npu(target) or (spec.device and any(
+                v is not None for v in limits.values())):
+            return {"target": target, **limits}
+        return None
 
 
 AUTO_PLACEHOLDER = Recipe(AUTO, (Step("export", {"mode": "int8", "float_layers": "auto"}),))

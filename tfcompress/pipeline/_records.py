@@ -32,6 +32,7 @@ class StepRecord:
     info: dict | None = None
     search: list | None = None
     accuracy_reference: float | None = None
+    npu: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,6 +59,7 @@ class PipelineResult:
     data_sources: dict | None = None
     warnings: tuple[str, ...] = ()
     metric: dict | None = None
+    npu: dict | None = None
 
     @property
     def final(self) -> StepRecord:
@@ -94,7 +96,7 @@ class PipelineResult:
                 "final": self.final.to_dict(), "ratios": self.ratios(),
                 "side_by_side": self.side_by_side,
                 "max_accuracy_drop": self.max_accuracy_drop, "meets_budget": self.meets_budget,
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), "npu": self.npu}
 
 
 def retimed(record: StepRecord, times: np.ndarray) -> StepRecord:

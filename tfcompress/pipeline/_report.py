@@ -45,6 +45,7 @@ def markdown(result: Any) -> str:
     else:
         lines.append(f"It {verdict} the budget: {m.name} at most {result.max_accuracy_drop:g} "
                      f"{'below' if m.higher else 'above'} the baseline.")
+    lines += _npu_lines(result.npu)
     for choice in result.recipe.get("choices") or ():
         lines.append(f"The `{result.recipe['name']}` recipe chose: {choice}.")
     for r in result.steps:
@@ -71,6 +72,28 @@ def markdown(result: Any) -> str:
         ("input (what the images become for the model)", sources.get("input"))) if where]
     lines.append("")
     return "\n".join(lines)
+
+
+def _npu_lines(npu: dict | None) -> list[str]:
+    """The input model's dense int8 file against the final one on the Ethos-U target, as
+    Vela estimates them."""
+    if not npu:
+        return []
+    b, f = npu["baseline_int8"], npu["final"]
+    rows = [("input model, int8 (dense)", b), ("final", f)]
+    lines = ["", f"On the NPU `{npu['target']}`, as Vela {f['vela_version']} estimates it "
+             f"({f['system_config']}, {f['memory_mode']}):", "",
+             "| file | ops on the NPU | est. ms per inference | cycles | SRAM (KiB) | "
+             "flash (KiB) | compiled model (bytes) |", "|---|---|---|---|---|---|---|"]
+    for name, r in rows:
+        total = r["npu_ops"] + len(r["cpu_ops"])
+        lines.append(f"| {name} | {r['npu_ops']} of {total} | {r['inference_ms']:.3f} | "
+                     f"{r['cycles']:,} | {r['sram_bytes'] / 1024:.2f} | "
+                     f"{r['flash_bytes'] / 1024:.2f} | {r['model_bytes']:,} |")
+    lines += ["", f"The final file is {npu['faster']}x faster on the NPU than the input "
+              f"model's dense int8 file, and its compiled model {npu['smaller']}x smaller."]
+    lines += [f"On the CPU in the final file: {op}." for op in f["cpu_ops"]]
+    return lines
 
 
 class _Shown:

@@ -11,7 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress import _distribute, _io, _legacy, _loading, _training
+from tfcompress import _distribute, _io, _legacy, _loading, _targets, _training
 from tfcompress.data._parts import is_stream
 from tfcompress.metrics import Metric, as_metric
 from tfcompress.pipeline._data import splits
@@ -45,6 +45,8 @@ def compress(
     distribute: Any = None,
     preprocessing: Any = None,
     metric: Any = None,
+    target: str | None = None,
+    device: dict | None = None,
 ) -> PipelineResult:
     """Runs a recipe on a trained model and measures every step in LiteRT.
 
@@ -108,6 +110,16 @@ def compress(
             `"top5"`, a Keras metric name or instance (`"mse"` for an autoencoder), or a
             `tfcompress.metrics.Metric` (e.g. `Metric(fn, direction="min")` for a function
             `fn(y_true, y_pred)`). Defaults to `None`: top-1 accuracy.
+        target: Where the final file runs, as `to_tflite` takes it (`"tflm"`,
+            `"ethos-u55-128"`...): the recipe's export step is made for it. With a device
+            target that has budgets (`device`), every search keeps only models that fit
+            them; with an Arm Ethos-U target, the searches also rank by Vela's estimated
+            latency, the layers that would run on the NPU's CPU are named before any
+            training, and the report compares the input model's dense int8 file with the
+            final one on the NPU. Defaults to `None`: the recipe's own (`litert`).
+        device: The export's device settings, as `to_tflite` takes them: `max_flash`,
+            `max_ram` (tflm); `max_latency_ms`, `max_sram`, `max_flash`, `system_config`,
+            `memory_mode`, `allow_cpu_ops` (Ethos-U). Defaults to `None`.
 
     Returns:
         A `PipelineResult`.
@@ -119,6 +131,10 @@ def compress(
     """
     model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
     plan, metric = load_recipe(recipe), as_metric(metric)
+    if not plan.is_auto:
+        plan = plan.for_target(target, device)
+    else:
+        plan.for_target(target, device)  # checked now; applied to the recipe auto makes
     budget = _check_numbers(metric, max_accuracy_drop, runs, batch_size, seed)
     devices = _distribute.replicas(distribute)  # a bad value fails here, before any work
     out = os.fspath(out_dir)
@@ -136,7 +152,7 @@ def compress(
     if plan.is_auto:  # made from this model and these data
         from tfcompress.pipeline._auto import auto_recipe
 
-        plan = auto_recipe(model, fit_ds, batch_size)
+        plan = auto_recipe(model, fit_ds, batch_size).for_target(target, device)
     _check_steps_apply(plan, model)
     notes = [] if not (is_stream(data) and test is None) else [
         "no test data was given with a training stream, so the validation data also gives "
@@ -194,6 +210,11 @@ def _check_steps_apply(plan: Recipe, model: keras.Model) -> None:
     for step in plan.steps:
         if step.kind == "export":
             check_target(step.get("target"))
+            if _targets.is_npu(step.get("target")):
+                from tfcompress import _vela
+
+                _vela.check(step.get("target"), step.get("system_config"),
+                            step.get("memory_mode"))
     if any(step.kind == "qat" for step in plan.steps):
         from tfcompress.quantization import quantize_aware
 
@@ -209,7 +230,10 @@ def _run(run: Run, model: keras.Model) -> PipelineResult:
     run.load_state()
     for choice in run.plan.choices:
         run.say(f"{run.plan.name}: {choice}")
+    npu = _npu_settings(run.plan)
     if run.state.get("baseline") is None:
+        if npu is not None:
+            _npu_preview(run, model, npu)
         measure_baseline(run, model)
     baseline = StepRecord(**run.state["baseline"])
     records = [StepRecord(**r) for r in run.state["completed"]]
@@ -224,10 +248,68 @@ def _run(run: Run, model: keras.Model) -> PipelineResult:
     for index, step in enumerate(steps[len(records):], start=len(records) + 1):
         record, current = run_step(run, index, step, current, baseline)
         records.append(record)
-    return _finish(run, baseline, records)
+    npu_summary = _npu_summary(run, model, npu, records) if npu is not None else None
+    return _finish(run, baseline, records, npu_summary)
 
 
-def _finish(run: Run, baseline: StepRecord, records: list[StepRecord]) -> PipelineResult:
+def _npu_settings(plan: Recipe) -> dict | None:
+    """The export step's Ethos-U target and its settings, or None for another target."""
+    last = plan.steps[-1] if plan.steps else None
+    if last is None or last.kind != "export" or not _targets.is_npu(last.get("target")):
+        return None
+    return {"target": last.get("target"), **{
+        k: last.get(k) for k in _targets.NPU_OPTIONS if last.get(k) not in (None, False)}}
+
+
+def _npu_preview(run: Run, model: keras.Model, npu: dict) -> None:
+    """Before any training: the layers whose ops Vela would leave to the CPU, warned about
+    unless the recipe allows CPU ops."""
+    from tfcompress.export._npu import preview
+
+    try:
+        report = preview(model, npu["target"], npu.get("system_config"), npu.get("memory_mode"))
+    except ValueError as e:
+        run.warn(f"could not check which layers map to the NPU {npu['target']}: {e}")
+        return
+    run.say(f"{npu['target']}: {len(report.ops) - len(report.cpu_ops)} of {len(report.ops)} "
+            f"ops of the input model's int8 file map to the NPU ({report.configuration()})")
+    if report.cpu_ops and not npu.get("allow_cpu_ops"):
+        layers = "; ".join(f"{o.layer} ({o.op}: {o.reason})" for o in report.cpu_ops)
+        run.warn(f"on {npu['target']}, these layers would run on the CPU, and the export "
+                 f"refuses them unless the recipe's export allows CPU ops: {layers}")
+
+
+def _npu_summary(run: Run, model: keras.Model, npu: dict, records: list[StepRecord]
+                 ) -> dict | None:
+    """The input model's dense int8 file against the final one on the NPU, as Vela
+    estimates them (the final file's figures come from its export)."""
+    from tfcompress.pipeline._measure import export_report, npu_figures
+
+    final = records[-1].npu if records else None
+    if final is None:
+        return None
+    run.say(f"compiling the input model's int8 file for {npu['target']} to compare")
+    options = {k: npu[k] for k in ("system_config", "memory_mode") if k in npu}
+    with _io.scratch_folder(run.out, ".tfcompress-npu-") as tmp:
+        try:
+            base = npu_figures(export_report(
+                model, os.path.join(tmp, "baseline_int8.tflite"), "int8", run.fit_ds,
+                target=npu["target"], allow_cpu_ops=True, **options))
+        except ValueError as e:
+            run.warn(f"the input model's int8 file could not be compiled for "
+                     f"{npu['target']} to compare: {e}")
+            return None
+    summary = {"target": npu["target"], "baseline_int8": base, "final": final,
+               "faster": round(base["inference_ms"] / final["inference_ms"], 2),
+               "smaller": round(base["model_bytes"] / final["model_bytes"], 2)}
+    run.say(f"on {npu['target']} (Vela's estimate): {base['inference_ms']:.3f} ms -> "
+            f"{final['inference_ms']:.3f} ms per inference ({summary['faster']:.2f}x faster), "
+            f"compiled model {summary['smaller']:.2f}x smaller")
+    return summary
+
+
+def _finish(run: Run, baseline: StepRecord, records: list[StepRecord],
+            npu: dict | None = None) -> PipelineResult:
     """Times the baseline and the final file side by side (the headline speed-up), then
     writes the reports and says the budget's verdict."""
     side_by_side = None
@@ -245,7 +327,7 @@ def _finish(run: Run, baseline: StepRecord, records: list[StepRecord]) -> Pipeli
     metric, budget = run.metric, run.budget
     result = PipelineResult(run.plan.to_dict(), run.test_ds.name, run.seed, baseline,
                             tuple(records), budget, run.out, side_by_side, run.sources,
-                            tuple(run.state.get("warnings", [])), metric.to_dict())
+                            tuple(run.state.get("warnings", [])), metric.to_dict(), npu)
     if not result.meets_budget:
         unit = metric.unit or metric.name
         run.say(f"the final model is {result.worse_by:.4g} {unit} worse than the baseline: it "

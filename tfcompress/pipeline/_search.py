@@ -1,7 +1,7 @@
 """A step's search on the validation data: back-off (bisection from the most compressed value
-towards none) or every value ranked by size or by latency timed side by side; only values
-within the step's share of the budget (and the device's flash and RAM) can be kept, and a
-step with none is skipped."""
+towards none) or every value ranked by size or by latency (timed side by side, or Vela's
+estimate for an Ethos-U target); only values within the step's share of the budget (and the
+device's budgets) can be kept, and a step with none is skipped."""
 
 import math
 import os
@@ -11,9 +11,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress import _training
+from tfcompress import _io, _targets, _training
 from tfcompress.pipeline import _steps
-from tfcompress.pipeline._measure import export_file, metric_words
+from tfcompress.pipeline._measure import export_file, export_report, metric_words
 from tfcompress.pipeline._recipe import SEARCHED, Step, shown_name
 from tfcompress.pipeline._state import Run
 
@@ -62,20 +62,18 @@ def _backoff(run: Run, step: Step, model: keras.Model, index: int
         mid = (lo + hi) // 2
         outcome, val, ok = _try(run, step, model, index, values[mid], len(tried), total,
                                 started)
-        fits = None
+        fits, npu = None, None
         if ok and plan_limits:
-            path = export_file(outcome.model, run.path(
-                f"{index:02d}_{step.kind}_search_{values[mid]}.tflite"), "int8", run.fit_ds)
-            fits = fits_device(path, plan_limits)
-            os.remove(path)
+            fits, npu = on_device(run, outcome.model, plan_limits)
             ok = fits is None
-        tried[mid] = (val, ok, fits)
-        _say_tried(run, key, values[mid], val, ok, index, fits, plan_limits)
+        tried[mid] = (val, ok, fits, npu)
+        _say_tried(run, key, values[mid], val, ok, index, fits, plan_limits, npu=npu)
         if ok:
             best, hi = (mid, outcome), mid - 1
         else:
             lo = mid + 1
-    rows = [_row(key, values[i], *tried[i], plan_limits) for i in sorted(tried)]
+    rows = [_row(key, values[i], *tried[i][:3], plan_limits, **_npu_row(tried[i][3]))
+            for i in sorted(tried)]
     return _kept(run, step, model, index, rows,
                  None if best is None else (values[best[0]], best[1]))
 
@@ -92,9 +90,12 @@ def _all(run: Run, step: Step, model: keras.Model, index: int
                                 str(len(step.search.values)), started)
         path = export_file(outcome.model, run.path(f"{index:02d}_{step.kind}_search_{value}"
                                                    ".tflite"), "int8", fit_ds)
-        fits = fits_device(path, plan_limits)
-        candidates.append((value, outcome, val, ok and fits is None, path, fits))
-    if step.search.objective == "latency":  # side by side: a passing load hits all alike
+        fits, npu = on_device(run, outcome.model, plan_limits) if plan_limits else (None, None)
+        candidates.append((value, outcome, val, ok and fits is None, path, fits, npu))
+    on_npu = plan_limits is not None and _targets.is_npu(plan_limits["target"])
+    if step.search.objective == "latency" and on_npu:  # the NPU's time, as Vela estimates it
+        objectives = [c[6]["inference_ms"] if c[6] else math.inf for c in candidates]
+    elif step.search.objective == "latency":  # side by side: a passing load hits all alike
         from tfcompress.bench import time_side_by_side
 
         times = time_side_by_side([c[4] for c in candidates], fit_ds, runs=max(20, runs // 2))
@@ -103,13 +104,13 @@ def _all(run: Run, step: Step, model: keras.Model, index: int
         objectives = [os.path.getsize(c[4]) for c in candidates]
     tried = []
     best = None
-    for (value, outcome, val, ok, path, fits), objective in zip(candidates, objectives,
-                                                                 strict=True):
+    for (value, outcome, val, ok, path, fits, npu), objective in zip(candidates, objectives,
+                                                                      strict=True):
         os.remove(path)
         tried.append(_row(key, value, val, ok, fits, plan_limits,
-                          **{step.search.objective: objective}))
+                          **{step.search.objective: objective}, **_npu_row(npu)))
         _say_tried(run, key, value, val, ok, index, fits, plan_limits,
-                   f", {step.search.objective} {objective:.4g}")
+                   f", {step.search.objective} {objective:.4g}", npu=npu)
         if ok and (best is None or objective < best[0]):
             best = (objective, value, outcome)
     return _kept(run, step, model, index, tried, None if best is None else best[1:])
@@ -139,10 +140,18 @@ def _kept(run: Run, step: Step, model: keras.Model, index: int, rows: list,
     return outcome, rows
 
 
+def _npu_row(npu: dict | None) -> dict:
+    return {} if not npu else {"npu_ms": npu["inference_ms"], "npu_sram_bytes": npu["sram_bytes"],
+                               "npu_model_bytes": npu["model_bytes"]}
+
+
 def _say_tried(run: Run, key: str, value: Any, val: float, ok: bool, index: int,
-               fits: str | None, plan_limits: dict | None, extra: str = "") -> None:
+               fits: str | None, plan_limits: dict | None, extra: str = "",
+               npu: dict | None = None) -> None:
     device = "" if not plan_limits else (", fits the device" if fits is None else
                                          f", does not fit the device: {fits}")
+    if npu:
+        device += f" (NPU estimate {npu['inference_ms']:.3f} ms)"
     worse = run.metric.worse_by(val, run.state["baseline_val_accuracy"])
     change = f"{_points(run, abs(worse))} {'worse' if worse > 0 else 'better'}" if worse \
         else "as the baseline"
@@ -164,16 +173,17 @@ def _none_within(run: Run, step: Step, model: keras.Model, index: int) -> _steps
     return _steps.Outcome(model, {"searched": key, "chosen": None}, skipped=reason)
 
 
-def fits_device(path: str, limits: dict | None) -> str | None:
-    """None when the int8 file fits the flash and RAM `limits` in TFLite Micro, else why not."""
-    if not limits:
-        return None
-    from tfcompress.export._micro import measure
+def on_device(run: Run, model: keras.Model, limits: dict) -> tuple[str | None, dict | None]:
+    """Exports `model` as the recipe's export step would for its device target (in a scratch
+    folder, then removed): why it does not fit the device's budgets (None when it fits), and,
+    for an Ethos-U target, Vela's figures."""
+    from tfcompress.pipeline._measure import npu_figures
 
-    with open(path, "rb") as f:
-        content = f.read()
-    try:
-        measure(content, limits["max_flash"], limits["max_ram"])
-    except ValueError as e:
-        return str(e).split(". Nothing was written")[0]
-    return None
+    options = {k: v for k, v in limits.items() if k != "target" and v not in (None, False)}
+    with _io.scratch_folder(run.out, ".tfcompress-search-") as tmp:
+        try:
+            report = export_report(model, os.path.join(tmp, "candidate.tflite"), "int8",
+                                   run.fit_ds, target=limits["target"], **options)
+        except ValueError as e:
+            return str(e).split(". Nothing was written")[0], None
+    return None, npu_figures(report)

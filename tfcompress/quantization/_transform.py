@@ -410,6 +410,7 @@ def quantize_aware(
     sensitivity: Any = None,
     float_budget: float = 0.01,
     max_float_layers: int = 3,
+    target: str | None = None,
 ) -> keras.Model:
     """Returns a copy of `model` that simulates TFLite int8 inference while it trains.
 
@@ -442,6 +443,10 @@ def quantize_aware(
             needs no float layer. Defaults to `0.01`.
         max_float_layers: For `"auto"`: at most this many layers are picked (the layers
             that read their outputs come on top). Defaults to `3`.
+        target: Where the file will run (as `to_tflite` takes it). For an Arm Ethos-U
+            target (`"ethos-u55-128"`, ...), a warning names, before any training, the
+            layers whose ops Vela would leave to the CPU, with its reasons (from a quick
+            int8 export of the model's structure). Defaults to `None`: no check.
 
     Returns:
         A new, uncompiled `keras.Model`.
@@ -464,6 +469,14 @@ def quantize_aware(
     if activation_bits not in (8, 16):
         raise ValueError(f"activation_bits must be 8 or 16, got {activation_bits}.")
     _require_functional(model, "quantize_aware")
+    if target is not None:
+        from tfcompress import _targets, _tflite
+
+        _tflite.check_target(target)
+        if _targets.is_npu(target):
+            from tfcompress.export._npu import warn_cpu_layers
+
+            warn_cpu_layers(model, target)
     if isinstance(float_layers, str) and float_layers == "auto":
         float_layers = _auto_float_layers(model, sensitivity, float_budget, max_float_layers)
         if not float_layers:
