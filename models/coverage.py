@@ -5,6 +5,7 @@
     python models/coverage.py --out DIR            # write coverage.json/.md elsewhere
     python models/coverage.py --keras2 vww_96.h5 kws_ref_model   # Keras 2 files too
     python models/coverage.py --only ConvNeXtTiny --update       # rerun some rows
+    python models/coverage.py --npu-only           # only the NPU column (needs the npu extra)
 
 For each network, at a small input size and on a synthetic task it can learn in a few steps
 (one noisy template per class; for the U-Net, each pixel's brightest channel; class and box
@@ -20,6 +21,12 @@ targets per anchor for the detector), each column is the outcome of what a user 
 - (c) **factorize, full rank**: `factorize(ranks=...)` at every layer's full rank. ✓ when the
   outputs equal the original's (<= 1e-4 relative).
 - (d) **make_student**: `make_student(model, 0.5)`; the student's parameter ratio.
+- (e) **Arm Ethos-U NPU** (with the `npu` extra): post-training int8 of the network as built
+  (where ops run depends on its structure, not its weights; calibrated on 64 synthetic
+  inputs), `to_tflite(..., target=...)` for `ethos-u55-128` and `ethos-u85-256` with CPU ops
+  allowed: the share of the file's ops on the NPU, Vela's estimated time per inference on
+  each, and every op left to the CPU with its layer and Vela's reason. ✓ when every op runs
+  on the NPU of both. `--npu-only` runs this column alone and keeps the others.
 
 A cell that is not ✓ gives the first line of the error. Each network runs in its own process.
 Writes `coverage.json` and `coverage.md` beside this script.
@@ -283,6 +290,32 @@ def run_one(name: str) -> dict:
     return row
 
 
+NPU_TARGETS = ("ethos-u55-128", "ethos-u85-256")
+
+
+def check_npu(name: str) -> dict:
+    """Column (e): where the network's int8 ops run on each Ethos-U configuration."""
+    import keras
+
+    from tfcompress.export import to_tflite
+
+    keras.utils.set_random_seed(0)
+    model, wide = build(name)
+    x, _ = synthetic(model, 64, wide)
+    out: dict = {"ok": True}
+    with tempfile.TemporaryDirectory() as tmp:
+        for target in NPU_TARGETS:
+            report = to_tflite(model, os.path.join(tmp, f"{target}.tflite"), "int8", x,
+                               target=target, allow_cpu_ops=True, verify_data=x[:8]).npu
+            cpu = [f"{o.op} ({o.layer}): {o.reason}" for o in report.cpu_ops]
+            out[target] = {"npu_ops": len(report.ops) - len(cpu), "ops": len(report.ops),
+                           "inference_ms": report.inference_ms, "sram_bytes": report.sram_bytes,
+                           "flash_bytes": report.flash_bytes, "cpu_ops": cpu}
+            out["ok"] = out["ok"] and not cpu
+        out["vela_version"] = report.vela_version
+    return out
+
+
 def run_keras2(path: str) -> dict:
     """A Keras 2 file as a user brings it: loaded (carried over to Keras 3 and checked layer
     by layer against tf_keras), then post-training int8 calibrated on uniform [0, 1] inputs,
@@ -330,6 +363,14 @@ def cell(result: dict, kind: str) -> str:
                 f" (diff {result['max_rel_diff']:.0e})")
     if kind == "factorize":
         return f"{mark} {result['layers']} layers (diff {result['max_rel_diff']:.0e})"
+    if kind == "npu":
+        parts = []
+        for target in NPU_TARGETS:
+            r = result[target]
+            parts.append(f"{target.removeprefix('ethos-')}: {r['npu_ops']}/{r['ops']} ops, "
+                         f"{r['inference_ms']:.2f} ms")
+        cpu = sorted({op for t in NPU_TARGETS for op in result[t]["cpu_ops"]})
+        return f"{mark} " + "; ".join(parts) + ("; CPU: " + "; ".join(cpu) if cpu else "")
     return f"{mark} params {result['param_ratio']:.2f}x"
 
 
@@ -347,19 +388,31 @@ def write(rows: list[dict], out: Path, keras2_rows: list[dict]) -> None:
         f"{platform.machine()}.",
         "",
         "| network | input | params | (a) prune 50 % + QAT -> int8: agreement | "
-        "(b) channels 30 % + shrink | (c) factorize, full rank | (d) make_student 0.5 |",
-        "|---|---|---|---|---|---|---|",
+        "(b) channels 30 % + shrink | (c) factorize, full rank | (d) make_student 0.5 | "
+        "(e) Ethos-U NPU: ops on the NPU, Vela's estimate |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['network']} | | | ✗ {r['error']} | | | |")
+            lines.append(f"| {r['network']} | | | ✗ {r['error']} | | | | |")
             continue
+        npu = cell(r["npu"], "npu") if "npu" in r else "not run"
         lines.append(f"| {r['network']} | {r['input']} | {r['params']:,} | "
                      f"{cell(r['qat'], 'qat')} | {cell(r['shrink'], 'shrink')} | "
-                     f"{cell(r['factorize'], 'factorize')} | {cell(r['student'], 'student')} |")
+                     f"{cell(r['factorize'], 'factorize')} | {cell(r['student'], 'student')} "
+                     f"| {npu} |")
     ok = sum(all(r.get(k, {}).get("ok") for k in ("qat", "shrink", "factorize", "student"))
              for r in rows)
-    lines += ["", f"{ok} of {len(rows)} networks pass every column.", ""]
+    lines += ["", f"{ok} of {len(rows)} networks pass columns (a) to (d)."]
+    npu_rows = [r for r in rows if "npu" in r]
+    if npu_rows:
+        on_npu = sum(bool(r["npu"].get("ok")) for r in npu_rows)
+        version = next((r["npu"].get("vela_version") for r in npu_rows
+                        if r["npu"].get("vela_version")), "?")
+        lines.append(f"{on_npu} of {len(npu_rows)} networks run every op on the NPU of both "
+                     f"configurations (e), as Vela {version} compiles them with its default "
+                     "system configuration and memory mode for each.")
+    lines.append("")
     if keras2_rows:
         lines += [
             "## Keras 2 files",
@@ -394,11 +447,17 @@ def main() -> None:
                         help="Keras 2 .h5 files or SavedModel directories to check as well")
     parser.add_argument("--update", action="store_true",
                         help="replace only the rows run now in an existing coverage.json")
+    parser.add_argument("--npu-only", action="store_true",
+                        help="run only column (e), the Ethos-U NPU, keeping the others")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--one-npu", help=argparse.SUPPRESS)
     parser.add_argument("--one-keras2", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one)))
+        return
+    if args.one_npu:
+        print(json.dumps(_checked(lambda: check_npu(args.one_npu))))
         return
     if args.one_keras2:
         print(json.dumps(run_keras2(args.one_keras2)))
@@ -408,9 +467,21 @@ def main() -> None:
     unknown = [n for n in names if n not in NETWORKS]
     if unknown:
         sys.exit(f"unknown network(s) {unknown}; known: {', '.join(NETWORKS)}")
+    out = Path(args.out)
+    if args.npu_only:
+        old = json.loads((out / "coverage.json").read_text())
+        for row in old["networks"]:
+            if row["network"] in names:
+                row["npu"] = _in_subprocess("--one-npu", row["network"])
+                print(f"{row['network']}: npu {'ok' if row['npu'].get('ok') else 'CPU ops'}",
+                      flush=True)
+        write(old["networks"], out, old.get("keras2", []))
+        return
     rows = []
     for name in names:
         row = _in_subprocess("--one", name)
+        if _npu_installed():
+            row["npu"] = _in_subprocess("--one-npu", name)
         rows.append(row)
         print(f"{name}: " + ", ".join(f"{k} {'ok' if row.get(k, {}).get('ok') else 'FAIL'}"
                                       for k in ("qat", "shrink", "factorize", "student")),
@@ -420,7 +491,6 @@ def main() -> None:
         row = _in_subprocess("--one-keras2", path)
         keras2_rows.append(row)
         print(f"{path}: {'FAIL' if 'error' in row else row['int8']}", flush=True)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.update and (out / "coverage.json").exists():  # keep the rows not run this time
         old = json.loads((out / "coverage.json").read_text())
@@ -428,6 +498,19 @@ def main() -> None:
         rows = [new.pop(r["network"], r) for r in old["networks"]] + list(new.values())
         keras2_rows = keras2_rows or old.get("keras2", [])
     write(rows, out, keras2_rows)
+
+
+def _npu_installed() -> bool:
+    from tfcompress import _vela
+
+    return _vela.installed()
+
+
+def _checked(check) -> dict:
+    try:
+        return check()
+    except Exception as e:  # noqa: BLE001 (the table states every failure)
+        return {"ok": False, "error": first_line(e)}
 
 
 def _in_subprocess(flag: str, name: str) -> dict:

@@ -70,7 +70,8 @@ def main() -> None:
     for name in ("report.json", "report.png"):
         shutil.copy(work / name, card / name)
     (card / "report.md").write_text((work / "report.md").read_text()
-                                    + _micro_section(result, ds) + _tfmot_section(folder))
+                                    + _micro_section(result, ds) + _npu_section(result, model, ds)
+                                    + _tfmot_section(folder))
     (card / "machine.txt").write_text(
         f"{platform.machine()}, {os.cpu_count()} cores, {_vector_units()}; TensorFlow "
         f"{__import__('tensorflow').__version__}, Keras {keras.__version__}\n"
@@ -111,6 +112,46 @@ def _micro_section(result, ds) -> str:
         f"{100 * report.agreement:.2f} % of {report.agreement_samples} test images; tensor "
         f"arena {m.arena_bytes_measured:,} bytes measured ({m.arena_bytes:,} with headroom), "
         f"model {m.model_flash_bytes:,} bytes of flash; ops {', '.join(m.ops)}.", ""])
+
+
+NPU_TARGETS = ("ethos-u55-128", "ethos-u85-256")
+
+
+def _npu_section(result, model, ds) -> str:
+    """The trained model's dense int8 file (post-training, calibrated on the training images)
+    against the final file, compiled by Vela for two Ethos-U configurations (the `npu` extra;
+    none without it)."""
+    import keras
+
+    from tfcompress import _vela
+    from tfcompress.export import to_tflite
+
+    final = result.steps[-1] if result.steps else None
+    if not _vela.installed() or final is None:
+        return ""
+    last = keras.saving.load_model(final.model_path)
+    rows, folder = [], Path(result.out_dir) / "npu"
+    for target in NPU_TARGETS:
+        pair = []
+        for name, m, data in (("dense int8", model, ds), ("final", last, ds)):
+            report = to_tflite(m, folder / f"{name.replace(' ', '_')}_{target}.tflite", "int8",
+                               data, target=target, allow_cpu_ops=True,
+                               verify_data=(ds.x_test, ds.y_test)).npu
+            pair.append(report)
+        base = pair[0]
+        for name, r in zip(("dense int8 of the trained model", "final"), pair, strict=True):
+            rows.append(
+                f"| {target} | {name} | {len(r.ops) - len(r.cpu_ops)} of {len(r.ops)} | "
+                f"{r.inference_ms:.3f} | {base.inference_ms / r.inference_ms:.2f}x | "
+                f"{r.sram_bytes / 1024:.1f} | {r.flash_bytes / 1024:.1f} | {r.model_bytes:,} |")
+    return "\n".join([
+        "", "## On an Arm Ethos-U NPU", "",
+        f"Both files compiled by Vela {base.vela_version} with its default system "
+        "configuration and memory mode for each accelerator (`to_tflite(..., target=...)`; the "
+        "dense file is post-training int8 of the trained model, calibrated on its training "
+        "images). Times are Vela's estimates per inference.", "",
+        "| NPU | file | ops on the NPU | est. ms | faster | SRAM KiB | flash KiB | compiled "
+        "bytes |", "|---|---|---|---|---|---|---|---|", *rows, ""])
 
 
 def _tfmot_section(folder: Path) -> str:

@@ -63,6 +63,7 @@ def test_every_command_line_runs_as_written(tmp_path, monkeypatch):
         assert result.exit_code == 0, f"{line}\n{result.output}"
     assert Path("out/report.json").is_file() and Path("pruned_int8.tflite").is_file()
     assert Path("micro/cnn.h").is_file() and Path("debug").is_dir()
+    assert Path("npu/cnn_vela.tflite").is_file() and Path("npu/cnn_ops.h").is_file()
 
 
 def _run(code: str, where: str) -> dict:

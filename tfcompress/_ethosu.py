@@ -111,6 +111,11 @@ class NpuReport:
         return (f"{self.accelerator}, {self.system_config}, {self.memory_mode} "
                 f"(Vela {self.vela_version})")
 
+    def op_table(self) -> str:
+        """Every op of the file, the Keras layer it came from and where it runs, as a
+        Markdown table."""
+        return op_table([o.to_dict() for o in self.ops])
+
     def __str__(self) -> str:
         npu = len(self.ops) - len(self.cpu_ops)
         memory = [f"SRAM {_kib(self.sram_bytes)}"]
@@ -122,6 +127,14 @@ class NpuReport:
                  f"{self.arena_bytes:,} bytes"]
         lines += [f"  CPU: {o.op} (layer {o.layer}): {o.reason}" for o in self.cpu_ops]
         return "\n".join(lines)
+
+
+def op_table(ops: list[dict]) -> str:
+    """`ops` (`NpuOp.to_dict()` rows) as a Markdown table."""
+    lines = ["| # | op | layer | runs on | why not on the NPU |", "|---|---|---|---|---|"]
+    lines += [f"| {o['index']} | {o['op']} | {o['layer']} | {o['device']} | "
+              f"{o['reason'].replace('|', '/')} |" for o in ops]
+    return "\n".join(lines)
 
 
 def _kib(n: int) -> str:

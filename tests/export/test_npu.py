@@ -180,6 +180,11 @@ def test_cli_exports_for_an_npu_and_benches_files_side_by_side(trained_cnn_path,
     assert rows[0]["accuracy"] > 0.85 and rows[0]["npu"]["inference_ms"] > 0
     result = CliRunner().invoke(main, ["bench", npu.path, "--target", "ethos-u55-128"])
     assert result.exit_code == 0 and "est. ms" in result.stdout and "10/10" in result.stdout
+    result = CliRunner().invoke(main, ["export", str(trained_cnn_path), "-o",
+                                       str(tmp_path / "t.tflite"), "--data", "mnist",
+                                       "--target", "ethos-u55-32"])
+    assert result.exit_code == 0, result.output
+    assert "| # | op | layer | runs on |" in result.stdout and "| conv4 | NPU |" in result.stdout
     result = CliRunner().invoke(main, ["bench", npu.path, "--target", "ethos-u55-128",
                                        "--runs", "5"])
     assert result.exit_code == 2 and "Vela's estimates" in result.output
@@ -187,3 +192,45 @@ def test_cli_exports_for_an_npu_and_benches_files_side_by_side(trained_cnn_path,
                                        ".tflite"), "--data", "mnist", "--max-sram", "9"])
     assert result.exit_code == 1 and "max_sram applies to the Ethos-U targets" in result.output
     assert "Traceback" not in result.output
+
+
+def _with_sqrt():
+    """A small CNN with one layer Vela leaves to the CPU (SQRT has no NPU kernel)."""
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.Lambda(lambda t: keras.ops.sqrt(keras.ops.abs(t)), output_shape=lambda s: s,
+                            name="root")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+
+
+def test_quantize_aware_names_the_layers_that_will_not_map_to_the_npu_before_training():
+    from tfcompress.quantization import quantize_aware
+
+    with pytest.warns(UserWarning, match=r"ethos-u55-128.*1 of \d+ ops of this model would not "
+                                         r"run on the NPU but on the CPU: root \(SQRT: "
+                                         r"Unsupported opType\)"):
+        quantize_aware(_with_sqrt(), target="ethos-u55-128")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # nothing to say: every op maps
+        quantize_aware(keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
+                                         keras.layers.Flatten(), keras.layers.Dense(2)]),
+                       target="ethos-u55-128")
+    with pytest.raises(ValueError, match="no accelerator configuration 'ethos-u55-7'"):
+        quantize_aware(_with_sqrt(), target="ethos-u55-7")
+
+
+def test_qat_cli_warns_before_training_and_compiles_for_the_npu(trained_cnn_path, tmp_path):
+    out = tmp_path / "q.tflite"
+    result = CliRunner().invoke(main, ["qat", str(trained_cnn_path), "--data", "mnist", "-o",
+                                       str(out), "--epochs", "1", "--target", "ethos-u55-64",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["npu"]["accelerator"] == "ethos-u55-64" and info["npu"]["cpu_ops"] == 0
+    assert info["accuracy_int8_litert"] > 0.85 and (tmp_path / "q_vela.tflite").is_file()
+    result = CliRunner().invoke(main, ["qat", str(trained_cnn_path), "--data", "mnist", "-o",
+                                       str(tmp_path / "r.tflite"), "--allow-cpu-ops"])
+    assert result.exit_code == 2 and "goes with an Ethos-U --target" in result.output

@@ -349,3 +349,34 @@ def test_a_refused_step_removes_its_files_and_says_what_the_folder_keeps(trained
             {"prune": {"sparsity": 0.3, "epochs": 1}}, tight]})
     assert not [n for n in os.listdir(out) if n.startswith("02_")]
     assert (out / "01_prune.keras").exists()
+
+
+@pytest.mark.slow
+def test_an_npu_target_ranks_the_search_by_vela_and_compares_on_the_npu(trained_cnn, small,
+                                                                        tmp_path):
+    from tfcompress import _vela
+
+    if not _vela.installed():
+        pytest.skip("needs the npu extra")
+    recipe = {"name": "npu", "steps": [
+        {"prune": {"granularity": "channel", "round_to": 8, "epochs": 1, "shrink": True},
+         "search": {"values": [0.25, 0.75], "objective": "latency"}},
+        {"export": {"mode": "int8"}}]}
+    result = _run(trained_cnn, small, tmp_path, recipe=recipe, max_accuracy_drop=100,
+                  target="ethos-u55-128", device={"max_latency_ms": 0.15})
+    rows = {row["sparsity"]: row for row in result.steps[0].search}
+    assert rows[0.25]["npu_ms"] > 0.15 >= rows[0.75]["npu_ms"] > 0, rows
+    assert rows[0.25]["fits_device"] is False and rows[0.75]["chosen"]
+    assert rows[0.75]["latency"] == rows[0.75]["npu_ms"]  # ranked by Vela, not the host
+    npu = result.npu
+    assert npu["target"] == "ethos-u55-128" and npu["final"]["inference_ms"] <= 0.15
+    assert npu["baseline_int8"]["inference_ms"] > npu["final"]["inference_ms"]
+    assert npu["faster"] == round(npu["baseline_int8"]["inference_ms"]
+                                  / npu["final"]["inference_ms"], 2) > 1
+    assert result.final.npu == npu["final"] and npu["final"]["cpu_ops"] == []
+    report = (tmp_path / "report.md").read_text()
+    assert "On the NPU `ethos-u55-128`" in report and f"{npu['faster']}x faster" in report
+    assert "| FULLY_CONNECTED | " in report and " | NPU | " in report  # every op's place
+    assert (tmp_path / "02_export_int8_vela.tflite").is_file()
+    assert json.loads((tmp_path / "report.json").read_text())["npu"]["faster"] == npu["faster"]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tfcompress-")]

@@ -70,3 +70,5 @@ def export_command(model, output, quantization, data, target, integer_io, calibr
                        safe_mode=not unsafe, target=target, allow_float=allow_float,
                        float_layers=chosen or None, **device_settings(device))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))
+    if report.npu is not None and not as_json:
+        click.echo("\n" + report.npu.op_table())

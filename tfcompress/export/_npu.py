@@ -21,6 +21,15 @@ def measure(content: bytes, target: str, summary: "_tflite.GraphSummary", *,
     """Compiles the file with Vela and checks it: ops on the CPU (unless allowed) and the
     budgets each raise one line, before anything is written."""
     report = _ethosu.compile_model(content, target, system_config, memory_mode, summary)
+    check(report, allow_cpu_ops=allow_cpu_ops, max_latency_ms=max_latency_ms,
+          max_sram=max_sram, max_flash=max_flash)
+    return report
+
+
+def check(report: NpuReport, *, allow_cpu_ops: bool = False,
+          max_latency_ms: float | None = None, max_sram: int | None = None,
+          max_flash: int | None = None, **_: object) -> None:
+    """Raises one line for ops on the CPU (unless allowed) or a budget the report exceeds."""
     if report.cpu_ops and not allow_cpu_ops:
         first = report.cpu_ops[0]
         more = len(report.cpu_ops) - 1
@@ -40,7 +49,6 @@ def measure(content: bytes, target: str, summary: "_tflite.GraphSummary", *,
                 f"On {report.configuration()}, the model takes {what.format(value)}, over "
                 f"{option} {limit:,}. Nothing was written. Compress it further (tfcompress "
                 "compress), choose a larger configuration, or raise the budget.")
-    return report
 
 
 def compiled_path(path: "str | os.PathLike") -> str:

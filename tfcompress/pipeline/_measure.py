@@ -38,7 +38,8 @@ def npu_figures(report: Any) -> dict | None:
             "sram_bytes": npu.sram_bytes, "dram_bytes": npu.dram_bytes,
             "flash_bytes": npu.flash_bytes, "model_bytes": npu.model_bytes,
             "arena_bytes": npu.arena_bytes, "npu_ops": len(npu.ops) - len(npu.cpu_ops),
-            "cpu_ops": [f"{o.op} ({o.layer}): {o.reason}" for o in npu.cpu_ops]}
+            "cpu_ops": [f"{o.op} ({o.layer}): {o.reason}" for o in npu.cpu_ops],
+            "ops": [o.to_dict() for o in npu.ops]}
 
 
 def measure(model: keras.Model, path: str, mode: str, calib: Dataset, test: Dataset,

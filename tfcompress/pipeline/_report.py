@@ -93,6 +93,10 @@ def _npu_lines(npu: dict | None) -> list[str]:
     lines += ["", f"The final file is {npu['faster']}x faster on the NPU than the input "
               f"model's dense int8 file, and its compiled model {npu['smaller']}x smaller."]
     lines += [f"On the CPU in the final file: {op}." for op in f["cpu_ops"]]
+    if f.get("ops"):
+        from tfcompress._ethosu import op_table
+
+        lines += ["", "Where every op of the final file runs:", "", op_table(f["ops"])]
     return lines
 
 

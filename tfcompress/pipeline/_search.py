@@ -180,10 +180,19 @@ def on_device(run: Run, model: keras.Model, limits: dict) -> tuple[str | None, d
     from tfcompress.pipeline._measure import npu_figures
 
     options = {k: v for k, v in limits.items() if k != "target" and v not in (None, False)}
+    npu = _targets.is_npu(limits["target"])
+    budgets = {k: options.pop(k) for k in list(options) if npu and k not in (
+        "system_config", "memory_mode")}  # checked below, so that a miss keeps its figures
+    report = None
     with _io.scratch_folder(run.out, ".tfcompress-search-") as tmp:
         try:
             report = export_report(model, os.path.join(tmp, "candidate.tflite"), "int8",
-                                   run.fit_ds, target=limits["target"], **options)
+                                   run.fit_ds, target=limits["target"],
+                                   **({"allow_cpu_ops": True} if npu else {}), **options)
+            if npu:
+                from tfcompress.export._npu import check
+
+                check(report.npu, **budgets)
         except ValueError as e:
-            return str(e).split(". Nothing was written")[0], None
+            return str(e).split(". Nothing was written")[0], npu_figures(report)
     return None, npu_figures(report)

@@ -111,7 +111,8 @@ def _distill(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
     else:
         try:
             student = make_student(model, float(step.get("channels")),
-                                   fold_pooling=bool(step.get("fold_pooling")))
+                                   fold_pooling=bool(step.get("fold_pooling")),
+                                   round_to=int(step.get("round_to")))
         except ValueError as e:
             raise ValueError(f"distill step: {e} In a recipe: distill: {{student: "
                              "student.keras}.") from None
