@@ -13,6 +13,10 @@ multiple does the NPU prefer?).
   Vela's time against the MACs, so that a count off the NPU's preferred multiple shows as a
   higher time per MAC than the next count up.
 
+- **Rounding on a whole network.** The reference MobileNetV2 (0.35, 96x96, as in its model
+  card) thinned uniformly by `make_student` at ratios 0.5 to 0.9, channels rounded to
+  multiples of 8 or of 16: Vela's time for each.
+
 Every figure is Vela's own, compiled with its default system configuration and memory mode for
 each accelerator. Writes `npu_results.json` and `npu_results.md` beside this script.
 """
@@ -28,6 +32,7 @@ import numpy as np
 import tfcompress as tfc
 from tfcompress import _vela
 from tfcompress._macs import model_macs
+from tfcompress.distillation import make_student
 from tfcompress.export import to_tflite
 
 HERE = Path(__file__).parent
@@ -111,6 +116,20 @@ def main() -> None:
             result["channels"][c] = row
             print("channels", c, {t: round(row[t]["inference_ms"], 4) for t in TARGETS},
                   flush=True)
+        keras.utils.set_random_seed(0)
+        teacher = tfc.reference.reference_mobilenet_v2((96, 96, 3), 6)
+        calib = np.random.default_rng(0).uniform(0, 1, (32, 96, 96, 3)).astype("float32")
+        rows = []
+        for ratio in (0.5, 0.6, 0.7, 0.8, 0.9):
+            for round_to in (8, 16):
+                student = make_student(teacher, ratio, round_to=round_to)
+                row = {"ratio": ratio, "round_to": round_to,
+                       "params": int(student.count_params()),
+                       **{t: on_npu(student, calib, t, work) for t in TARGETS}}
+                rows.append(row)
+                print("mobilenetv2", ratio, round_to,
+                      {t: round(row[t]["inference_ms"], 4) for t in TARGETS}, flush=True)
+        result["rounding"] = rows
     (HERE / "npu_results.json").write_text(json.dumps(result, indent=1) + "\n")
     (HERE / "npu_results.md").write_text(markdown(result))
 
@@ -153,6 +172,14 @@ def markdown(result: dict) -> str:
             cells += [f"{r['inference_ms']:.4f}",
                       f"{r['inference_ms'] / (r['macs'] / 1e6):.4f}"]
         lines.append(f"| {c} | {row[TARGETS[0]]['macs']:,} | " + " | ".join(cells) + " |")
+    lines += ["", "## Rounding on a whole network", "",
+              "The reference MobileNetV2 (0.35, 96x96) thinned uniformly, channels at multiples "
+              "of 8 or 16.", "",
+              "| channels removed | multiple | params | " + " | ".join(
+                  f"{t}: est. ms" for t in TARGETS) + " |", "|---|---|---|" + "---|" * len(TARGETS)]
+    for row in result.get("rounding", []):
+        lines.append(f"| {row['ratio']:.1f} | {row['round_to']} | {row['params']:,} | "
+                     + " | ".join(f"{row[t]['inference_ms']:.3f}" for t in TARGETS) + " |")
     lines.append("")
     return "\n".join(lines)
 

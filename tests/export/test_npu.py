@@ -234,3 +234,16 @@ def test_qat_cli_warns_before_training_and_compiles_for_the_npu(trained_cnn_path
     result = CliRunner().invoke(main, ["qat", str(trained_cnn_path), "--data", "mnist", "-o",
                                        str(tmp_path / "r.tflite"), "--allow-cpu-ops"])
     assert result.exit_code == 2 and "goes with an Ethos-U --target" in result.output
+
+
+def test_compress_refuses_npu_settings_for_another_target_before_any_work(trained_cnn_path,
+                                                                          tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["compress", str(trained_cnn_path), "--data", "mnist",
+                                       "-o", str(out), "--target", "tflm", "--max-sram", "5"])
+    assert result.exit_code == 1 and "max_sram does not go with target: tflm" in result.output
+    result = CliRunner().invoke(main, ["compress", str(trained_cnn_path), "--data", "mnist",
+                                       "-o", str(out), "--target", "ethos-u55-128",
+                                       "--system-config", "Nope"])
+    assert result.exit_code == 1 and "no system configuration 'Nope'" in result.output
+    assert not out.exists()

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress import _graph, _targets
+from tfcompress import _graph
 from tfcompress._macs import layer_macs, model_macs
 from tfcompress.data import Dataset
 from tfcompress.pipeline._recipe import AUTO, Recipe, Step
@@ -28,17 +28,15 @@ MIN_FACTORIZED_SHARE = 0.3  # large matrices must hold this share of the weights
 MIN_FACTORIZED_WEIGHTS = 16_384
 
 
-def auto_recipe(model: keras.Model, data: Dataset, batch_size: int,
-                target: str | None = None) -> Recipe:
+def auto_recipe(model: keras.Model, data: Dataset, batch_size: int) -> Recipe:
     """The steps `auto` takes on `model` with training data `data.train`: channel pruning
     with shrink where the model has channels to remove (speed and size), factorization where
     large matrices hold much of the weights, unstructured sparsity where there are enough
     weights for zeros to pay in the compressed size, then QAT and an integer file (with float
     layers if int8 alone misses the budget). Fine-tuning lasts about `FINE_TUNE_STEPS`
-    optimizer steps, so a small set gets more epochs and a large one fewer. For an Arm
-    Ethos-U `target`, kept channels are multiples of 16, the block its MAC array works in
-    (`models/npu/npu_results.md`: a count just past a multiple of 16 costs up to 76 % more
-    time for 25 % more channels)."""
+    optimizer steps, so a small set gets more epochs and a large one fewer. The rounding is
+    the same for an Arm Ethos-U NPU: rounding to its 16-channel block keeps more channels
+    than the block saves (`models/npu/npu_results.md`)."""
     params = int(model.count_params())
     images = data.train.size
     epochs, why_epochs = _epochs(images, batch_size)
@@ -49,16 +47,13 @@ def auto_recipe(model: keras.Model, data: Dataset, batch_size: int,
     if groups:
         widest = max(groups)
         round_to = 8 if widest >= 64 else 4 if widest >= 16 else 1
-        if _targets.is_npu(target) and widest >= 32:
-            round_to = 16
         steps.append(_searched("prune", {"granularity": "channel", "round_to": round_to,
                                          "epochs": epochs,
                                          "finetune_epochs": max(1, epochs // 2)},
                                CHANNEL_VALUES))
         choices.append(f"channel pruning with shrink: {len(groups)} groups of channels can "
                        f"be removed (the widest has {widest}), kept at multiples of "
-                       f"{round_to}" + (" (the NPU's block)" if round_to == 16 else "")
-                       + "; fewer channels make the file smaller and faster")
+                       f"{round_to}; fewer channels make the file smaller and faster")
     else:
         choices.append("no channel pruning: no group of channels can be removed from this "
                        "model (tfcompress.pruning's channel report says why)")

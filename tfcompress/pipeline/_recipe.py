@@ -227,13 +227,13 @@ MEANINGS: dict[str, dict[str, str]] = {
         "temperature": "Softmax temperature of the teacher's soft targets.",
         "alpha": "Weight of the hard-label loss; the rest goes to the teacher's targets.",
         "learning_rate": "Learning rate of the student.",
-        "round_to": "Keep the student's channel counts at multiples of this (16 for an "
-                    "Ethos-U NPU)."},
+        "round_to": "Keep the student's channel counts at multiples of this "
+                    "(8 suits int8 kernels and Ethos-U NPUs)."},
     "prune": {
         "granularity": "What is removed: single weights, N of every M, or whole channels.",
         "sparsity": "Final sparsity, or fraction of channels removed (searched).",
         "epochs": "Fine-tuning epochs while the sparsity rises.",
-        "round_to": "Keep channel counts at multiples of this (16 for an Ethos-U NPU).",
+        "round_to": "Keep channel counts at multiples of this.",
         "criterion": "How channels are ranked: L1, L2 norm or BatchNorm scale.",
         "shrink": "Remove the pruned channels: a physically smaller model.",
         "scope": "Per-layer targets, or one global threshold.",

@@ -152,7 +152,7 @@ def compress(
     if plan.is_auto:  # made from this model and these data
         from tfcompress.pipeline._auto import auto_recipe
 
-        plan = auto_recipe(model, fit_ds, batch_size, target).for_target(target, device)
+        plan = auto_recipe(model, fit_ds, batch_size).for_target(target, device)
     _check_steps_apply(plan, model)
     notes = [] if not (is_stream(data) and test is None) else [
         "no test data was given with a training stream, so the validation data also gives "
