@@ -103,3 +103,49 @@ def test_bad_input():
 
     with pytest.raises(TypeError, match="subclassed"):
         make_student(Sub(), 0.5)
+
+
+def _global_pool_net():
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="stem")(
+        inputs)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = keras.layers.Conv2D(32, 1, activation="relu", name="pw")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(5, name="head")(x), name="net")
+
+
+def test_an_input_downscale_student_runs_the_same_layers_at_lower_resolution():
+    keras.utils.set_random_seed(0)
+    teacher = _global_pool_net()
+    student, report = make_student(teacher, 0.5, input_downscale=2, return_report=True)
+    assert student.get_layer("input_downscale").pool_size == (2, 2)
+    assert tuple(student.inputs[0].shape) == (None, 32, 32, 3)
+    assert tuple(student.get_layer("stem").output.shape) == (None, 8, 8, 8)
+    assert report.mac_ratio < 0.2  # a quarter of the positions, half of the channels
+    x = np.random.default_rng(0).uniform(0, 1, (4, 32, 32, 3)).astype("float32")
+    thin = make_student(teacher, 0.5)  # the same channels kept, at full resolution
+    for name in ("stem", "dw", "pw", "head"):
+        for a, b in zip(thin.get_layer(name).get_weights(),
+                        student.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    y = keras.layers.AveragePooling2D(2)(x)  # the thin model's layers on the pooled images
+    for name in ("stem", "dw", "pw"):
+        y = thin.get_layer(name)(y)
+    y = thin.get_layer("head")(keras.layers.GlobalAveragePooling2D()(y))
+    np.testing.assert_allclose(student.predict(x, verbose=0), np.asarray(y), atol=1e-5)
+    only = make_student(teacher, 0.0, input_downscale=2)  # resolution alone is a student
+    assert only.count_params() == teacher.count_params()
+
+
+def test_input_downscale_refuses_what_cannot_run_at_lower_resolution():
+    with pytest.raises(ValueError, match=r"cannot run at 14x14 .*fc1.*global pooling"):
+        make_student(reference_cnn(), 0.5, input_downscale=2)
+    with pytest.raises(ValueError, match="does not divide the input's size 32x32"):
+        make_student(_global_pool_net(), 0.5, input_downscale=3)
+    from tfcompress.reference import reference_unet
+
+    with pytest.raises(ValueError, match=r"would change 'unet''s output shape"):
+        make_student(reference_unet(), 0.5, input_downscale=2)
+    with pytest.raises(ValueError, match="input_downscale must be a whole number >= 1"):
+        make_student(_global_pool_net(), 0.5, input_downscale=0)

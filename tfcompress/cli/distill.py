@@ -19,6 +19,10 @@ from tfcompress.cli._common import FloatRange, data_help, say, training_command,
 @click.option("--fold-pooling", is_flag=True,
               help="Instead of --student (or with --channels): turn each conv + 2x2 pooling "
                    "of the teacher into a stride-2 conv.")
+@click.option("--input-downscale", type=click.IntRange(1), default=1, show_default=True,
+              help="Instead of --student (or with --channels): run the copy at the input's "
+                   "resolution divided by this (an input average pooling; for models that pool "
+                   "globally before their head).")
 @click.option("--data", required=True, help=f"Training data. {data_help}")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the trained student (.keras).")
@@ -31,9 +35,9 @@ from tfcompress.cli._common import FloatRange, data_help, say, training_command,
 @click.option("--feature-layers", nargs=2, metavar="TEACHER_LAYER STUDENT_LAYER",
               help="Also match these intermediate layers (projected if widths differ).")
 @training_command("model files'")
-def distill_command(teacher, student, channels, fold_pooling, data, output, epochs, batch_size,
-                    learning_rate, temperature, alpha, feature_layers, unsafe, as_json,
-        input_range):
+def distill_command(teacher, student, channels, fold_pooling, input_downscale, data, output,
+                    epochs, batch_size, learning_rate, temperature, alpha, feature_layers,
+                    unsafe, as_json, input_range):
     """Distill TEACHER into a student on DATA; report both accuracies and sizes.
 
     The student is a .keras file (--student) or made from the teacher (--channels and/or
@@ -42,13 +46,13 @@ def distill_command(teacher, student, channels, fold_pooling, data, output, epoc
     from tfcompress import _io, _loading, _training
     from tfcompress.distillation import distill, make_student
 
-    made = channels is not None or fold_pooling
+    made = channels is not None or fold_pooling or input_downscale > 1
     if (student is None) == (not made):
         raise click.UsageError(
             "Give the student either as a file (--student S.keras) or as a copy of the "
-            "teacher (--channels R and/or --fold-pooling), not both." if student else
-            "No student: pass --student S.keras, or --channels R and/or --fold-pooling to "
-            "make one from the teacher.")
+            "teacher (--channels R, --fold-pooling, --input-downscale N), not both." if student
+            else "No student: pass --student S.keras, or --channels R, --fold-pooling and/or "
+            "--input-downscale N to make one from the teacher.")
     _io.check_not_input(output, teacher, student, data)
     if not output.endswith(".keras"):
         raise click.BadParameter(f"expected a .keras file name, got {output!r}.",
@@ -59,7 +63,7 @@ def distill_command(teacher, student, channels, fold_pooling, data, output, epoc
         s = _loading.load_keras_model(student, safe_mode=not unsafe)
     else:
         s, report = make_student(t, channels or 0.0, fold_pooling=fold_pooling,
-                                 return_report=True)
+                                 input_downscale=input_downscale, return_report=True)
         if not as_json:
             say(str(report))
     say(f"distilling {teacher} into {student or s.name} for {epochs} epoch(s) ...")

@@ -58,9 +58,11 @@ def make_student(
     *,
     fold_pooling: bool = _options.STUDENT["fold_pooling"],
     round_to: int = 8,
+    input_downscale: int = 1,
     return_report: bool = False,
 ) -> "keras.Model | tuple[keras.Model, StudentReport]":
-    """Builds a smaller student from a teacher: fewer channels, optionally pooling as strides.
+    """Builds a smaller student from a teacher: fewer channels, optionally pooling as strides
+    and a lower working resolution.
 
     The student keeps the teacher's layers and weights where they survive: the channels with
     the largest L1 filter norms (coupled channels, through BatchNormalization, depthwise
@@ -71,7 +73,11 @@ def make_student(
     the convolution has stride 1 and no dilation, its kernel is at least as large as the
     stride (so every input pixel is still read), nothing else reads the tensors in between,
     and the strided convolution gives the pooling's output shape. The others are listed in
-    the report with the reason. Train the student afterwards, e.g. with `distill`.
+    the report with the reason. With `input_downscale`, the student averages the input over
+    `input_downscale` x `input_downscale` pixels first (an `AveragePooling2D` named
+    `input_downscale`) and runs every layer at that lower resolution: it still takes the
+    teacher's images, and its first layers, which dominate an NPU's time at high resolution,
+    cost a fraction. Train the student afterwards, e.g. with `distill`.
 
     Args:
         teacher: A functional or Sequential model; not modified.
@@ -81,6 +87,10 @@ def make_student(
             Defaults to `False`.
         round_to: Keep channel counts at multiples of this (int8 kernels run fastest on
             multiples of 8). Defaults to `8`.
+        input_downscale: Run the student at the input's resolution divided by this (1: the
+            same). Needs an image model whose outputs do not depend on the input's size (a
+            global pooling before the head) and whose input size it divides. Defaults to
+            `1`.
         return_report: Also return a `StudentReport`. Defaults to `False`.
 
     Returns:
@@ -104,19 +114,26 @@ def make_student(
                          f"{channels}.")
     if round_to < 1:
         raise ValueError(f"round_to must be >= 1, got {round_to}.")
+    if isinstance(input_downscale, bool) or not isinstance(input_downscale, int) or \
+            input_downscale < 1:
+        raise ValueError(f"input_downscale must be a whole number >= 1, got "
+                         f"{input_downscale!r}.")
     _graph.require_functional(teacher, "make_student")
     student = _thin(teacher, channels, round_to) if channels > 0 else teacher
     folded: tuple = ()
     not_folded: tuple = ()
     if fold_pooling:
         student, folded, not_folded = _pooling.fold_pooling(student)
+    if input_downscale > 1:
+        student = _downscaled(student, input_downscale, teacher)
     if student is teacher:
         why = ["channels is 0" if channels == 0 else "it has no channel that can be removed"]
         if fold_pooling:
             why.append("no pooling can be folded"
                        + "".join(f"; {p}: {r}" for p, r in not_folded))
         fixes = [f for f, needed in (("channels > 0", channels == 0),
-                                     ("fold_pooling=True", not fold_pooling)) if needed]
+                                     ("fold_pooling=True", not fold_pooling),
+                                     ("input_downscale=2", True)) if needed]
         raise ValueError(
             f"make_student would return {teacher.name!r} unchanged: {', and '.join(why)}. "
             + (f"Pass {' or '.join(fixes)}, or bring" if fixes else "Bring")
@@ -128,6 +145,38 @@ def make_student(
     report = StudentReport(float(channels), folded, not_folded, teacher.count_params(),
                            student.count_params(), model_macs(teacher), model_macs(student))
     return student, report
+
+
+def _downscaled(model: keras.Model, factor: int, teacher: keras.Model) -> keras.Model:
+    """`model`'s layers (copies, same weights) run on its input averaged over `factor` x
+    `factor` pixels; one line where the network cannot run at the lower resolution."""
+    inputs = _graph.new_inputs(model)
+    shape = tuple(inputs[0].shape)
+    if len(inputs) != 1 or len(shape) != 4 or None in shape[1:3]:
+        raise ValueError(f"input_downscale takes a model with one image input of known size, "
+                         f"got inputs {[tuple(t.shape) for t in inputs]}.")
+    if shape[1] % factor or shape[2] % factor:
+        raise ValueError(f"input_downscale={factor} does not divide the input's size "
+                         f"{shape[1]}x{shape[2]}; pick a factor that does.")
+    pooled = keras.layers.AveragePooling2D(factor, name="input_downscale")(inputs[0])
+    try:
+        outputs = _graph.Rebuilder(lambda node, args, kwargs: None).run(model, [pooled])
+    except (ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"input_downscale={factor}: {teacher.name!r} cannot run at "
+            f"{shape[1] // factor}x{shape[2] // factor} ({first}); it needs layers that do "
+            "not depend on the input's size, such as a global pooling before the head."
+        ) from None
+    changed = [(tuple(a.shape[1:]), tuple(b.shape[1:]))
+               for a, b in zip(teacher.outputs, outputs, strict=True)
+               if tuple(a.shape[1:]) != tuple(b.shape[1:])]
+    if changed:
+        raise ValueError(
+            f"input_downscale={factor} would change {teacher.name!r}'s output shape "
+            f"{changed[0][0]} to {changed[0][1]} (its outputs follow the input's size); "
+            "use it for models that pool globally before their head.")
+    return _graph.as_model(inputs, outputs, model.name)
 
 
 def _thin(model: keras.Model, ratio: float, round_to: int) -> keras.Model:

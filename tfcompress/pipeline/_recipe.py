@@ -54,7 +54,7 @@ STEP_SETTINGS: dict[str, dict[str, Any]] = {
     "distill": {"channels": STUDENT["channels"], "fold_pooling": STUDENT["fold_pooling"],
                 "student": None, "epochs": DISTILL["epochs"],
                 "temperature": DISTILL["temperature"], "alpha": DISTILL["alpha"],
-                "learning_rate": DISTILL["learning_rate"], "round_to": 8},
+                "learning_rate": DISTILL["learning_rate"], "round_to": 8, "input_downscale": 1},
     "prune": {"granularity": PRUNE["granularity"], "sparsity": None, "epochs": PRUNE["epochs"],
               "round_to": PRUNE["round_to"], "criterion": PRUNE["criterion"],
               "shrink": PRUNE["shrink"], "scope": PRUNE["scope"], "finetune_epochs": 0,
@@ -191,7 +191,8 @@ RULES: dict[str, dict[str, Any]] = {
     "distill": {"channels": _number(0, 1, high_open=True), "fold_pooling": _flag,
                 "student": _model_file, "epochs": _number(1, integer=True),
                 "temperature": _number(0, low_open=True), "alpha": _number(0, 1),
-                "learning_rate": _number(0, low_open=True), "round_to": _number(1, integer=True)},
+                "learning_rate": _number(0, low_open=True), "round_to": _number(1, integer=True),
+                "input_downscale": _number(1, integer=True)},
     "prune": {"granularity": _granularity,
               "sparsity": _number(0, 1, low_open=True, high_open=True, optional=True),
               "epochs": _number(1, integer=True), "round_to": _number(1, integer=True),
@@ -228,7 +229,9 @@ MEANINGS: dict[str, dict[str, str]] = {
         "alpha": "Weight of the hard-label loss; the rest goes to the teacher's targets.",
         "learning_rate": "Learning rate of the student.",
         "round_to": "Keep the student's channel counts at multiples of this "
-                    "(8 suits int8 kernels and Ethos-U NPUs)."},
+                    "(8 suits int8 kernels and Ethos-U NPUs).",
+        "input_downscale": "Run the student at the input's resolution divided by this (an "
+                           "input average pooling; for models that pool globally)."},
     "prune": {
         "granularity": "What is removed: single weights, N of every M, or whole channels.",
         "sparsity": "Final sparsity, or fraction of channels removed (searched).",

@@ -112,7 +112,8 @@ def _distill(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
         try:
             student = make_student(model, float(step.get("channels")),
                                    fold_pooling=bool(step.get("fold_pooling")),
-                                   round_to=int(step.get("round_to")))
+                                   round_to=int(step.get("round_to")),
+                                   input_downscale=int(step.get("input_downscale")))
         except ValueError as e:
             raise ValueError(f"distill step: {e} In a recipe: distill: {{student: "
                              "student.keras}.") from None
