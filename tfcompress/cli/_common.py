@@ -87,13 +87,11 @@ def device_options(command: Callable) -> Callable:
     return command
 
 
-DEVICE_SETTINGS = ("max_flash", "max_ram", "system_config", "memory_mode", "allow_cpu_ops",
-                   "max_latency_ms", "max_sram")
-
-
 def device_settings(kwargs: dict) -> dict:
     """Takes the `device_options` out of a command's keyword arguments: those given."""
-    values = {k: kwargs.pop(k) for k in DEVICE_SETTINGS}
+    from tfcompress._targets import DEVICE_OPTIONS
+
+    values = {k: kwargs.pop(k) for k in DEVICE_OPTIONS}
     return {k: v for k, v in values.items() if v not in (None, False)}
 
 

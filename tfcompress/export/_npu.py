@@ -56,10 +56,6 @@ def compiled_path(path: "str | os.PathLike") -> str:
     return f"{base}_vela{ext or '.tflite'}"
 
 
-def output_paths(path: "str | os.PathLike") -> tuple[str, ...]:
-    return (compiled_path(path), *_micro.source_paths(path))
-
-
 def check_outputs(path: "str | os.PathLike", *inputs: object) -> None:
     """Raises, before any work, unless the compiled model and the C++ files beside `path` can
     be written without losing anything (see `_micro.check_outputs`)."""

@@ -253,12 +253,12 @@ def _run(run: Run, model: keras.Model) -> PipelineResult:
 
 
 def _npu_settings(plan: Recipe) -> dict | None:
-    """The export step's Ethos-U target and its settings, or None for another target."""
-    last = plan.steps[-1] if plan.steps else None
-    if last is None or last.kind != "export" or not _targets.is_npu(last.get("target")):
+    """The export step's Ethos-U target and the settings it was given, or None for another
+    target."""
+    limits = plan.device_limits()
+    if limits is None or not _targets.is_npu(limits["target"]):
         return None
-    return {"target": last.get("target"), **{
-        k: last.get(k) for k in _targets.NPU_OPTIONS if last.get(k) not in (None, False)}}
+    return {k: v for k, v in limits.items() if v not in (None, False)}
 
 
 def _npu_preview(run: Run, model: keras.Model, npu: dict) -> None:
