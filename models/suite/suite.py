@@ -13,6 +13,7 @@ model as `.keras`, then `tfcompress.compress(model, train, recipe, val=val, test
     python models/suite/suite.py --recipe default      # the same tasks, another recipe
     python models/suite/suite.py --no-restore-best     # auto, fine-tuning to the last epoch
     python models/suite/suite.py --cosine-lr           # auto, learning rate along a cosine
+    python models/suite/suite.py --teacher             # auto, the input model as teacher
     python models/suite/suite.py --tasks photo3_96 --work /tmp/suite
 
 The rows of the `default` recipe before budget-first compression come from commit a7c113e:
@@ -364,6 +365,9 @@ def main() -> None:
                                         "options), e.g. for a run of an older commit.")
     parser.add_argument("--cosine-lr", action="store_true",
                         help="Fine-tune with the learning rate lowered along a half cosine.")
+    parser.add_argument("--teacher", action="store_true",
+                        help="Fine-tune every prune, factorize and qat step with the input "
+                             "model as teacher (soft targets beside the labels).")
     args = parser.parse_args()
     label = args.recipe
     if args.no_restore_best:
@@ -376,6 +380,11 @@ def main() -> None:
 
         _steps.COSINE_LR = True
         label += " (cosine lr)"
+    if args.teacher:
+        from tfcompress.pipeline import _steps
+
+        _steps.TEACHER = True
+        label += " (teacher)"
     label = args.label or label
     work = Path(args.work)
     _commit()

@@ -53,6 +53,11 @@ class Part:
         """The data arguments of `model.fit` for one training run over this part."""
         raise NotImplementedError
 
+    def with_targets(self, y: np.ndarray) -> "Part | None":
+        """The same samples with `y` (one row per sample, in `batches` order) as targets, or
+        `None` for a part that is not read the same way twice (a stream)."""
+        return None
+
     def fingerprint(self) -> str:
         """What identifies this part's content, for resuming a run."""
         raise NotImplementedError
@@ -148,6 +153,9 @@ class ArrayPart(Part):
     def fit_args(self, batch_size: int, seed: int = 0) -> dict:
         return {"x": self.x, "y": self.y, "batch_size": batch_size, "shuffle": True}
 
+    def with_targets(self, y: np.ndarray) -> "ArrayPart":
+        return ArrayPart(self.x, y, self.name)
+
     def fingerprint(self) -> str:
         return content_hash(self.x, self.y)
 
@@ -219,6 +227,11 @@ class FilesPart(Part):
     def split(self, fraction: float, seed: int) -> "tuple[FilesPart, FilesPart]":
         rest, held = stratified(self.labels, fraction, seed)
         return self.subset(rest), self.subset(held)
+
+    def with_targets(self, y: np.ndarray) -> "FilesPart":
+        part = self.subset(range(len(self.files)))
+        part.labels = np.asarray(y)  # read() takes its rows by index
+        return part
 
     def subset(self, indices: Any) -> "FilesPart":
         return FilesPart(tuple(self.files[i] for i in indices), self.labels[indices],

@@ -138,7 +138,7 @@ def _transform(run: Run, index: int, step: Step, current: keras.Model
         outcome, rows = search(run, step, current, index)
         return outcome.model, outcome.info, outcome.skipped, rows
     outcome = _steps.run(step, current, run.fit_ds, run.batch_size, run.verbose,
-                         run.safe_mode, run.metric)
+                         run.safe_mode, run.metric, run.teacher)
     if outcome.skipped is None:
         val = _training.evaluate(outcome.model, run.fit_ds.test, run.metric)
         worse = run.metric.worse_by(val, run.state["baseline_val_accuracy"])

@@ -228,6 +228,7 @@ def _run(run: Run, model: keras.Model) -> PipelineResult:
     """The run itself, in a locked folder: the baseline once, then every step not completed
     yet, then the side-by-side timing and the reports."""
     run.load_state()
+    run.teacher = model
     for choice in run.plan.choices:
         run.say(f"{run.plan.name}: {choice}")
     npu = _npu_settings(run.plan)

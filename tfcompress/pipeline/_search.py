@@ -41,7 +41,7 @@ def _try(run: Run, step: Step, model: keras.Model, index: int, value: Any, n: in
         left = f", about {each:.0f} s per value"
     run.say(f"  trying {shown_name(key)}={value} ({n + 1} of {total}{left})")
     outcome = _steps.run(step.with_setting(key, value), model, run.fit_ds, run.batch_size,
-                         run.verbose, run.safe_mode, run.metric)
+                         run.verbose, run.safe_mode, run.metric, run.teacher)
     val = _training.evaluate(outcome.model, run.fit_ds.test, run.metric)
     limit = run.limit(index)
     ok = outcome.skipped is None and run.metric.worse_by(

@@ -45,6 +45,7 @@ class Run:
     say: Callable[[str], None]
     safe_mode: bool
     notes: list = field(default_factory=list)
+    teacher: Any = None  # the input model, for fine-tuning with a teacher
     trace: dict = field(default_factory=lambda: {"written": [], "steps_done": 0})
     state: dict = field(default_factory=dict)
 

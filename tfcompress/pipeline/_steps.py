@@ -6,7 +6,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfcompress import _training
+from tfcompress import _teacher, _training
 from tfcompress.data import Dataset
 from tfcompress.pipeline._recipe import Step
 
@@ -16,6 +16,9 @@ from tfcompress.pipeline._recipe import Step
 RESTORE_BEST = True
 PATIENCE = 3
 COSINE_LR = False
+# TEACHER: the run's input model as teacher (soft targets beside the labels) in the
+# fine-tuning of the prune, factorize and qat steps (measured on models/suite).
+TEACHER = False
 
 
 def _best(ds: Dataset, metric: Any, first_epoch: int, epochs: int | None = None) -> list:
@@ -45,16 +48,19 @@ class Outcome:
 
 
 def run(step: Step, model: keras.Model, ds: Dataset, batch_size: int, verbose: int,
-        safe_mode: bool = True, metric: Any = None) -> Outcome:
+        safe_mode: bool = True, metric: Any = None, teacher: keras.Model | None = None
+        ) -> Outcome:
     """Runs one step (not export) on `model` with training data `ds.train` and evaluation
     data `ds.test` (the validation split inside the pipeline); `safe_mode` is Keras' safe
-    mode for a student loaded from a file; `metric` scores the sensitivity scans."""
+    mode for a student loaded from a file; `metric` scores the sensitivity scans; `teacher`
+    (the run's input model) guides the fine-tuning when `TEACHER` is on."""
+    teacher = teacher if TEACHER else None
     if step.kind == "factorize":
-        return _factorize(step, model, ds, batch_size, verbose, metric)
+        return _factorize(step, model, ds, batch_size, verbose, metric, teacher)
     if step.kind == "distill":
         return _distill(step, model, ds, batch_size, verbose, safe_mode)
     if step.kind == "prune":
-        return _prune(step, model, ds, batch_size, verbose, metric)
+        return _prune(step, model, ds, batch_size, verbose, metric, teacher)
     if step.kind == "qat":
         from tfcompress.quantization import train_quantized
 
@@ -66,7 +72,8 @@ def run(step: Step, model: keras.Model, ds: Dataset, batch_size: int, verbose: i
         best = _best(ds, metric, 1, step.get("epochs"))
         q, result = train_quantized(model, ds, epochs=step.get("epochs"), batch_size=batch_size,
                                     learning_rate=step.get("learning_rate"), verbose=verbose,
-                                    float_layers=float_layers or None, callbacks=best)
+                                    float_layers=float_layers or None, callbacks=best,
+                                    teacher=teacher)
         return Outcome(q, {**result.to_dict(), "float_layers": list(float_layers or []), **info,
                            **_fine_tuning(best)})
     raise ValueError(f"Step {step.kind!r} is not a training step.")
@@ -81,7 +88,8 @@ def _scan(model: keras.Model, ds: Dataset, technique: str, amount: float | None 
 
 
 def _factorize(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
-               verbose: int, metric: Any = None) -> Outcome:
+               verbose: int, metric: Any = None, teacher: keras.Model | None = None
+               ) -> Outcome:
     from tfcompress.lowrank import factorize
 
     rank_ratio, energy = step.get("rank_ratio"), step.get("energy")
@@ -96,8 +104,9 @@ def _factorize(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
     _training.compile_like(new, model, step.get("learning_rate"))
     best = _best(ds, metric, 0, step.get("epochs")) if step.get("epochs") else []
     if step.get("epochs"):
-        _training.fit(new, ds.train, epochs=step.get("epochs"),
-                      batch_size=batch_size, verbose=verbose, callbacks=best)
+        with _teacher.following(teacher, new, ds.train) as train:
+            _training.fit(new, train, epochs=step.get("epochs"),
+                          batch_size=batch_size, verbose=verbose, callbacks=best)
     return Outcome(new, {**report.to_dict(), **_fine_tuning(best)})
 
 
@@ -125,7 +134,7 @@ def _distill(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
 
 
 def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
-           verbose: int, metric: Any = None) -> Outcome:
+           verbose: int, metric: Any = None, teacher: keras.Model | None = None) -> Outcome:
     from tfcompress.pruning import prune
 
     granularity = step.get("granularity")
@@ -153,7 +162,7 @@ def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
                            batch_size=batch_size, criterion=step.get("criterion"),
                            round_to=step.get("round_to"),
                            shrink=granularity == "channel" and step.get("shrink"),
-                           verbose=verbose, callbacks=best)
+                           verbose=verbose, callbacks=best, teacher=teacher)
     result_info = {**result.to_dict(), **info, **_fine_tuning(best)}
     target = step.get("sparsity")
     if granularity != "channel" and target is not None and result.sparsity_after < target - 0.02:
@@ -166,8 +175,9 @@ def _prune(step: Step, model: keras.Model, ds: Dataset, batch_size: int,
         if lr is not None:
             pruned.optimizer.learning_rate = float(ops.convert_to_numpy(lr)) / 10
         after = _best(ds, metric, 0, extra)
-        _training.fit(pruned, ds.train, epochs=extra, batch_size=batch_size,
-                      verbose=verbose, callbacks=after)
+        with _teacher.following(teacher, pruned, ds.train) as train:
+            _training.fit(pruned, train, epochs=extra, batch_size=batch_size,
+                          verbose=verbose, callbacks=after)
         if tuning := _fine_tuning(after):
             result_info["fine_tuning_after_shrink"] = tuning["fine_tuning"]
     return Outcome(pruned, result_info)

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfcompress import _legacy, _options, _training
+from tfcompress import _legacy, _options, _teacher, _training
 from tfcompress.pruning._callback import Pruning
 from tfcompress.pruning._masks import parse_granularity
 from tfcompress.pruning._report import SparsityReport, sparsity_report
@@ -69,6 +69,7 @@ def prune(
     layer_sparsity: "dict[str, float] | None" = None,
     shrink_model: bool | None = None,
     callbacks: list | None = None,
+    teacher: keras.Model | None = None,
 ) -> tuple[keras.Model, PruneResult]:
     """Fine-tunes a copy of `model` while pruning it to `sparsity`; the input is untouched.
 
@@ -101,6 +102,10 @@ def prune(
         shrink_model: The former name of `shrink` (deprecated). Defaults to `None`.
         callbacks: Extra Keras callbacks for the fine-tuning; they run after the pruning
             callback, so weights they read are masked. Defaults to `None`.
+        teacher: A classifier whose outputs the fine-tuning follows as well as the labels
+            (knowledge distillation; e.g. `model` itself, to keep the pruned copy close to it
+            on few labels). Its outputs on the training images are computed once; a stream
+            trains on its labels alone. Defaults to `None`.
 
     Returns:
         `(pruned_model, PruneResult)`.
@@ -152,8 +157,9 @@ def prune(
     selection = {} if gran.kind == "channel" else {  # the weights the callback prunes
         "prune_depthwise": callback.prune_depthwise, "min_weights": callback.min_weights}
     sparsity_before = sparsity_report(pruned, layers, exclude, **selection).sparsity
-    _training.fit(pruned, ds.train, epochs=epochs, batch_size=batch_size,
-                  verbose=verbose, callbacks=[callback, *(callbacks or [])])
+    with _teacher.following(teacher, pruned, ds.train) as train:
+        _training.fit(pruned, train, epochs=epochs, batch_size=batch_size,
+                      verbose=verbose, callbacks=[callback, *(callbacks or [])])
     after = _training.evaluate(pruned, ds.test)
     report = sparsity_report(pruned, layers, exclude, **selection)
     shrink_report = None

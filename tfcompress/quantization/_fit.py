@@ -5,7 +5,7 @@ from typing import Any
 
 import keras
 
-from tfcompress import _legacy, _options, _training
+from tfcompress import _legacy, _options, _teacher, _training
 from tfcompress.quantization._transform import quantize_aware
 
 
@@ -32,6 +32,7 @@ def train_quantized(
     learning_rate: float = _options.QAT["learning_rate"],
     verbose: int = 0,
     callbacks: list | None = None,
+    teacher: keras.Model | None = None,
     **quantize_kwargs: Any,
 ) -> tuple[keras.Model, QatResult]:
     """Quantization-aware fine-tuning: `quantize_aware(model)`, compiled and fit on `data`.
@@ -49,6 +50,8 @@ def train_quantized(
         verbose: Keras `fit` verbosity. Defaults to `0`.
         callbacks: Extra Keras callbacks for the fine-tuning (e.g. early stopping). Defaults
             to `None`.
+        teacher: A classifier whose outputs the fine-tuning follows as well as the labels
+            (knowledge distillation; e.g. `model` itself). Defaults to `None`.
         **quantize_kwargs: Passed to `quantize_aware` (e.g. `float_layers`).
 
     Returns:
@@ -71,8 +74,9 @@ def train_quantized(
         settings = (f"sparse categorical cross-entropy (from_logits={logits}), "
                     f"Adam(learning_rate={learning_rate:g})")
     q.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
-    _training.fit(q, ds.train, epochs=epochs, batch_size=batch_size,
-                  verbose=verbose, callbacks=callbacks)
+    with _teacher.following(teacher, q, ds.train) as train:
+        _training.fit(q, train, epochs=epochs, batch_size=batch_size,
+                      verbose=verbose, callbacks=callbacks)
     result = QatResult(
         accuracy_float=_training.evaluate(model, ds.test),
         accuracy_qat=_training.evaluate(q, ds.test),
