@@ -91,8 +91,34 @@ def build(name: str):
     if name == "Conv1D audio":
         return ref.reference_audio_conv1d(), False
     if name == "SSD detector":
-        return ref.reference_detector(), False
+        return ssd_two_heads(), False
     raise ValueError(f"unknown network {name!r}; known: {', '.join(NETWORKS)}")
+
+
+def ssd_two_heads(input_shape=(96, 96, 3), num_classes=4, anchors=3, alpha=0.25,
+                  name="detector"):
+    """An SSD-style detector with two outputs from a nested MobileNet backbone: `classes`
+    `(batch, boxes, num_classes)` and `boxes` `(batch, boxes, 4)`, from 3x3 convolutions on
+    the feature maps at strides 16 and 32 (the coverage row; `tfcompress.reference.
+    reference_detector` is the trainable single-output detector)."""
+    import keras
+
+    layers = keras.layers
+    base = keras.applications.MobileNet(input_shape=input_shape, alpha=alpha,
+                                        include_top=False, weights=None)
+    backbone = keras.Model(base.input, [base.get_layer("conv_pw_11_relu").output, base.output],
+                           name="backbone")
+    inputs = keras.Input(shape=input_shape, name="image")
+    features = backbone(inputs)
+    classes, boxes = [], []
+    for i, f in enumerate(features):
+        c = layers.Conv2D(anchors * num_classes, 3, padding="same", name=f"cls_head{i}")(f)
+        classes.append(layers.Reshape((-1, num_classes), name=f"cls_flat{i}")(c))
+        b = layers.Conv2D(anchors * 4, 3, padding="same", name=f"box_head{i}")(f)
+        boxes.append(layers.Reshape((-1, 4), name=f"box_flat{i}")(b))
+    out_c = layers.Concatenate(axis=1, name="classes")(classes)
+    out_b = layers.Concatenate(axis=1, name="boxes")(boxes)
+    return keras.Model(inputs, [out_c, out_b], name=name)
 
 
 def synthetic(model, n: int, wide: bool, seed: int = 0):

@@ -1,9 +1,10 @@
 """tfcompress: make Keras 3 image models small and fast for edge devices, and prove it.
 
 Subpackages load on first use, so `import tfcompress` (and the CLI's `--help`) stays instant:
-`tfcompress.data`, `tfcompress.export`, `tfcompress.bench`, `tfcompress.pruning`,
-`tfcompress.quantization`, `tfcompress.distillation`, `tfcompress.lowrank`,
-`tfcompress.pipeline`, `tfcompress.reference`; `tfcompress.compress` runs a recipe.
+`tfcompress.data`, `tfcompress.detection`, `tfcompress.export`, `tfcompress.bench`,
+`tfcompress.pruning`, `tfcompress.quantization`, `tfcompress.distillation`,
+`tfcompress.lowrank`, `tfcompress.pipeline`, `tfcompress.reference`; `tfcompress.compress`
+runs a recipe.
 """
 
 import importlib
@@ -14,8 +15,8 @@ import warnings
 
 from tfcompress._version import __version__
 
-_SUBMODULES = ("bench", "data", "debug", "distillation", "export", "lowrank", "pipeline",
-               "pruning", "quantization", "reference")
+_SUBMODULES = ("bench", "data", "debug", "detection", "distillation", "export", "lowrank",
+               "pipeline", "pruning", "quantization", "reference")
 
 __all__ = ["__version__", "compress", *_SUBMODULES]
 

@@ -62,8 +62,11 @@ def evaluate(model: keras.Model, data, metric=None, batch_size: int = 256) -> fl
     from tfcompress.metrics import as_metric
 
     part = as_part(data)
+    if metric is None and _is_detector(model):
+        metric = "map50"
     if metric is None and part.label_max() is None:
         return None
+    metric = as_metric(metric).for_model(model)
 
     def pairs():
         size = None
@@ -77,7 +80,13 @@ def evaluate(model: keras.Model, data, metric=None, batch_size: int = 256) -> fl
             pred = model.predict(x, batch_size=size, verbose=0)  # also under tf.distribute
             yield y, (pred[0] if isinstance(pred, (list, tuple)) else pred)[:n]
 
-    return as_metric(metric).score(pairs())
+    return metric.score(pairs())
+
+
+def _is_detector(model: keras.Model) -> bool:
+    from tfcompress.detection import anchors_of
+
+    return anchors_of(model) is not None
 
 
 def check_metric_fits(model: keras.Model, data, metric) -> None:
@@ -91,7 +100,10 @@ def check_metric_fits(model: keras.Model, data, metric) -> None:
     if y is None:
         return
     pred = model.predict(np.asarray(x, np.float32), verbose=0)
-    as_metric(metric).check_fits(y, pred[0] if isinstance(pred, (list, tuple)) else pred)
+    pred = pred[0] if isinstance(pred, (list, tuple)) else pred
+    metric = as_metric(metric)
+    metric.check_fits(y, pred)
+    metric.for_model(model).check_fits(y, pred)
 
 
 def accuracy(model: keras.Model, x, y, batch_size: int = 256) -> float:

@@ -28,6 +28,8 @@ DIRECTIONS = ("max", "min")
 # Keras metric classes whose bigger value is better, and those whose smaller value is.
 _HIGHER = re.compile(r"Accuracy|AUC|Precision|Recall|IoU|F1Score|FBetaScore|R2Score|"
                      r"CosineSimilarity|TruePositives|TrueNegatives|Sensitivity|Specificity")
+# Detection metrics (COCO, by pycocotools): mAP at IoU 0.5, and averaged over IoU 0.5:0.95.
+DETECTION: dict[str, str] = {"map50": "mAP@0.5", "map": "mAP@0.5:0.95"}
 _LOWER = re.compile(r"Error|Crossentropy|Hinge|Divergence|Poisson|LogCosh|FalsePositives|"
                     r"FalseNegatives|Loss")
 
@@ -36,7 +38,9 @@ class Metric:
     """A score of a model's outputs against the targets, with the direction that is better.
 
     Args:
-        spec: `"top1"` (also `"accuracy"`), `"topK"` for any K (e.g. `"top5"`), a Keras metric
+        spec: `"top1"` (also `"accuracy"`), `"topK"` for any K (e.g. `"top5"`), `"map50"` or
+            `"map"` for a detector (COCO mAP@0.5 and mAP@0.5:0.95, by pycocotools, on the
+            detections decoded against its anchors: see `for_model`), a Keras metric
             name (`"mse"`, `"mae"`, `"auc"`...) or instance (`keras.metrics.MeanSquaredError()`,
             cloned for every score), a function `(y_true, y_pred) -> float` on one batch
             (averaged over samples), or a `Metric`. Defaults to `"top1"`.
@@ -59,8 +63,14 @@ class Metric:
         self.top_k: int | None = None
         self._keras: Any = None
         self._fn: Callable | None = None
+        self.detection: str | None = None
+        self.anchors: Any = None
+        self.postprocess: Any = None
         inferred, percent = None, False
-        if isinstance(spec, str) and re.fullmatch(r"accuracy|top\d+", spec.lower()):
+        if isinstance(spec, str) and spec.lower() in DETECTION:
+            self.detection = spec.lower()
+            name, inferred, percent = name or self.detection, "max", True
+        elif isinstance(spec, str) and re.fullmatch(r"accuracy|top\d+", spec.lower()):
             self.top_k = 1 if spec.lower() == "accuracy" else int(spec[3:])
             if self.top_k < 1:
                 raise ValueError(f"metric {spec!r}: K must be >= 1.")
@@ -104,6 +114,28 @@ class Metric:
                 "line: --metric-direction min.")
         self.name, self.direction, self.percent = str(name), direction, percent
 
+    def for_model(self, model: Any, anchors: Any = None, postprocess: Any = None) -> "Metric":
+        """This metric ready to score `model`'s outputs: for `map50`/`map`, a copy that
+        decodes them against the detector's anchors (its `Anchors` layer, or `anchors`) with
+        `postprocess` (a `tfcompress.detection.Postprocess`; defaults to its defaults); any
+        other metric is returned as it is.
+
+        Raises:
+            ValueError: For a detection metric and a model that is not a detector.
+        """
+        if self.detection is None:
+            return self
+        import copy
+
+        from tfcompress.detection import Postprocess, check_detector
+
+        bound = copy.copy(self)
+        bound.anchors = check_detector(
+            model, anchors if anchors is not None else self.anchors,
+            f"The model scored by {self.name}")
+        bound.postprocess = postprocess or self.postprocess or Postprocess()
+        return bound
+
     @property
     def classifies(self) -> bool:
         """True for top-K: the targets are class labels."""
@@ -116,6 +148,13 @@ class Metric:
 
     def score(self, pairs: Iterable[tuple[Any, Any]]) -> float:
         """The metric over `(y_true, y_pred)` batches."""
+        if self.detection is not None:
+            if self.anchors is None:
+                raise ValueError(f"metric {self.name!r} decodes a detector's outputs against "
+                                 "its anchors: score it through Metric.for_model(model).")
+            from tfcompress.detection._map import score_batches
+
+            return score_batches(pairs, self.anchors, self.postprocess)[self.detection]
         if self.top_k is not None:
             right = total = 0
             for y, pred in pairs:
@@ -148,6 +187,16 @@ class Metric:
         are not class ids...), so that a run fails before its first expensive step."""
         y, pred = np.asarray(y), np.asarray(pred)
         problem = None
+        if self.detection is not None:
+            if y.ndim != 3 or y.shape[-1] != 5:
+                problem = "its targets are not boxes (rows [class, ymin, xmin, ymax, xmax])"
+            elif pred.ndim != 3 or pred.shape[-1] < 5:
+                problem = "the model is not a detector (outputs (batch, anchors, 4 + classes))"
+            if problem:
+                raise ValueError(
+                    f"The metric {self.name!r} scores a detector's boxes, but {problem}: "
+                    f"targets {y.shape[1:]} and outputs {pred.shape[1:]} per sample. Use "
+                    "top1 for a classifier, map50 or map for a detector with box targets.")
         if self.top_k is not None and (y.ndim > 1 and y.shape[1:] != pred.shape[1:]
                                        or y.dtype.kind == "f" and not np.all(y == np.round(y))):
             problem = "its targets are not class labels"

@@ -1,6 +1,7 @@
 """Reference models used by the demo, the model cards and the tests."""
 
 import keras
+import numpy as np
 
 
 def reference_cnn(
@@ -274,49 +275,116 @@ def reference_audio_conv1d(
     return keras.Model(inputs, outputs, name=name)
 
 
+def _inverted_residual(x, filters: int, stride: int, expansion: int, name: str):
+    """A MobileNetV2 block: 1x1 expansion, 3x3 depthwise, 1x1 linear projection (+ skip)."""
+    layers = keras.layers
+    inputs = x
+    if expansion != 1:
+        x = layers.Conv2D(x.shape[-1] * expansion, 1, use_bias=False, name=f"{name}_expand")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"{name}_expand_bn")(x)
+        x = layers.ReLU(6.0, name=f"{name}_expand_relu")(x)
+    x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
+                               name=f"{name}_dw")(x)
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_dw_bn")(x)
+    x = layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_project")(x)
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_project_bn")(x)
+    if stride == 1 and inputs.shape[-1] == filters:
+        x = layers.Add(name=f"{name}_add")([inputs, x])
+    return x
+
+
 def reference_detector(
     input_shape: tuple[int, int, int] = (96, 96, 3),
-    num_classes: int = 4,
-    anchors: int = 3,
-    alpha: float = 0.25,
+    num_classes: int = 6,
+    alpha: float = 1.0,
+    scales: tuple[tuple[float, ...], ...] = ((0.12, 0.17), (0.24, 0.34), (0.48, 0.66)),
+    aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5),
     name: str = "detector",
 ) -> keras.Model:
-    """Builds a small SSD-style object detector on a MobileNet backbone, with two outputs.
+    """Builds a small SSD-lite object detector: a MobileNetV2-style backbone and depthwise-
+    separable heads on its feature maps at strides 8, 16 and 32.
 
-    The backbone (`keras.applications.MobileNet`, nested as one model with two outputs) gives
-    feature maps at strides 16 and 32; on each, a 3x3 convolution predicts `anchors` sets of
-    class logits and of box offsets per position. The outputs are `classes`, shaped
-    `(batch, boxes, num_classes)`, and `boxes`, shaped `(batch, boxes, 4)`, with
-    `boxes = anchors * (positions at stride 16 + positions at stride 32)`.
+    The output is `(batch, A, 4 + num_classes)`, the contract of every tfcompress detector
+    (`tfcompress.detection`): per anchor, box offsets `[ty, tx, th, tw]` then class logits
+    (sigmoid scores, no background column). The last layer, `Anchors`, carries the `A`
+    anchors: at every cell of each map, one per scale of that map and aspect ratio. Train it
+    with `compile_for_detection` on targets `(batch, B, 5)`, e.g. `load("shapes-detect")`.
 
     Args:
-        input_shape: Shape of one image. Defaults to `(96, 96, 3)`.
-        num_classes: Object classes (background included). Defaults to `4`.
-        anchors: Anchor boxes per position. Defaults to `3`.
-        alpha: MobileNet width multiplier. Defaults to `0.25`.
+        input_shape: Shape of one image, `(H, W, C)`, H and W multiples of 32 for square
+            cells. Defaults to `(96, 96, 3)`.
+        num_classes: Object classes. Defaults to `6` (the `shapes` classes).
+        alpha: Width multiplier of the backbone and heads. Defaults to `1.0`.
+        scales: Anchor sizes per feature map (stride 8, 16, 32), as a share of the image's
+            side. Defaults to `((0.12, 0.17), (0.24, 0.34), (0.48, 0.66))`.
+        aspect_ratios: Width over height of the anchors. Defaults to `(1.0, 2.0, 0.5)`.
         name: Model name. Defaults to `"detector"`.
 
     Returns:
-        An uncompiled functional `keras.Model` with outputs `[classes, boxes]`.
+        An uncompiled functional `keras.Model`.
 
     Examples:
-        >>> shapes = [tuple(s) for s in reference_detector().output_shape]
-        >>> shapes
-        [(None, 135, 4), (None, 135, 4)]
+        >>> model = reference_detector()
+        >>> model.output_shape  # 6 anchors at 12x12, 6x6 and 3x3 cells; 4 offsets, 6 classes
+        (None, 1134, 10)
     """
+    from tfcompress.detection import Anchors
+
+    if len(scales) != 3:
+        raise ValueError(f"scales must give the anchor sizes of 3 feature maps, got {scales}.")
     layers = keras.layers
-    base = keras.applications.MobileNet(input_shape=input_shape, alpha=alpha,
-                                        include_top=False, weights=None)
-    backbone = keras.Model(base.input, [base.get_layer("conv_pw_11_relu").output, base.output],
-                           name="backbone")
+
+    def width(c: int) -> int:
+        return max(8, int(round(c * alpha / 8)) * 8)
+
     inputs = keras.Input(shape=input_shape, name="image")
-    features = backbone(inputs)
-    classes, boxes = [], []
-    for i, f in enumerate(features):
-        c = layers.Conv2D(anchors * num_classes, 3, padding="same", name=f"cls_head{i}")(f)
-        classes.append(layers.Reshape((-1, num_classes), name=f"cls_flat{i}")(c))
-        b = layers.Conv2D(anchors * 4, 3, padding="same", name=f"box_head{i}")(f)
-        boxes.append(layers.Reshape((-1, 4), name=f"box_flat{i}")(b))
-    out_c = layers.Concatenate(axis=1, name="classes")(classes)
-    out_b = layers.Concatenate(axis=1, name="boxes")(boxes)
-    return keras.Model(inputs, [out_c, out_b], name=name)
+    x = layers.Conv2D(width(16), 3, strides=2, padding="same", use_bias=False, name="stem")(inputs)
+    x = layers.BatchNormalization(momentum=0.9, name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu")(x)
+    x = _inverted_residual(x, width(16), 1, 1, "block1")
+    x = _inverted_residual(x, width(24), 2, 4, "block2")
+    x = _inverted_residual(x, width(24), 1, 4, "block3")
+    x = _inverted_residual(x, width(32), 2, 4, "block4")
+    f8 = _inverted_residual(x, width(32), 1, 4, "block5")
+    x = _inverted_residual(f8, width(64), 2, 4, "block6")
+    f16 = _inverted_residual(x, width(64), 1, 4, "block7")
+    f32 = _inverted_residual(f16, width(96), 2, 4, "block8")
+    per_cell = len(scales[0]) * len(aspect_ratios)
+    if any(len(s) * len(aspect_ratios) != per_cell for s in scales):
+        raise ValueError("Give every feature map the same number of scales.")
+    heads, sizes = [], []
+    for i, f in enumerate((f8, f16, f32)):
+        sizes.append((int(f.shape[1]), int(f.shape[2])))
+        h = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"head{i}_dw")(f)
+        h = layers.BatchNormalization(momentum=0.9, name=f"head{i}_dw_bn")(h)
+        h = layers.ReLU(6.0, name=f"head{i}_dw_relu")(h)
+        h = layers.Conv2D(per_cell * (4 + num_classes), 1, name=f"head{i}")(h)
+        heads.append(layers.Reshape((-1, 4 + num_classes), name=f"head{i}_flat")(h))
+    out = layers.Concatenate(axis=1, name="predictions")(heads)
+    out = Anchors(feature_sizes=sizes, scales=[list(s) for s in scales],
+                  aspect_ratios=aspect_ratios, name="anchors")(out)
+    model = keras.Model(inputs, out, name=name)
+    prior = float(np.log(0.01 / 0.99))  # class scores start near 1 %: focal loss's start
+    for i in range(3):
+        head = model.get_layer(f"head{i}")
+        bias = np.zeros(head.bias.shape, np.float32).reshape(per_cell, 4 + num_classes)
+        bias[:, 4:] = prior
+        head.bias.assign(bias.reshape(-1))
+    return model
+
+
+def compile_for_detection(model: keras.Model, learning_rate: float = 2e-3,
+                          anchors: "np.ndarray | None" = None) -> keras.Model:
+    """Compiles a detector with Adam and `tfcompress.detection.DetectionLoss` on its anchors
+    (its `Anchors` layer's, or `anchors`); returns it.
+
+    Examples:
+        >>> compile_for_detection(reference_detector()).loss.name
+        'detection_loss'
+    """
+    from tfcompress.detection import DetectionLoss, check_detector
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=DetectionLoss(check_detector(model, anchors)))
+    return model

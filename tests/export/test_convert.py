@@ -148,12 +148,17 @@ def test_corrupt_model_file(tmp_path):
 
 
 def test_a_multi_output_file_is_read_in_the_models_output_order(tmp_path):
-    """LiteRT lists a detector's two (135, 4) outputs in its own order; they are matched to
+    """LiteRT lists a two-headed model's (135, 4) outputs in its own order; they are matched to
     the Keras outputs through the serving signature (output_0, output_1)."""
     from tfcompress import _tflite
-    from tfcompress.reference import reference_detector
 
-    model = reference_detector()
+    layers = keras.layers
+    inputs = keras.Input((96, 96, 3))
+    f = layers.Conv2D(8, 3, strides=8, padding="same", activation="relu")(inputs)
+    g = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(f)
+    heads = {name: [layers.Reshape((-1, 4))(layers.Conv2D(12, 3, padding="same")(m))
+                    for m in (f, g)] for name in ("classes", "boxes")}
+    model = keras.Model(inputs, [layers.Concatenate(axis=1, name=n)(h) for n, h in heads.items()])
     x = np.random.default_rng(0).uniform(size=(3, 96, 96, 3)).astype(np.float32)
     report = to_tflite(model, tmp_path / "det.tflite", "float32")
     got = _tflite.run_all(_tflite.interpreter(report.path), x)

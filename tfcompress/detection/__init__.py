@@ -1,0 +1,18 @@
+"""Object detection: anchors carried by the model, the training loss, decoding with
+non-maximum suppression, and COCO mAP.
+
+A tfcompress detector is a Keras model whose output is `(batch, A, 4 + K)` (per anchor: box
+offsets `[ty, tx, th, tw]` in the centre-size encoding of `TFLite_Detection_PostProcess`,
+then `K` class logits scored by a sigmoid) and whose last layer is `Anchors`, which carries
+the `A` anchor boxes. Its targets are `(batch, B, 5)` rows `[class, ymin, xmin, ymax, xmax]`
+(normalized; class `-1` pads). `tfcompress.reference.reference_detector` builds one.
+"""
+
+from tfcompress.detection._anchors import Anchors, anchors_of, check_detector, grid_anchors
+from tfcompress.detection._boxes import Detections, Postprocess, decode, iou_matrix, nms
+from tfcompress.detection._loss import DetectionLoss
+from tfcompress.detection._map import mean_average_precision, objects
+
+__all__ = ["Anchors", "DetectionLoss", "Detections", "Postprocess", "anchors_of",
+           "check_detector", "decode", "grid_anchors", "iou_matrix", "mean_average_precision",
+           "nms", "objects"]

@@ -1,0 +1,109 @@
+"""The training loss of an anchor-based detector, written with `keras.ops` (any backend):
+each anchor is matched to the object it overlaps most, class scores learn by focal loss
+(Lin et al., 2017: no hard-negative mining needed) and matched anchors learn their box
+offsets by a Huber loss."""
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from tfcompress.detection._boxes import SCALES, corners
+
+
+def _iou(anchors, boxes):
+    """IoU of `(A, 4)` anchor corners with `(N, B, 4)` boxes: `(N, A, B)`."""
+    a = anchors[None, :, None, :]
+    b = boxes[:, None, :, :]
+    top = ops.maximum(a[..., 0], b[..., 0])
+    left = ops.maximum(a[..., 1], b[..., 1])
+    bottom = ops.minimum(a[..., 2], b[..., 2])
+    right = ops.minimum(a[..., 3], b[..., 3])
+    inter = ops.relu(bottom - top) * ops.relu(right - left)
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return inter / ops.maximum(area_a + area_b - inter, 1e-9)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class DetectionLoss(keras.losses.Loss):
+    """Focal loss on class scores plus Huber loss on box offsets, for outputs `(batch, A,
+    4 + K)` against targets `(batch, B, 5)`: rows `[class, ymin, xmin, ymax, xmax]`
+    (normalized; class `-1` pads an image's rows).
+
+    An anchor is matched to the object it overlaps most: positive from `iou_threshold`,
+    background below `ignore_threshold`, left out in between; every object also takes the
+    anchor that overlaps it most. The sum is divided by the number of positive anchors.
+
+    Args:
+        anchors: The detector's `(A, 4)` anchors (`tfcompress.detection.anchors_of(model)`).
+        iou_threshold: IoU from which an anchor is positive. Defaults to `0.5`.
+        ignore_threshold: IoU below which an anchor is background. Defaults to `0.4`.
+        alpha: Focal loss weight of positives. Defaults to `0.25`.
+        gamma: Focal loss focusing exponent. Defaults to `2.0`.
+        box_weight: Weight of the box loss. Defaults to `1.0`.
+        **kwargs: `keras.losses.Loss` arguments (`name`...).
+    """
+
+    def __init__(self, anchors: Any, iou_threshold: float = 0.5, ignore_threshold: float = 0.4,
+                 alpha: float = 0.25, gamma: float = 2.0, box_weight: float = 1.0,
+                 **kwargs: Any):
+        kwargs.setdefault("name", "detection_loss")
+        super().__init__(**kwargs)
+        self.anchors = np.asarray(anchors, np.float32)
+        if self.anchors.ndim != 2 or self.anchors.shape[1] != 4:
+            raise ValueError(f"anchors must be (A, 4), got shape {self.anchors.shape}.")
+        if not 0.0 < ignore_threshold <= iou_threshold <= 1.0:
+            raise ValueError("Need 0 < ignore_threshold <= iou_threshold <= 1, got "
+                             f"{ignore_threshold} and {iou_threshold}.")
+        self.iou_threshold, self.ignore_threshold = float(iou_threshold), float(ignore_threshold)
+        self.alpha, self.gamma, self.box_weight = float(alpha), float(gamma), float(box_weight)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        anchors = ops.convert_to_tensor(self.anchors)
+        count = self.anchors.shape[0]
+        classes = ops.shape(y_pred)[-1] - 4
+        label, gt = y_true[..., 0], y_true[..., 1:5]
+        valid = ops.cast(label >= 0, "float32")  # (N, B)
+        iou = _iou(corners(anchors), gt) * valid[:, None, :] - (1.0 - valid[:, None, :])
+        # every object keeps the anchor that overlaps it most
+        forced = ops.transpose(ops.one_hot(ops.argmax(iou, axis=1), count), (0, 2, 1))
+        iou = ops.where(forced * valid[:, None, :] > 0, 2.0, iou)
+        pick = ops.one_hot(ops.argmax(iou, axis=2), ops.shape(gt)[1])  # (N, A, B)
+        best = ops.max(iou, axis=2)
+        positive = ops.cast(best >= self.iou_threshold, "float32")
+        counted = ops.maximum(positive, ops.cast(best < self.ignore_threshold, "float32"))
+        box = ops.matmul(pick, gt)  # (N, A, 4) corners of each anchor's object
+        cls = ops.sum(pick * ops.maximum(label, 0.0)[:, None, :], axis=2)
+
+        target = ops.one_hot(ops.cast(cls, "int32"), classes) * positive[..., None]
+        logits = y_pred[..., 4:]
+        p = ops.sigmoid(logits)
+        ce = ops.relu(logits) - logits * target + ops.log1p(ops.exp(-ops.abs(logits)))
+        p_t = p * target + (1.0 - p) * (1.0 - target)
+        alpha_t = self.alpha * target + (1.0 - self.alpha) * (1.0 - target)
+        focal = alpha_t * ops.power(1.0 - p_t, self.gamma) * ce
+        cls_loss = ops.sum(ops.sum(focal, axis=-1) * counted, axis=-1)
+
+        h = ops.maximum(box[..., 2] - box[..., 0], 1e-6)
+        w = ops.maximum(box[..., 3] - box[..., 1], 1e-6)
+        yc, xc = box[..., 0] + h / 2, box[..., 1] + w / 2
+        enc = ops.stack([SCALES[0] * (yc - anchors[:, 0]) / anchors[:, 2],
+                         SCALES[1] * (xc - anchors[:, 1]) / anchors[:, 3],
+                         SCALES[2] * ops.log(h / anchors[:, 2]),
+                         SCALES[3] * ops.log(w / anchors[:, 3])], axis=-1)
+        diff = ops.abs(y_pred[..., :4] - enc)
+        huber = ops.where(diff < 1.0, 0.5 * diff * diff, diff - 0.5)
+        box_loss = ops.sum(ops.sum(huber, axis=-1) * positive, axis=-1)
+
+        batch = ops.cast(ops.shape(y_pred)[0], "float32")
+        positives = ops.maximum(ops.sum(positive), 1.0)
+        return (cls_loss + self.box_weight * box_loss) * batch / positives
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "anchors": self.anchors.tolist(),
+                "iou_threshold": self.iou_threshold, "ignore_threshold": self.ignore_threshold,
+                "alpha": self.alpha, "gamma": self.gamma, "box_weight": self.box_weight}
