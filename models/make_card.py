@@ -38,6 +38,9 @@ def main() -> None:
     parser.add_argument("--recipe", default="recipe.yaml",
                         help="Recipe file in the model's folder.")
     parser.add_argument("--card", default="card", help="Card folder in the model's folder.")
+    parser.add_argument("--work", help="Folder for the run's models and files (default: a new "
+                        "temporary one). A folder of a stopped run resumes it, from its "
+                        "trained baseline.")
     args = parser.parse_args()
     cfg = CARDS[args.model]
 
@@ -53,14 +56,17 @@ def main() -> None:
     extra = {k: cfg[k] for k in ("image_size", "num_samples") if k in cfg}
     # Validation images for the recipe's searches are held out of the reference model's training.
     ds, val = tfc.data.load(cfg["data"], seed=args.seed, **extra).hold_out(seed=args.seed)
-    keras.utils.set_random_seed(args.seed)
-    build = reference_cnn if args.model == "cnn" else reference_mobilenet_v2
-    model = compile_for_classification(build(ds.input_shape, ds.num_classes),
-                                       cfg["learning_rate"])
-    model.fit(ds.x_train, ds.y_train, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-              verbose=2)
+    work = Path(args.work or tempfile.mkdtemp(prefix=f"tfc-card-{args.model}-"))
+    if (work / "00_baseline.keras").exists():  # a stopped run: the same baseline resumes it
+        model = keras.saving.load_model(work / "00_baseline.keras")
+    else:
+        keras.utils.set_random_seed(args.seed)
+        build = reference_cnn if args.model == "cnn" else reference_mobilenet_v2
+        model = compile_for_classification(build(ds.input_shape, ds.num_classes),
+                                           cfg["learning_rate"])
+        model.fit(ds.x_train, ds.y_train, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                  verbose=2)
     folder = HERE / cfg["folder"]
-    work = Path(tempfile.mkdtemp(prefix=f"tfc-card-{args.model}-"))
     print("models and .tflite files in", work, flush=True)
     result = tfc.compress(model, ds, folder / args.recipe, work, val=val,
                  max_accuracy_drop=args.max_accuracy_drop, seed=args.seed, runs=args.runs,

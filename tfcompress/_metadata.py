@@ -102,6 +102,41 @@ def add(content: bytes, preprocessing: Any = None, labels: Any = None, channels:
     return out
 
 
+ANCHORS = "tfcompress.anchors"  # a detector's (A, 4) float32 anchors, for decoding its output
+
+
+def add_anchors(content: bytes, anchors: Any) -> bytes:
+    """`content` with a detector's anchors in a metadata entry of their own (little-endian
+    float32 `[y_center, x_center, height, width]` rows), so that the file alone can be
+    decoded and scored. Call before `add`, whose label archive goes after the model."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    model.metadata = [m for m in (model.metadata or []) if _text(m.name) != ANCHORS]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(np.asarray(anchors, "<f4").tobytes(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = ANCHORS, len(model.buffers) - 1
+    model.metadata.append(entry)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def read_anchors(model: "str | os.PathLike | bytes") -> np.ndarray | None:
+    """The `(A, 4)` anchors a file carries (`add_anchors`), or None."""
+    content = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    root = schema.Model.GetRootAsModel(content, 0)
+    for i in range(root.MetadataLength()):
+        entry = root.Metadata(i)
+        if _text(entry.Name()) == ANCHORS:
+            data = bytes(root.Buffers(entry.Buffer()).DataAsNumpy())
+            return np.frombuffer(data, "<f4").reshape(-1, 4).astype(np.float32)
+    return None
+
+
 def read(model: "str | os.PathLike | bytes") -> FileMetadata | None:
     """The metadata of a `.tflite` path or its bytes, or None when it has none."""
     content = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()

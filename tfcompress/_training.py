@@ -21,7 +21,14 @@ def outputs_logits(model: keras.Model) -> bool:
 
 
 def default_compile(model: keras.Model, learning_rate: float = 1e-3) -> str:
-    """Compiles `model` for classification with clear defaults; returns what it chose."""
+    """Compiles `model` for classification (a detector: for detection) with clear
+    defaults; returns what it chose."""
+    if is_detector(model):
+        from tfcompress.detection import DetectionLoss, anchors_of
+
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                      loss=DetectionLoss(anchors_of(model)))
+        return f"Adam(learning_rate={learning_rate:g}), detection loss on its anchors"
     logits = outputs_logits(model)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
@@ -62,7 +69,7 @@ def evaluate(model: keras.Model, data, metric=None, batch_size: int = 256) -> fl
     from tfcompress.metrics import as_metric
 
     part = as_part(data)
-    if metric is None and _is_detector(model):
+    if metric is None and is_detector(model):
         metric = "map50"
     if metric is None and part.label_max() is None:
         return None
@@ -83,7 +90,8 @@ def evaluate(model: keras.Model, data, metric=None, batch_size: int = 256) -> fl
     return metric.score(pairs())
 
 
-def _is_detector(model: keras.Model) -> bool:
+def is_detector(model: keras.Model) -> bool:
+    """True for a model that carries anchors (a `tfcompress.detection.Anchors` layer)."""
     from tfcompress.detection import anchors_of
 
     return anchors_of(model) is not None

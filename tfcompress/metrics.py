@@ -125,14 +125,21 @@ class Metric:
         """
         if self.detection is None:
             return self
+        from tfcompress.detection import check_detector
+
+        return self.with_anchors(check_detector(
+            model, anchors if anchors is not None else self.anchors,
+            f"The model scored by {self.name}"), postprocess)
+
+    def with_anchors(self, anchors: Any, postprocess: Any = None) -> "Metric":
+        """A copy of this detection metric that decodes outputs against `anchors` (`(A, 4)`)
+        with `postprocess` (defaults to `tfcompress.detection.Postprocess()`)."""
         import copy
 
-        from tfcompress.detection import Postprocess, check_detector
+        from tfcompress.detection import Postprocess
 
         bound = copy.copy(self)
-        bound.anchors = check_detector(
-            model, anchors if anchors is not None else self.anchors,
-            f"The model scored by {self.name}")
+        bound.anchors = np.asarray(anchors, np.float32)
         bound.postprocess = postprocess or self.postprocess or Postprocess()
         return bound
 
@@ -197,6 +204,8 @@ class Metric:
                     f"The metric {self.name!r} scores a detector's boxes, but {problem}: "
                     f"targets {y.shape[1:]} and outputs {pred.shape[1:]} per sample. Use "
                     "top1 for a classifier, map50 or map for a detector with box targets.")
+            if self.anchors is None:  # shapes only until bound to a detector (for_model)
+                return
         if self.top_k is not None and (y.ndim > 1 and y.shape[1:] != pred.shape[1:]
                                        or y.dtype.kind == "f" and not np.all(y == np.round(y))):
             problem = "its targets are not class labels"

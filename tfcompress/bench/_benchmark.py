@@ -101,8 +101,10 @@ def benchmark(
         target: The runtime that runs the model: `"litert"` (XNNPACK), `"litert-reference"`
             (LiteRT's reference kernels, which TFLite Micro matches) or `"tflm"` (TFLite Micro;
             its host latency says nothing of a microcontroller's). Defaults to `"litert"`.
-        metric: What `accuracy` holds: `"top1"`, `"top5"`, a Keras metric or a
-            `tfcompress.metrics.Metric`. Defaults to `None`: top-1.
+        metric: What `accuracy` holds: `"top1"`, `"top5"`, `"map50"`/`"map"` (a detector's
+            file, decoded against the anchors it carries), a Keras metric or a
+            `tfcompress.metrics.Metric`. Defaults to `None`: top-1, or `map50` for a file
+            that carries anchors.
         split: For a `Dataset` or a loader source: which part is scored, `"test"`,
             `"train"` or `"all"` (a folder that holds only test images). Defaults to
             `"test"`.
@@ -139,7 +141,7 @@ def benchmark(
     part = None if source is None else (
         source.part(split) if isinstance(source, Dataset) else as_part(source))
     sample, labelled = (_random_input(inp), None) if part is None else part.head(1)
-    metric = as_metric(metric)
+    metric = file_metric(metric, content, interp, Path(path).name)
     if part is not None and metric.classifies:  # before any timing: one line, no work
         _check_classes(part.label_max(), _classes(interp))
         if isinstance(source, Dataset):
@@ -263,6 +265,29 @@ def score(interp: Any, data: Any, metric: Any = None, max_samples: int | None = 
 
     value = metric.score(pairs())
     return value, count
+
+
+def file_metric(metric: Any, content: bytes, interp: Any, name: str) -> Any:
+    """The metric that scores a file: `metric`, bound to the anchors the file carries for a
+    detection metric (the default for a file that carries them)."""
+    from tfcompress import _metadata
+
+    anchors = _metadata.read_anchors(content)
+    if metric is None and anchors is not None:
+        metric = "map50"
+    metric = as_metric(metric)
+    if metric.detection is None:
+        return metric
+    if anchors is None:
+        raise ValueError(
+            f"{name} carries no anchors, so {metric.name} cannot decode its outputs into "
+            "boxes. Export it from a detector with an Anchors layer (tfcompress export), or "
+            "score a classifier with top1.")
+    shape = tuple(_tflite.outputs_in_model_order(interp)[0]["shape"])
+    if len(shape) != 3 or shape[1] != len(anchors) or shape[2] < 5:
+        raise ValueError(f"{name} outputs {shape}, not (1, {len(anchors)}, 4 + classes) for "
+                         f"the {len(anchors)} anchors it carries.")
+    return metric.with_anchors(anchors)
 
 
 def _classes(interp: Any) -> int:

@@ -210,8 +210,9 @@ def input_range_option(command: Callable) -> Callable:
                         help=INPUT_RANGE_HELP)(command)
 
 
-METRIC_HELP = ("What scores every model: top1 (default), top5, or a Keras metric name for "
-               "other models (mse, mae, auc...: the targets need not be class labels).")
+METRIC_HELP = ("What scores every model: top1 (default), top5, map50 or map (COCO mAP@0.5 and "
+               "@0.5:0.95; the default for a detector), or a Keras metric name for other "
+               "models (mse, mae, auc...: the targets need not be class labels).")
 
 
 def metric_options(command: Callable) -> Callable:
@@ -224,9 +225,12 @@ def metric_options(command: Callable) -> Callable:
 
 
 def metric_of(metric: str | None, direction: str | None):
-    """The `Metric` the options name (top-1 without them); a bad name is a user error."""
+    """The `Metric` the options name, or `None` without them (top-1, or mAP@0.5 for a
+    detector); a bad name is a user error."""
     from tfcompress.metrics import as_metric
 
+    if metric is None and direction is None:
+        return None
     return as_metric(metric, direction)
 
 

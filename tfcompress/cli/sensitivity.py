@@ -45,6 +45,7 @@ def sensitivity_command(model, data, technique, amount, samples, target, out, un
 
     from tfcompress import _io
     from tfcompress.debug import sensitivity
+    from tfcompress.metrics import Metric
 
     metric = metric_of(metric, metric_direction)
     if target is not None and technique == "quantize":
@@ -60,7 +61,8 @@ def sensitivity_command(model, data, technique, amount, samples, target, out, un
     plot = scan.plot(os.path.join(out, f"sensitivity_{technique}.png"))
     click.echo(str(scan))
     if technique == "quantize":
-        click.echo(f"\nall layers quantized: {metric.format(scan.all_changed)}")
+        shown = Metric.from_dict(scan.metric)
+        click.echo(f"\nall layers quantized: {shown.format(scan.all_changed)}")
     if target is not None:
         click.echo(f"\nper-layer values for an overall {target:g}: "
                    f"{json.dumps(scan.sparsities(target))}")

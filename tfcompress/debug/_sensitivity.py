@@ -184,8 +184,9 @@ def sensitivity(
             samples, it is returned; otherwise the scan runs and is saved there. Defaults to
             `None`.
         safe_mode: Keras' safe mode when `model` is a path. Defaults to `True`.
-        metric: What scores the model: `"top1"`, `"top5"`, a Keras metric or a
-            `tfcompress.metrics.Metric` (with its direction). Defaults to `None`: top-1.
+        metric: What scores the model: `"top1"`, `"top5"`, `"map50"`/`"map"` (a
+            detector), a Keras metric or a `tfcompress.metrics.Metric` (with its direction).
+            Defaults to `None`: top-1, or `map50` for a detector.
 
     Returns:
         A `SensitivityScan`.
@@ -215,7 +216,11 @@ def sensitivity(
     if y is None:
         raise ValueError("A sensitivity scan scores accuracy, so data needs labels: an (x, y) "
                          "tuple, a Dataset or a labelled data path.")
-    metric = as_metric(metric)
+    from tfcompress._training import is_detector
+
+    if metric is None and is_detector(model):
+        metric = "map50"
+    metric = as_metric(metric).for_model(model)
     x, y = np.asarray(x, np.float32), (class_ids(y) if metric.classifies else y)
     fingerprint = _io.model_fingerprint(model)
     if cache is not None and os.path.exists(cache):

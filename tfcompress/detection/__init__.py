@@ -9,10 +9,19 @@ the `A` anchor boxes. Its targets are `(batch, B, 5)` rows `[class, ymin, xmin, 
 """
 
 from tfcompress.detection._anchors import Anchors, anchors_of, check_detector, grid_anchors
-from tfcompress.detection._boxes import Detections, Postprocess, decode, iou_matrix, nms
-from tfcompress.detection._loss import DetectionLoss
+from tfcompress.detection._boxes import (
+    Detections,
+    Postprocess,
+    decode,
+    detection_agreement,
+    iou_matrix,
+    nms,
+    same_detections,
+)
+from tfcompress.detection._loss import DetectionLoss, detection_distillation
 from tfcompress.detection._map import mean_average_precision, objects
 
 __all__ = ["Anchors", "DetectionLoss", "Detections", "Postprocess", "anchors_of",
-           "check_detector", "decode", "grid_anchors", "iou_matrix", "mean_average_precision",
-           "nms", "objects"]
+           "check_detector", "decode", "detection_agreement", "detection_distillation",
+           "grid_anchors", "iou_matrix", "mean_average_precision", "nms", "objects",
+           "same_detections"]

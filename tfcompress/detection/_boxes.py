@@ -117,3 +117,33 @@ class Postprocess:
         b, c, s = (np.concatenate(v) for v in (found_b, found_c, found_s))
         top = np.argsort(-s, kind="stable")[:self.max_detections]
         return Detections(b[top], c[top], s[top])
+
+
+def same_detections(a: Detections, b: Detections, iou: float = 0.5) -> bool:
+    """True when two detection lists name the same objects: as many detections, and each of
+    `a`'s (best first) paired with a distinct one of `b` of its class overlapping it by at
+    least `iou`."""
+    if len(a.scores) != len(b.scores):
+        return False
+    free = np.ones(len(b.scores), bool)
+    for box, cls in zip(a.boxes, a.classes, strict=True):
+        cand = np.flatnonzero(free & (b.classes == cls))
+        if not cand.size:
+            return False
+        overlap = iou_matrix(box[None], b.boxes[cand])[0]
+        best = int(np.argmax(overlap))
+        if overlap[best] < iou:
+            return False
+        free[cand[best]] = False
+    return True
+
+
+AGREEMENT = Postprocess(score_threshold=0.3, max_detections=20)  # the confident detections
+
+
+def detection_agreement(a: np.ndarray, b: np.ndarray, anchors: np.ndarray,
+                        postprocess: Postprocess = AGREEMENT) -> float:
+    """The share of images on which two detectors' raw outputs `(batch, A, 4 + K)` give the
+    same confident detections (`same_detections`)."""
+    da, db = postprocess.detections(a, anchors), postprocess.detections(b, anchors)
+    return float(np.mean([same_detections(p, q) for p, q in zip(da, db, strict=True)]))

@@ -107,3 +107,29 @@ class DetectionLoss(keras.losses.Loss):
         return {**super().get_config(), "anchors": self.anchors.tolist(),
                 "iou_threshold": self.iou_threshold, "ignore_threshold": self.ignore_threshold,
                 "alpha": self.alpha, "gamma": self.gamma, "box_weight": self.box_weight}
+
+
+def _bce(logits, p):
+    """Binary cross-entropy of probabilities `p` against `logits`, element by element."""
+    return ops.relu(logits) - logits * p + ops.log1p(ops.exp(-ops.abs(logits)))
+
+
+def detection_distillation(teacher_outputs, student_outputs, temperature: float = 1.0):
+    """How far a student detector's outputs are from its teacher's, both `(batch, A, 4 + K)`
+    raw outputs on the same anchors: the Bernoulli KL divergence of the student's class
+    scores from the teacher's (softened by `temperature`, scaled by its square) plus a Huber
+    loss between their box offsets, each anchor weighted by the teacher's confidence in it
+    (its highest class score), divided by the sum of those confidences (about the number of
+    objects the teacher sees)."""
+    t = ops.stop_gradient(ops.cast(teacher_outputs, "float32"))
+    s = ops.cast(student_outputs, "float32")
+    t_logits, s_logits = t[..., 4:] / temperature, s[..., 4:] / temperature
+    p_t = ops.sigmoid(t_logits)
+    kl = _bce(s_logits, p_t) - _bce(t_logits, p_t)
+    confidence = ops.max(ops.sigmoid(t[..., 4:]), axis=-1)  # (N, A)
+    norm = ops.maximum(ops.sum(confidence), 1.0)
+    cls = ops.sum(kl) * temperature ** 2 / norm
+    diff = ops.abs(s[..., :4] - t[..., :4])
+    huber = ops.where(diff < 1.0, 0.5 * diff * diff, diff - 0.5)
+    box = ops.sum(ops.sum(huber, axis=-1) * confidence) / norm
+    return cls + box

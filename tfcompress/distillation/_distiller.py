@@ -18,9 +18,11 @@ serialization; this subclass adds what image classifiers headed for the edge nee
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfcompress._training import outputs_logits
+from tfcompress.detection import anchors_of, detection_distillation
 
 _PACKED = "tfcompress_distiller_inputs"  # key of the inputs when teacher outputs ride along
 
@@ -186,6 +188,16 @@ class Distiller(keras.distillation.Distiller):
         self.feature_projection = projection  # tracked, so it trains with the student
         self._teacher_probs = not outputs_logits(teacher)
         self._student_probs = not outputs_logits(student)
+        # a detector: its class scores and boxes are distilled anchor by anchor
+        self._anchors = anchors_of(teacher)
+        if self._anchors is not None:
+            s_anchors = anchors_of(student)
+            if s_anchors is None or s_anchors.shape != self._anchors.shape or \
+                    not np.allclose(s_anchors, self._anchors):
+                raise ValueError(
+                    f"The teacher {teacher.name!r} is a detector with {len(self._anchors)} "
+                    f"anchors; the student {student.name!r} must carry the same anchors "
+                    "(make it with tfcompress.distillation.make_student).")
         self._teacher_view = teacher
         self._student_view = None
         if feature_layers is not None:
@@ -259,6 +271,10 @@ class Distiller(keras.distillation.Distiller):
         probabilities). A cross-entropy whose `from_logits` disagrees with the student's output
         is refused, because it would train silently on the wrong quantity.
         """
+        if loss is None and self._anchors is not None:
+            from tfcompress.detection import DetectionLoss
+
+            loss = DetectionLoss(self._anchors)
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not self._student_probs)
         from_logits = getattr(loss, "from_logits", None)
@@ -314,9 +330,12 @@ class Distiller(keras.distillation.Distiller):
                 t_out, t_feat = self._teacher_view(images, training=False)
             else:
                 t_out, t_feat = self.teacher(images, training=False), None
-            soft = self.distillation_losses[0].compute_loss(
-                self._logits(t_out, self._teacher_probs),
-                self._logits(y_pred, self._student_probs))
+            if self._anchors is not None:
+                soft = detection_distillation(t_out, y_pred)
+            else:
+                soft = self.distillation_losses[0].compute_loss(
+                    self._logits(t_out, self._teacher_probs),
+                    self._logits(y_pred, self._student_probs))
             if self.feature_layers is not None:
                 s_feat = self._student_view(images, training=training)
                 soft = soft + self.feature_weight * self.distillation_losses[1].compute_loss(

@@ -81,7 +81,8 @@ def distill(
                           feature_layers=feature_layers,
                           # a stream is read batch by batch: the teacher runs on each batch
                           precompute_teacher=precompute_teacher and ds.train.in_memory)
-    distiller.compile(keras.optimizers.Adam(learning_rate), metrics=["accuracy"])
+    distiller.compile(keras.optimizers.Adam(learning_rate),
+                      metrics=None if _training.is_detector(teacher) else ["accuracy"])
     start = time.perf_counter()
     _training.fit(distiller, ds.train, epochs=epochs, batch_size=batch_size,
                   callbacks=list(callbacks or []), verbose=verbose)

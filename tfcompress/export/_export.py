@@ -14,6 +14,7 @@ import numpy as np
 from tfcompress import _io, _legacy, _loading, _metadata, _options, _targets, _tflite
 from tfcompress._targets import Target
 from tfcompress.data import Dataset
+from tfcompress.detection import anchors_of
 from tfcompress.export._convert import (
     INTEGER_MODES,
     calibration_arrays,
@@ -167,6 +168,9 @@ def to_tflite(
     names = class_names if class_names is not None or not isinstance(check, Dataset) \
         else check.class_names
     device = _device(spec)
+    anchors = None if isinstance(model, str) else anchors_of(model)
+    if anchors is not None:  # a detector: the file alone can be decoded and scored
+        content = _metadata.add_anchors(content, anchors)
     content = _metadata.add(content, file_preprocessing(model, preprocessing, check), names,
                             _channels(model), pack_labels=device is None)
     summary = _tflite.summarize(_tflite.interpreter(content))

@@ -42,12 +42,18 @@ def check_float_ops(model: Any, summary: "_tflite.GraphSummary", quantization: s
 def agreement(model: Any, content: bytes, data: Any, target: Target, limit: int = 200
               ) -> tuple[float, int]:
     """Top-1 agreement between the Keras model and the file run on `target`: along the last
-    axis of every output (per pixel, per anchor...), the lowest over the outputs."""
+    axis of every output (per pixel...), the lowest over the outputs; for a detector, the
+    share of images whose detections are the same (`tfcompress.detection.same_detections`)."""
+    from tfcompress.detection import anchors_of, detection_agreement
+
     x = calibration_arrays(data, limit)
     keras_out = model.predict(x, batch_size=64, verbose=0)
     keras_out = keras_out if isinstance(keras_out, (list, tuple)) else [keras_out]
     shapes = [tuple(np.shape(o)[1:]) for o in keras_out]
     file_out = _tflite.run_all(_tflite.interpreter(content, target=target.name), x, shapes)
+    anchors = anchors_of(model)
+    if anchors is not None:
+        return detection_agreement(keras_out[0], file_out[0], anchors), len(x)
     first = np.argmax(keras_out[0], -1).ravel()
     if len(x) > 1 and np.shape(keras_out[0])[-1] > 1 and np.all(first == first[0]):
         import warnings

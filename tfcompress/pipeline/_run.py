@@ -107,9 +107,11 @@ def compress(
             read from the model's first `Rescaling`/`Normalization` layer, else [0, 1]. The
             report says which was used. A stream's batches are taken as they come.
         metric: What scores every model, with the direction that is better: `"top1"`,
-            `"top5"`, a Keras metric name or instance (`"mse"` for an autoencoder), or a
-            `tfcompress.metrics.Metric` (e.g. `Metric(fn, direction="min")` for a function
-            `fn(y_true, y_pred)`). Defaults to `None`: top-1 accuracy.
+            `"top5"`, `"map50"`/`"map"` for a detector, a Keras metric name or instance
+            (`"mse"` for an autoencoder), or a `tfcompress.metrics.Metric` (e.g.
+            `Metric(fn, direction="min")` for a function `fn(y_true, y_pred)`). Defaults to
+            `None`: top-1 accuracy, or mAP@0.5 (`map50`) for a detector (a model that
+            carries `tfcompress.detection.Anchors`).
         target: Where the final file runs, as `to_tflite` takes it (`"tflm"`,
             `"ethos-u55-128"`...): the recipe's export step is made for it. With a device
             target that has budgets (`device`), every search keeps only models that fit
@@ -130,7 +132,7 @@ def compress(
             run's files or another running run, or a step whose training diverged.
     """
     model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
-    plan, metric = load_recipe(recipe), as_metric(metric)
+    asked, plan, metric = metric, load_recipe(recipe), as_metric(metric)
     if not plan.is_auto:
         plan = plan.for_target(target, device)
     else:
@@ -144,11 +146,14 @@ def compress(
                          else None, data, val, test, recipe_file, *students)
     if not isinstance(model, keras.Model):
         model = _loading.load_keras_model(model, safe_mode=safe_mode)
+    if asked is None and _training.is_detector(model):
+        metric = as_metric("map50")  # a detector is judged by its boxes
     fit_ds, test_ds, sources = splits(data, val, seed, test, model, preprocessing)
     if distribute is not None:
         sources["train"] += (f", on {devices} device{'s' if devices > 1 else ''} "
                              f"({type(_distribute.strategy(distribute)).__name__})")
     _training.check_metric_fits(model, fit_ds.test, metric)
+    metric = metric.for_model(model)  # a detection metric decodes against the model's anchors
     if plan.is_auto:  # made from this model and these data
         from tfcompress.pipeline._auto import auto_recipe
 

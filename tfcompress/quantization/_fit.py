@@ -68,12 +68,18 @@ def train_quantized(
     if _training.has_compile_settings(model):
         loss = model.loss
         settings = f"the model's loss, Adam(learning_rate={learning_rate:g})"
+    elif _training.is_detector(model):
+        from tfcompress.detection import DetectionLoss, anchors_of
+
+        loss = DetectionLoss(anchors_of(model))
+        settings = f"detection loss on its anchors, Adam(learning_rate={learning_rate:g})"
     else:
         logits = _training.outputs_logits(model)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
         settings = (f"sparse categorical cross-entropy (from_logits={logits}), "
                     f"Adam(learning_rate={learning_rate:g})")
-    q.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+    q.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
+              metrics=None if _training.is_detector(model) else ["accuracy"])
     with _teacher.following(teacher, q, ds.train) as train:
         _training.fit(q, train, epochs=epochs, batch_size=batch_size,
                       verbose=verbose, callbacks=callbacks)

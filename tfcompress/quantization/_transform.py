@@ -31,6 +31,7 @@ from tfcompress._graph import clone_layer as _clone
 from tfcompress._graph import matches as _matches
 from tfcompress._graph import require_functional as _require_functional
 from tfcompress._inference import augments, run_on_probe
+from tfcompress.detection import Anchors
 from tfcompress.quantization._layers import (
     QUANT_LAYERS,
     ActivationQuantizer,
@@ -49,6 +50,7 @@ PASSTHROUGH: tuple[type, ...] = (
     _L.GaussianNoise, _L.ZeroPadding1D, _L.ZeroPadding2D, _L.Cropping1D, _L.Cropping2D,
     _L.Permute, _L.Identity, _L.ActivityRegularization, _L.AveragePooling1D,
     _L.AveragePooling2D, _L.UpSampling1D, _L.UpSampling2D, _L.Resizing, _L.RepeatVector,
+    Anchors,  # a detector's last layer: its output unchanged, with the anchors it carries
 )
 QUANTIZE_OUTPUT: tuple[type, ...] = (
     _L.Add, _L.Subtract, _L.Multiply, _L.Average, _L.Maximum, _L.Minimum, _L.Concatenate,
