@@ -15,12 +15,11 @@ import numpy as np
 from tfcompress import _targets
 from tfcompress._targets import TARGETS  # noqa: F401  (re-exported)
 
-# Ops that only move data between float and integer at the model's edges.
-_BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+# Ops at a file's edges that convert or decode rather than compute the model: an integer
+# file may keep them in float (a detector's post-processing outputs float boxes and scores).
+_BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"})
 _FLOAT_DTYPES = frozenset({"float16", "float32", "float64"})
 _INT_ACTIVATION_DTYPES = {"int8": ("int8", "uint8"), "int16x8": ("int16",)}
-
-
 
 
 def check_target(target: str) -> None:
@@ -98,9 +97,12 @@ class MicroInterpreter:
 
     def __init__(self, content: bytes, arena_size: int | None = None):
         self._details = interpreter(content)  # LiteRT: the tensors' details
-        self.arena_size = arena_size or _generous_arena(content)
-        self._micro = _micro_interpreter(content, self.arena_size,
-                                         self._details.get_input_details())
+        inputs = self._details.get_input_details()
+        if arena_size is None:
+            self._micro, self.arena_size = _generous_micro_interpreter(content, inputs)
+        else:
+            self.arena_size = arena_size
+            self._micro = _micro_interpreter(content, arena_size, inputs)
 
     def get_input_details(self) -> list[dict]:
         return self._details.get_input_details()
@@ -128,6 +130,19 @@ def _generous_arena(content: bytes) -> int:
     return max(16 * 1024, 16 * len(content))
 
 
+def _generous_micro_interpreter(content: bytes, inputs: list[dict]) -> tuple[Any, int]:
+    """A TFLite Micro interpreter with room to spare, and its arena size: 16 times the model
+    to start, doubled while the activations do not fit (up to 1 GiB)."""
+    size = _generous_arena(content)
+    while True:
+        try:
+            return _micro_interpreter(content, size, inputs), size
+        except MicroArenaTooSmall:
+            if size >= 1 << 30:
+                raise
+            size *= 2
+
+
 def _micro_interpreter(content: bytes, arena_size: int, inputs: list[dict]):
     """A TFLite Micro interpreter that has run once on zeros (`inputs`: the model's input
     details), or one clear error naming the op TFLM lacks."""
@@ -149,7 +164,7 @@ def _micro_interpreter(content: bytes, arena_size: int, inputs: list[dict]):
     missing = re.search(r"Didn't find op for builtin opcode '(\w+)'", text)
     if missing:
         raise MissingMicroOp(missing.group(1))
-    if "allocate" in text.lower() or "arena" in text.lower():
+    if any(w in text.lower() for w in ("allocate", "arena", "resize buffer")):
         raise MicroArenaTooSmall(arena_size)
     detail = " ".join(text.split())[-300:] or str(failure)
     raise ValueError(f"TFLite Micro could not run the model ({detail}).")
@@ -186,8 +201,7 @@ def micro_arena_bytes(content: bytes) -> int:
     it (the total of head and tail, without headroom)."""
     from tfcompress._quiet import captured_stderr
 
-    interp = _micro_interpreter(content, _generous_arena(content),
-                                interpreter(content).get_input_details())
+    interp, _ = _generous_micro_interpreter(content, interpreter(content).get_input_details())
     with captured_stderr() as log:
         interp.print_allocations()
     found = re.search(r"Arena allocation total (\d+) bytes", log.text())

@@ -240,10 +240,12 @@ def score(interp: Any, data: Any, metric: Any = None, max_samples: int | None = 
     a time (the first output of a multi-output model). Class labels beyond the model's
     outputs are refused at the first batch that has one."""
     from tfcompress._progress import track
+    from tfcompress.detection import file_detections, has_postprocess
 
     part, metric = as_part(data), as_metric(metric)
     classes = _classes(interp)
     count = 0
+    detections = metric.detection is not None and has_postprocess(interp)
 
     def pairs():
         nonlocal count
@@ -259,7 +261,10 @@ def score(interp: Any, data: Any, metric: Any = None, max_samples: int | None = 
             if metric.classifies:
                 _check_classes(label_max(y), classes)
             count += len(x)
-            yield y, _tflite.run_all(interp, x, progress=False)[0]
+            if detections:  # the file's own post-processing decodes its boxes
+                yield y, file_detections(interp, np.asarray(x, np.float32))
+            else:
+                yield y, _tflite.run_all(interp, x, progress=False)[0]
             if max_samples is not None and count >= max_samples:
                 break
 
@@ -283,7 +288,11 @@ def file_metric(metric: Any, content: bytes, interp: Any, name: str) -> Any:
             f"{name} carries no anchors, so {metric.name} cannot decode its outputs into "
             "boxes. Export it from a detector with an Anchors layer (tfcompress export), or "
             "score a classifier with top1.")
+    from tfcompress.detection import has_postprocess
+
     shape = tuple(_tflite.outputs_in_model_order(interp)[0]["shape"])
+    if has_postprocess(interp):
+        return metric.with_anchors(anchors)
     if len(shape) != 3 or shape[1] != len(anchors) or shape[2] < 5:
         raise ValueError(f"{name} outputs {shape}, not (1, {len(anchors)}, 4 + classes) for "
                          f"the {len(anchors)} anchors it carries.")

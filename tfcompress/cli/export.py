@@ -44,11 +44,23 @@ from tfcompress.cli._common import (
               help="Post-training int8: keep this layer (name or pattern) in float. "
                    "Repeatable. 'auto': the most sensitive ones, from a quantize sensitivity "
                    "scan on --data, while the int8 model would lose more than 1 point.")
+@click.option("--detection-postprocess", is_flag=True,
+              help="A detector (with its anchors): end the file with "
+                   "TFLite_Detection_PostProcess (decoding and non-maximum suppression), which "
+                   "LiteRT and TFLite Micro run; outputs boxes, classes, scores, count.")
+@click.option("--score-threshold", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="With --detection-postprocess: lowest score kept [default: 0.05].")
+@click.option("--iou-threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="With --detection-postprocess: overlap above which the lower-scored of two "
+                   "boxes of a class is dropped [default: 0.5].")
+@click.option("--max-detections", type=click.IntRange(1), default=None,
+              help="With --detection-postprocess: most detections per image [default: 100].")
 @unsafe_and_json(json_help="Print the export report as JSON.")
 @input_range_option
 @user_errors
 def export_command(model, output, quantization, data, target, integer_io, calibration_samples,
-                   allow_float, float_layers, unsafe, as_json, input_range, **device):
+                   allow_float, float_layers, detection_postprocess, score_threshold,
+                   iou_threshold, max_detections, unsafe, as_json, input_range, **device):
     """Convert MODEL (.keras file or SavedModel directory) to a verified .tflite file."""
     from tfcompress.export import to_tflite
 
@@ -63,12 +75,30 @@ def export_command(model, output, quantization, data, target, integer_io, calibr
         say(f"kept in float: {', '.join(chosen) or 'none (int8 is within 1 point)'}")
     elif chosen and "auto" in chosen:
         raise click.UsageError("--float-layer auto goes alone.")
+    post = _postprocess(detection_postprocess, score_threshold, iou_threshold, max_detections)
     say(f"converting {model} to {quantization} for {target} ...")
     report = to_tflite(model, output, quantization, representative_data=data,
                        preprocessing=input_range,
                        integer_io=integer_io, num_calibration_samples=calibration_samples,
                        safe_mode=not unsafe, target=target, allow_float=allow_float,
-                       float_layers=chosen or None, **device_settings(device))
+                       float_layers=chosen or None, detection_postprocess=post,
+                       **device_settings(device))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))
     if report.npu is not None and not as_json:
         click.echo("\n" + report.npu.op_table())
+
+
+def _postprocess(asked: bool, score: float | None, iou: float | None, most: int | None):
+    """The post-processing the options ask for (`False` without the flag)."""
+    given = {k: v for k, v in (("score_threshold", score), ("iou_threshold", iou),
+                               ("max_detections", most)) if v is not None}
+    if not asked:
+        if given:
+            raise click.UsageError(f"--{next(iter(given)).replace('_', '-')} goes with "
+                                   "--detection-postprocess.")
+        return False
+    from tfcompress.detection import Postprocess
+
+    if "max_detections" in given:
+        given["per_class"] = given["max_detections"]
+    return Postprocess(**given)

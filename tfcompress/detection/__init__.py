@@ -8,6 +8,10 @@ the `A` anchor boxes. Its targets are `(batch, B, 5)` rows `[class, ymin, xmin, 
 (normalized; class `-1` pads). `tfcompress.reference.reference_detector` builds one.
 """
 
+# Keras first: its first import registers tfcompress's Keras classes (tfcompress/__init__.py),
+# which import this package's modules; they must not find it half made.
+import keras  # noqa: F401
+
 from tfcompress.detection._anchors import Anchors, anchors_of, check_detector, grid_anchors
 from tfcompress.detection._boxes import (
     Detections,
@@ -20,8 +24,9 @@ from tfcompress.detection._boxes import (
 )
 from tfcompress.detection._loss import DetectionLoss, detection_distillation
 from tfcompress.detection._map import mean_average_precision, objects
+from tfcompress.detection._postprocess import file_detections, has_postprocess
 
 __all__ = ["Anchors", "DetectionLoss", "Detections", "Postprocess", "anchors_of",
            "check_detector", "decode", "detection_agreement", "detection_distillation",
-           "grid_anchors", "iou_matrix", "mean_average_precision", "nms", "objects",
-           "same_detections"]
+           "file_detections", "grid_anchors", "has_postprocess", "iou_matrix",
+           "mean_average_precision", "nms", "objects", "same_detections"]

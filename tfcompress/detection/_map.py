@@ -4,6 +4,7 @@ mAP@0.5:0.95 over the classes that have objects."""
 import contextlib
 import io
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,15 +68,22 @@ def mean_average_precision(truth: Sequence[np.ndarray], found: Sequence[Detectio
     return {"map": max(float(ev.stats[0]), 0.0), "map50": max(float(ev.stats[1]), 0.0)}
 
 
-def score_batches(pairs: Iterable[tuple[np.ndarray, np.ndarray]], anchors: np.ndarray,
+def score_batches(pairs: Iterable[tuple[np.ndarray, Any]], anchors: np.ndarray,
                   postprocess) -> dict[str, float]:
-    """mAP over `(targets, raw outputs)` batches of a detector with `anchors`."""
+    """mAP over `(targets, outputs)` batches of a detector with `anchors`: raw outputs
+    (decoded by `postprocess`) or a list of `Detections` (a post-processed file's)."""
     truth: list[np.ndarray] = []
     found: list[Detections] = []
     classes = 0
     for y, pred in pairs:
         truth += objects(y)
+        if isinstance(pred, list) and all(isinstance(d, Detections) for d in pred):
+            found += pred  # a file's own post-processing made them
+            classes = max([classes] + [int(d.classes.max()) + 1 for d in pred
+                                       if len(d.classes)])
+            continue
         pred = np.asarray(pred)
         classes = max(classes, pred.shape[-1] - 4)
         found += postprocess.detections(pred, anchors)
-    return mean_average_precision(truth, found, classes)
+    seen = [int(t[:, 0].max()) + 1 for t in truth if len(t)]
+    return mean_average_precision(truth, found, max([classes] + seen))

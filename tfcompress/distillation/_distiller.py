@@ -22,7 +22,8 @@ import numpy as np
 from keras import ops
 
 from tfcompress._training import outputs_logits
-from tfcompress.detection import anchors_of, detection_distillation
+from tfcompress.detection._anchors import anchors_of
+from tfcompress.detection._loss import detection_distillation
 
 _PACKED = "tfcompress_distiller_inputs"  # key of the inputs when teacher outputs ride along
 

@@ -89,7 +89,10 @@ def _configure(converter: Any, mode: str, calib: np.ndarray | None, integer_io: 
 
 
 def convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
-             workdir: str, batch: int | None = None, float_layers: Any = None) -> bytes:
+            workdir: str, batch: int | None = None, float_layers: Any = None,
+            postprocess: Any = None) -> bytes:
+    """The `.tflite` bytes of `model` in `mode`; `postprocess` (`(Postprocess, anchors)`)
+    ends a detector's file with `TFLite_Detection_PostProcess`."""
     import tensorflow as tf
 
     # Beside the output, not in the system temp folder: a killed run leaves nothing behind
@@ -111,8 +114,11 @@ def convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
             model, gone = without_augmentation(model)
             if float_layers and gone:  # an augmentation layer left no op to keep float
                 float_layers = [n for n in float_layers if n not in gone]
-            model.export(saved, format="tf_saved_model", verbose=False,
-                         input_signature=signature)
+            if postprocess is not None:
+                _export_with_postprocess(model, saved, *postprocess)
+            else:
+                model.export(saved, format="tf_saved_model", verbose=False,
+                             input_signature=signature)
         try:
             converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         except Exception as e:  # noqa: BLE001 (a corrupt or empty saved_model.pb)
@@ -124,6 +130,9 @@ def convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
                 "damaged or not a SavedModel. Save the model again (model.export(...) or "
                 "tf.saved_model.save).") from None
         _configure(converter, mode, calib, integer_io)
+        if postprocess is not None:
+            converter.allow_custom_ops = True  # the op is a custom one LiteRT and TFLM register
+            converter.inference_output_type = tf.float32  # its outputs are float
         try:
             if float_layers:
                 from tfcompress._graph import output_names
@@ -146,6 +155,19 @@ def convert(model: Any, mode: str, calib: np.ndarray | None, integer_io: bool,
                     else "Check that the model runs in inference mode."
                 )
             ) from e
+
+
+def _export_with_postprocess(model: Any, saved: str, post: Any, anchors: np.ndarray) -> None:
+    """A SavedModel of `model` followed by the post-processing op, at batch 1."""
+    import keras
+
+    from tfcompress.detection._postprocess import serving_function
+
+    serve, spec = serving_function(model, anchors, post, tuple(model.inputs[0].shape[1:]))
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", serve, input_signature=[spec])
+    archive.write_out(saved, verbose=False)
 
 
 def _expected_range(model: Any) -> tuple[float, float, str] | None:

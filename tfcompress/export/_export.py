@@ -14,7 +14,7 @@ import numpy as np
 from tfcompress import _io, _legacy, _loading, _metadata, _options, _targets, _tflite
 from tfcompress._targets import Target
 from tfcompress.data import Dataset
-from tfcompress.detection import anchors_of
+from tfcompress.detection._anchors import anchors_of
 from tfcompress.export._convert import (
     INTEGER_MODES,
     calibration_arrays,
@@ -51,6 +51,7 @@ def to_tflite(
     allow_cpu_ops: bool = False,
     max_latency_ms: float | None = None,
     max_sram: int | None = None,
+    detection_postprocess: Any = False,
 ) -> ExportReport:
     """Converts a Keras 3 model to a `.tflite` file and verifies it in the LiteRT interpreter.
 
@@ -125,6 +126,16 @@ def to_tflite(
             time is over this. Defaults to `None`.
         max_sram: With an Ethos-U target, refuse a model that uses more SRAM than this many
             bytes. Defaults to `None`.
+        detection_postprocess: For a detector (a model that carries
+            `tfcompress.detection.Anchors`): end the file with `TFLite_Detection_PostProcess`
+            (decoding against the anchors, per-class non-maximum suppression), which LiteRT
+            and TFLite Micro run. `True` for the settings of
+            `tfcompress.detection.Postprocess()`, or a `Postprocess` (score and IoU
+            thresholds, most detections). The file's four float outputs are boxes
+            `[ymin, xmin, ymax, xmax]` (normalized), classes, scores and their count; the
+            batch is 1; everything before the op is integer in an int8 export. The agreement
+            is the share of images with the same detections as the Keras model decoded by
+            the same settings. Defaults to `False`.
 
     Returns:
         An `ExportReport`.
@@ -151,6 +162,7 @@ def to_tflite(
         quantization, target, integer_io, float_layers, num_calibration_samples,
         device_options)
     model = _open(model, path, spec, safe_mode, representative_data, verify_data)
+    post = _postprocess_settings(detection_postprocess, model, float_layers)
     if not isinstance(model, str):  # a folder or built-in set is read as the model takes it
         from tfcompress._training import load_for
 
@@ -163,7 +175,8 @@ def to_tflite(
     workdir = os.path.dirname(os.path.abspath(path))
     os.makedirs(workdir, exist_ok=True)
     content = convert(model, quantization, calib, integer_io, workdir,
-                      batch=fixed_batch(model, spec), float_layers=float_layers)
+                      batch=fixed_batch(model, spec), float_layers=float_layers,
+                      postprocess=None if post is None else (post, anchors_of(model)))
     check = verify_data if verify_data is not None else representative_data
     names = class_names if class_names is not None or not isinstance(check, Dataset) \
         else check.class_names
@@ -179,7 +192,7 @@ def to_tflite(
                                                           **device_options)
     agrees, samples = None, 0
     if check is not None and not isinstance(model, str):
-        agrees, samples = agreement(model, content, check, spec)
+        agrees, samples = agreement(model, content, check, spec, postprocess=post)
     measured = _write(path, content, device, measured, summary, names)
     return ExportReport(
         path=os.fspath(path), quantization=quantization, size_bytes=len(content),
@@ -189,7 +202,30 @@ def to_tflite(
                       if quantization in INTEGER_MODES else False),
         calibration_samples=0 if calib is None else len(calib), target=target,
         agreement=agrees, agreement_samples=samples,
+        agreement_kind="detections" if anchors is not None else "top-1",
         **{"npu" if _targets.is_npu(target) else "micro": measured})
+
+
+def _postprocess_settings(asked: Any, model: Any, float_layers: Any) -> Any:
+    """The `Postprocess` to end the file with, or None; one line for a model without anchors
+    or settings that do not go with it."""
+    from tfcompress.detection import Postprocess
+
+    if asked is False or asked is None:
+        return None
+    if asked is not True and not isinstance(asked, Postprocess):
+        raise TypeError("detection_postprocess must be True, False or a "
+                        f"tfcompress.detection.Postprocess, got {type(asked).__name__}.")
+    if isinstance(model, str) or anchors_of(model) is None:
+        raise ValueError(
+            "detection_postprocess needs a detector that carries its anchors (a model ending "
+            "in tfcompress.detection.Anchors), so that the op can decode its boxes; this "
+            "model has none. Add an Anchors layer after its head, or export without "
+            "--detection-postprocess.")
+    if float_layers:
+        raise ValueError("detection_postprocess does not go with float_layers: export the "
+                         "detector without one of them.")
+    return Postprocess() if asked is True else asked
 
 
 def _check_arguments(quantization: str, target: str, integer_io: bool | None,

@@ -16,7 +16,9 @@ from tfcompress._tflite import ARENA_HEADROOM, ARENA_HEADROOM_BYTES, with_headro
 _RESOLVER_NAMES = {"PADV2": "PadV2", "UNIDIRECTIONAL_SEQUENCE_LSTM": "UnidirectionalSequenceLSTM",
                    "BATCH_MATMUL": "BatchMatMul", "CUMSUM": "CumSum",
                    # the custom op Arm's Vela writes for the parts that run on an Ethos-U NPU
-                   "ethos-u": "EthosU"}
+                   "ethos-u": "EthosU",
+                   # a detector's post-processing (a custom op TFLite Micro registers)
+                   "TFLite_Detection_PostProcess": "DetectionPostprocess"}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,9 @@ class ExportReport:
     target: str = "litert"
     agreement: float | None = None
     agreement_samples: int = 0
+    # "top-1" (per output position), or "detections" (a detector: images with the same
+    # confident boxes and classes)
+    agreement_kind: str = "top-1"
     micro: "MicroReport | None" = None
     npu: "NpuReport | None" = None
 
@@ -32,6 +35,7 @@ class ExportReport:
             "runtime": _targets.runtime(self.target),
             "agreement": self.agreement,
             "agreement_samples": self.agreement_samples,
+            "agreement_kind": self.agreement_kind,
             "micro": None if self.micro is None else self.micro.to_dict(),
             "npu": None if self.npu is None else self.npu.to_dict(),
             "path": self.path,
@@ -54,10 +58,14 @@ class ExportReport:
             f"{self.outputs[0].dtype}; ops: {ops}"
         )
         if self.agreement is not None:
-            text += (f"\ntop-1 agreement with the Keras model in "
-                     f"{_targets.runtime(_targets.get(self.target).interpreter)}: "
-                     f"{100 * self.agreement:.2f} % of "
-                     f"{self.agreement_samples} images")
+            runtime = _targets.runtime(_targets.get(self.target).interpreter)
+            if self.agreement_kind == "detections":
+                text += (f"\nthe same detections as the Keras model (score > 0.3, IoU >= 0.5) "
+                         f"in {runtime}: {100 * self.agreement:.2f} % of "
+                         f"{self.agreement_samples} images")
+            else:
+                text += (f"\ntop-1 agreement with the Keras model in {runtime}: "
+                         f"{100 * self.agreement:.2f} % of {self.agreement_samples} images")
         if self.micro is not None:
             text += f"\n{self.micro}\nwrote {', '.join(self.micro.files)}"
         if self.npu is not None:

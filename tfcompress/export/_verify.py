@@ -39,14 +39,25 @@ def check_float_ops(model: Any, summary: "_tflite.GraphSummary", quantization: s
     return tuple(float_ops)
 
 
-def agreement(model: Any, content: bytes, data: Any, target: Target, limit: int = 200
-              ) -> tuple[float, int]:
+def agreement(model: Any, content: bytes, data: Any, target: Target, limit: int = 200,
+              postprocess: Any = None) -> tuple[float, int]:
     """Top-1 agreement between the Keras model and the file run on `target`: along the last
     axis of every output (per pixel...), the lowest over the outputs; for a detector, the
     share of images whose detections are the same (`tfcompress.detection.same_detections`)."""
-    from tfcompress.detection import anchors_of, detection_agreement
+    from tfcompress.detection import (
+        anchors_of,
+        detection_agreement,
+        file_detections,
+        same_detections,
+    )
 
     x = calibration_arrays(data, limit)
+    if postprocess is not None:  # the file's own detections against the model's, decoded alike
+        mine = postprocess.detections(model.predict(x, batch_size=64, verbose=0),
+                                      anchors_of(model))
+        theirs = file_detections(_tflite.interpreter(content, target=target.name), x)
+        return float(np.mean([same_detections(a, b) for a, b in zip(
+            _confident(mine), _confident(theirs), strict=True)])), len(x)
     keras_out = model.predict(x, batch_size=64, verbose=0)
     keras_out = keras_out if isinstance(keras_out, (list, tuple)) else [keras_out]
     shapes = [tuple(np.shape(o)[1:]) for o in keras_out]
@@ -65,3 +76,12 @@ def agreement(model: Any, content: bytes, data: Any, target: Target, limit: int 
     scores = [float(np.mean(np.argmax(k, -1) == np.argmax(f, -1)))
               for k, f in zip(keras_out, file_out, strict=True) if np.shape(k)[-1] > 1]
     return (min(scores) if scores else 1.0), len(x)
+
+
+def _confident(found: list, threshold: float = 0.3) -> list:
+    """Detections above `threshold` (those a deployment shows): low-score ones near the
+    threshold come and go with rounding."""
+    from tfcompress.detection import Detections
+
+    return [Detections(d.boxes[d.scores > threshold], d.classes[d.scores > threshold],
+                       d.scores[d.scores > threshold]) for d in found]

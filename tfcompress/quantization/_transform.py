@@ -31,7 +31,7 @@ from tfcompress._graph import clone_layer as _clone
 from tfcompress._graph import matches as _matches
 from tfcompress._graph import require_functional as _require_functional
 from tfcompress._inference import augments, run_on_probe
-from tfcompress.detection import Anchors
+from tfcompress.detection._anchors import Anchors
 from tfcompress.quantization._layers import (
     QUANT_LAYERS,
     ActivationQuantizer,
