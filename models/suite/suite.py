@@ -326,8 +326,13 @@ def markdown(rows: list[dict]) -> str:
              "Recipes: `auto` is the default; `auto (last epoch)` fine-tunes without keeping "
              "each fine-tuning's best epoch (`--no-restore-best`); `auto (cosine lr)` lowers "
              "the learning rate along a cosine (`--cosine-lr`; stopped after three tasks, two "
-             "of them outside the budget); `default (a7c113e)` is the built-in `default` "
-             "recipe before budget-first compression (see this script's docstring).", "",
+             "of them outside the budget); `auto (teacher)` fine-tunes every prune, factorize "
+             "and qat step with the input model as teacher, soft targets beside the labels "
+             "(`--teacher`: as many tasks within the budget and the same median ratios, but "
+             "less accurate on 5 of 8 tasks, most where the fine-tuning outgrows an "
+             "undertrained baseline, so it stays off); `default (a7c113e)` is the built-in "
+             "`default` recipe before budget-first compression (see this script's "
+             "docstring).", "",
              "| task | recipe | baseline % | final % | change | verdict | smaller | gzip | "
              "faster | minutes | commit |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
