@@ -301,6 +301,22 @@ def test_demo_end_to_end(runner, tmp_path):
     assert "03_export_int8.tflite" in result.stdout
 
 
+@pytest.mark.slow
+def test_demo_of_a_detector_is_judged_by_map(runner, tmp_path):
+    out = tmp_path / "demo"
+    result = runner.invoke(main, ["demo", "--task", "detection", "--out", str(out), "--epochs",
+                                  "2", "--recipe", "quick", "--runs", "5",
+                                  "--max-accuracy-drop", "100"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"] == "shapes-detect" and report["metric"]["name"] == "map50"
+    assert [s["step"] for s in report["steps"]] == ["prune", "qat", "export"]
+    prune = report["steps"][0]
+    assert prune["params"] < 0.7 * report["baseline"]["params"]  # channels went, heads kept
+    assert report["ratios"]["smaller"] >= 4
+    assert "map50" in result.stdout
+
+
 def test_recipes_lists_shows_and_explains_every_setting(runner, tmp_path):
     import yaml
 
