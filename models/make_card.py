@@ -5,6 +5,7 @@ write the pipeline's report (table, JSON, plot) into the folder.
     python models/make_card.py --model mobilenetv2  # -> models/mobilenetv2_shapes/card/
     python models/make_card.py --model mobilenetv2 --recipe recipe_sensitivity.yaml \
         --card card_sensitivity                     # another recipe, another card folder
+    python models/make_card.py --model detector     # -> models/detection_shapes/card/
 
 The trained models and .tflite files go to a temporary folder (printed); only the reports are
 kept in the repository.
@@ -26,6 +27,9 @@ CARDS = {
     "mobilenetv2": {"folder": "mobilenetv2_shapes", "data": "shapes", "epochs": 15,
                     "learning_rate": 3e-3, "batch_size": 32, "image_size": 96,
                     "num_samples": 3000},
+    "detector": {"folder": "detection_shapes", "data": "shapes-detect", "epochs": 30,
+                 "learning_rate": 2e-3, "batch_size": 32, "image_size": 96,
+                 "num_samples": 3000},
 }
 
 
@@ -49,7 +53,9 @@ def main() -> None:
     import tfcompress as tfc
     from tfcompress.reference import (
         compile_for_classification,
+        compile_for_detection,
         reference_cnn,
+        reference_detector,
         reference_mobilenet_v2,
     )
 
@@ -61,9 +67,13 @@ def main() -> None:
         model = keras.saving.load_model(work / "00_baseline.keras")
     else:
         keras.utils.set_random_seed(args.seed)
-        build = reference_cnn if args.model == "cnn" else reference_mobilenet_v2
-        model = compile_for_classification(build(ds.input_shape, ds.num_classes),
-                                           cfg["learning_rate"])
+        if args.model == "detector":
+            model = compile_for_detection(reference_detector(ds.input_shape, ds.num_classes),
+                                          cfg["learning_rate"])
+        else:
+            build = reference_cnn if args.model == "cnn" else reference_mobilenet_v2
+            model = compile_for_classification(build(ds.input_shape, ds.num_classes),
+                                               cfg["learning_rate"])
         model.fit(ds.x_train, ds.y_train, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                   verbose=2)
     folder = HERE / cfg["folder"]
@@ -75,9 +85,11 @@ def main() -> None:
     card.mkdir(exist_ok=True)
     for name in ("report.json", "report.png"):
         shutil.copy(work / name, card / name)
-    (card / "report.md").write_text((work / "report.md").read_text()
-                                    + _micro_section(result, ds) + _npu_section(result, model, ds)
-                                    + _tfmot_section(folder))
+    detector = args.model == "detector"
+    (card / "report.md").write_text(
+        (work / "report.md").read_text()
+        + (_detection_section(result, ds) if detector else _micro_section(result, ds))
+        + _npu_section(result, model, ds) + _tfmot_section(folder))
     (card / "machine.txt").write_text(
         f"{platform.machine()}, {os.cpu_count()} cores, {_vector_units()}; TensorFlow "
         f"{__import__('tensorflow').__version__}, Keras {keras.__version__}\n"
@@ -118,6 +130,46 @@ def _micro_section(result, ds) -> str:
         f"{100 * report.agreement:.2f} % of {report.agreement_samples} test images; tensor "
         f"arena {m.arena_bytes_measured:,} bytes measured ({m.arena_bytes:,} with headroom), "
         f"model {m.model_flash_bytes:,} bytes of flash; ops {', '.join(m.ops)}.", ""])
+
+
+def _detection_section(result, ds) -> str:
+    """The final detector exported with its post-processing in the file: mAP of the file's own
+    detections on LiteRT and its reference kernels, and TFLite Micro's arena and flash, with
+    the share of test images where TFLite Micro finds what the reference kernels find."""
+    import keras
+    import numpy as np
+
+    from tfcompress import _tflite
+    from tfcompress.bench import benchmark
+    from tfcompress.detection import file_detections, same_detections
+    from tfcompress.export import to_tflite
+
+    final = result.steps[-1]
+    model = keras.saving.load_model(final.model_path)
+    folder = Path(result.out_dir) / "postprocess"
+    rows, micro = [], None
+    for target in ("litert", "tflm"):
+        report = to_tflite(model, folder / f"{target}.tflite", "int8", ds, target=target,
+                           detection_postprocess=True, verify_data=(ds.x_test, ds.y_test))
+        micro = report.micro or micro
+    path = folder / "litert.tflite"
+    for target in ("litert", "litert-reference"):
+        scores = [benchmark(path, (ds.x_test, ds.y_test), runs=1, target=target,
+                            metric=m).accuracy for m in ("map50", "map")]
+        rows.append(f"| {target} | {100 * scores[0]:.2f} | {100 * scores[1]:.2f} |")
+    content = (folder / "tflm.tflite").read_bytes()
+    on_micro = file_detections(_tflite.interpreter(content, target="tflm"), ds.x_test)
+    on_ref = file_detections(_tflite.interpreter(content, target="litert-reference"), ds.x_test)
+    same = np.mean([same_detections(a, b) for a, b in zip(on_micro, on_ref, strict=True)])
+    return "\n".join([
+        "", "## With its post-processing in the file", "",
+        "The final model exported with `to_tflite(..., detection_postprocess=True)` "
+        "(TFLite_Detection_PostProcess: score 0.05, IoU 0.5, 100 detections), scored by its own "
+        f"detections on the {len(ds.x_test)} test images:", "",
+        "| runtime | mAP@0.5 (%) | mAP@0.5:0.95 (%) |", "|---|---|---|", *rows, "",
+        f"TFLite Micro: model {micro.model_flash_bytes:,} bytes of flash, arena "
+        f"{micro.arena_bytes_measured:,} bytes measured; the same detections as LiteRT's "
+        f"reference kernels on {100 * same:.2f} % of the test images.", ""])
 
 
 NPU_TARGETS = ("ethos-u55-128", "ethos-u85-256")
