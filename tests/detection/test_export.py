@@ -127,3 +127,22 @@ def test_bad_detection_input_gets_one_line(detector, tmp_path):
     done = CliRunner().invoke(main, ["export", str(path), "-o", str(tmp_path / "d.tflite"),
                                      "--score-threshold", "0.2"])
     assert done.exit_code != 0 and "goes with --detection-postprocess" in done.output
+
+
+def test_sensitivity_factorize_and_a_student_work_on_a_detector(detector, tmp_path):
+    from tfcompress.debug import sensitivity
+    from tfcompress.detection import anchors_of
+    from tfcompress.distillation import distill, make_student
+    from tfcompress.lowrank import factorize
+
+    model, ds, _ = detector
+    scan = sensitivity(model, ds, "channels", 0.5, num_samples=40)
+    assert scan.metric["name"] == "map50" and len(scan.layers) > 5  # ranked by mAP
+    low = factorize(model, rank_ratio=0.5, min_params=4096)
+    assert low.output_shape == model.output_shape
+    assert np.array_equal(anchors_of(low), anchors_of(model))
+    student = make_student(model, 0.5)
+    assert student.count_params() < 0.5 * model.count_params()
+    trained, result = distill(model, student, ds, epochs=1, batch_size=32)
+    assert np.array_equal(anchors_of(trained), anchors_of(model))
+    assert result.student_accuracy is not None  # scored by mAP@0.5
