@@ -30,6 +30,26 @@ def _object_mask(kind: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float
     raise ValueError(f"Unknown shape class {kind!r}; expected one of {SHAPE_CLASSES}.")
 
 
+def background(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray,
+               max_strokes: int) -> np.ndarray:
+    """A cluttered background on the `(yy, xx)` pixel grid: a linear gradient between two
+    random colours, noise, and 1 to `max_strokes` thin random strokes."""
+    s = yy.shape[0]
+    c0, c1 = rng.uniform(0.0, 1.0, size=(2, 3)).astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    t = (np.cos(angle) * xx + np.sin(angle) * yy) / s
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    img = c0 + (c1 - c0) * t[..., None]
+    img += rng.normal(0.0, 0.06, size=img.shape).astype(np.float32)
+    for _ in range(rng.integers(1, max_strokes + 1)):
+        y0, x0, y1, x1 = rng.uniform(0, s, size=4)
+        num = int(2 * s)
+        ly = np.clip(np.linspace(y0, y1, num).astype(int), 0, s - 1)
+        lx = np.clip(np.linspace(x0, x1, num).astype(int), 0, s - 1)
+        img[ly, lx] = rng.uniform(0, 1, size=3)
+    return img
+
+
 def make_shapes(
     num_samples: int = 6000,
     image_size: int = 32,
@@ -61,20 +81,7 @@ def make_shapes(
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
     x = np.empty((num_samples, s, s, 3), dtype=np.float32)
     for i in range(num_samples):
-        # Background: a linear gradient between two random colours plus noise.
-        c0, c1 = rng.uniform(0.0, 1.0, size=(2, 3)).astype(np.float32)
-        angle = rng.uniform(0, 2 * np.pi)
-        t = (np.cos(angle) * xx + np.sin(angle) * yy) / s
-        t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
-        img = c0 + (c1 - c0) * t[..., None]
-        img += rng.normal(0.0, 0.06, size=img.shape).astype(np.float32)
-        # Clutter: a few thin random strokes.
-        for _ in range(rng.integers(1, 4)):
-            y0, x0, y1, x1 = rng.uniform(0, s, size=4)
-            num = int(2 * s)
-            ly = np.clip(np.linspace(y0, y1, num).astype(int), 0, s - 1)
-            lx = np.clip(np.linspace(x0, x1, num).astype(int), 0, s - 1)
-            img[ly, lx] = rng.uniform(0, 1, size=3)
+        img = background(rng, yy, xx, max_strokes=3)
         # The object: random scale and position, kept inside the frame.
         r = rng.uniform(0.18, 0.34) * s
         cy, cx = rng.uniform(r, s - r, size=2)

@@ -5,26 +5,10 @@ more than half of its area is not labelled."""
 
 import numpy as np
 
-from tfcompress.data._shapes import SHAPE_CLASSES, _object_mask
+from tfcompress.data._shapes import SHAPE_CLASSES, _object_mask, background
 
 MAX_OBJECTS = 4
 MIN_VISIBLE = 0.5  # share of an object's area that must stay visible for it to be labelled
-
-
-def _background(rng: np.random.Generator, s: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    c0, c1 = rng.uniform(0.0, 1.0, size=(2, 3)).astype(np.float32)
-    angle = rng.uniform(0, 2 * np.pi)
-    t = (np.cos(angle) * xx + np.sin(angle) * yy) / s
-    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
-    img = c0 + (c1 - c0) * t[..., None]
-    img += rng.normal(0.0, 0.06, size=img.shape).astype(np.float32)
-    for _ in range(rng.integers(1, 5)):  # clutter: thin random strokes
-        y0, x0, y1, x1 = rng.uniform(0, s, size=4)
-        num = int(2 * s)
-        ly = np.clip(np.linspace(y0, y1, num).astype(int), 0, s - 1)
-        lx = np.clip(np.linspace(x0, x1, num).astype(int), 0, s - 1)
-        img[ly, lx] = rng.uniform(0, 1, size=3)
-    return img
 
 
 def make_shapes_detect(num_samples: int = 3000, image_size: int = 96, seed: int = 0,
@@ -67,7 +51,7 @@ def make_shapes_detect(num_samples: int = 3000, image_size: int = 96, seed: int 
     x = np.empty((num_samples, s, s, 3), np.float32)
     y = np.full((num_samples, max_objects, 5), -1.0, np.float32)
     for i in range(num_samples):
-        img = _background(rng, s, yy, xx)
+        img = background(rng, yy, xx, max_strokes=4)
         owner = np.full((s, s), -1, np.int32)  # which object each pixel shows
         drawn = []
         for k in range(int(rng.integers(1, max_objects + 1))):
