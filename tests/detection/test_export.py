@@ -5,6 +5,8 @@ kernels and TFLite Micro, the same detections on TFLM as on the reference kernel
 import contextlib
 import io
 import json
+import shutil
+import subprocess
 
 import keras
 import numpy as np
@@ -47,8 +49,17 @@ def test_the_file_ends_in_the_postprocess_op_and_runs_on_every_cpu_runtime(detec
         interp = _tflite.interpreter((tmp_path / f"{target}.tflite").read_bytes(),
                                      target=target)
         found[target] = file_detections(interp, ds.x_test[:100])
-    assert (tmp_path / "tflm.h").is_file() and "AddDetectionPostprocess" in (
-        tmp_path / "tflm_ops.h").read_text()
+    assert "AddDetectionPostprocess" in (tmp_path / "tflm_ops.h").read_text()
+    header = (tmp_path / "tflm.h").read_text()  # which output holds what, for the C++ code
+    for name in ("BoxesOutput", "ClassesOutput", "ScoresOutput", "CountOutput"):
+        assert f"kTflm{name} = " in header
+    assert "kTflmMaxDetections = 100;" in header
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is not None:  # the header and the array compile as C++ with every warning
+        done = subprocess.run([compiler, "-std=c++17", "-Wall", "-Werror", "-c",
+                               str(tmp_path / "tflm.cc"), "-o", str(tmp_path / "tflm.o")],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
     # TFLite Micro computes what LiteRT's reference kernels compute, on the same file
     ref = file_detections(_tflite.interpreter((tmp_path / "tflm.tflite").read_bytes(),
                                               target="litert-reference"), ds.x_test[:100])

@@ -142,7 +142,7 @@ def files(content: bytes, path: "str | os.PathLike", report: MicroReport,
     base = os.path.splitext(os.fspath(path))[0]
     from tfcompress import __version__ as version
 
-    inp, out = summary.inputs[0], summary.outputs[0]
+    inp = summary.inputs[0]
     source = source or os.path.basename(os.fspath(path))
     classes = list(class_names or [])
     guard = f"TFCOMPRESS_{name.upper()}_H_"
@@ -165,9 +165,7 @@ def files(content: bytes, path: "str | os.PathLike", report: MicroReport,
         f"// Input {inp.dtype}{list(inp.shape)}: q = round(x / scale) + zero_point.",
         f"constexpr float k{camel}InputScale = {inp.scale!r}f;",
         f"constexpr int k{camel}InputZeroPoint = {inp.zero_point};",
-        f"// Output {out.dtype}{list(out.shape)}: x = (q - zero_point) * scale.",
-        f"constexpr float k{camel}OutputScale = {out.scale!r}f;",
-        f"constexpr int k{camel}OutputZeroPoint = {out.zero_point};",
+        *_output_lines(summary, camel),
         "",
         f"constexpr int k{camel}NumClasses = {len(classes)};",
         f"extern const char* const k{camel}ClassNames[{max(1, len(classes))}];",
@@ -210,3 +208,26 @@ def files(content: bytes, path: "str | os.PathLike", report: MicroReport,
     ]
     return {target: "\n".join(lines).encode() for target, lines in
             zip(source_paths(path), (header, cc, ops), strict=True)}
+
+
+def _output_lines(summary: "_tflite.GraphSummary", camel: str) -> list[str]:
+    """The header's lines on the outputs: the first output's quantization, or, for a file
+    that ends in a detector's post-processing, which output (`interpreter.output(i)`) holds
+    the boxes, classes, scores and count."""
+    if "TFLite_Detection_PostProcess" not in summary.op_counts():
+        out = summary.outputs[0]
+        return [f"// Output {out.dtype}{list(out.shape)}: x = (q - zero_point) * scale.",
+                f"constexpr float k{camel}OutputScale = {out.scale!r}f;",
+                f"constexpr int k{camel}OutputZeroPoint = {out.zero_point};"]
+    order = sorted(range(len(summary.outputs)),
+                   key=lambda i: int(summary.outputs[i].name.rsplit(":", 1)[-1]))
+    what = (("Boxes", "[ymin, xmin, ymax, xmax] per detection, 0 to 1 of the image"),
+            ("Classes", "class index per detection (as float)"),
+            ("Scores", "score per detection"), ("Count", "how many detections are valid"))
+    lines = ["// Outputs of TFLite_Detection_PostProcess, float32 (interpreter.output(i)):"]
+    for (label, meaning), i in zip(what, order, strict=True):
+        lines.append(f"constexpr int k{camel}{label}Output = {i};  // "
+                     f"{list(summary.outputs[i].shape)}: {meaning}")
+    boxes = summary.outputs[order[0]]
+    lines.append(f"constexpr int k{camel}MaxDetections = {boxes.shape[1]};")
+    return lines
