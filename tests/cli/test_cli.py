@@ -303,13 +303,18 @@ def test_demo_end_to_end(runner, tmp_path):
 
 @pytest.mark.slow
 def test_demo_of_a_detector_is_judged_by_map(runner, tmp_path):
+    from tests.detection.test_data import write_yolo
+    from tfcompress.data import SHAPE_CLASSES, make_shapes_detect
+
+    x, y = make_shapes_detect(400, image_size=96, seed=4)  # a small YOLO folder: a short test
+    folder = write_yolo(tmp_path / "boxes", x, y, SHAPE_CLASSES)
     out = tmp_path / "demo"
-    result = runner.invoke(main, ["demo", "--task", "detection", "--out", str(out), "--epochs",
-                                  "2", "--recipe", "quick", "--runs", "5",
-                                  "--max-accuracy-drop", "100"])
+    result = runner.invoke(main, ["demo", "--task", "detection", "--data", str(folder),
+                                  "--out", str(out), "--epochs", "3", "--recipe", "quick",
+                                  "--runs", "5", "--max-accuracy-drop", "100"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert report["data"] == "shapes-detect" and report["metric"]["name"] == "map50"
+    assert report["data"] == "boxes" and report["metric"]["name"] == "map50"
     assert [s["step"] for s in report["steps"]] == ["prune", "qat", "export"]
     prune = report["steps"][0]
     assert prune["params"] < 0.7 * report["baseline"]["params"]  # channels went, heads kept
