@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from typing import Any
 
 import keras
 
@@ -20,25 +21,25 @@ def outputs_logits(model: keras.Model) -> bool:
     return getattr(act, "__name__", "") != "softmax"
 
 
-def default_compile(model: keras.Model, learning_rate: float = 1e-3) -> str:
-    """Compiles `model` for classification (a detector: for detection) with clear
-    defaults; returns what it chose."""
+def default_loss(model: keras.Model) -> tuple[Any, list | None, str]:
+    """`(loss, metrics, words)` for a model compiled without settings of its own: the
+    detection loss on its anchors for a detector, else sparse categorical cross-entropy
+    (logits detected from the last layer) with accuracy."""
     if is_detector(model):
         from tfcompress.detection import DetectionLoss, anchors_of
 
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      loss=DetectionLoss(anchors_of(model)))
-        return f"Adam(learning_rate={learning_rate:g}), detection loss on its anchors"
+        return DetectionLoss(anchors_of(model)), None, "detection loss on its anchors"
     logits = outputs_logits(model)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=logits),
-        metrics=["accuracy"],
-    )
-    return (
-        f"Adam(learning_rate={learning_rate:g}), sparse categorical cross-entropy "
-        f"(from_logits={logits}), accuracy"
-    )
+    return (keras.losses.SparseCategoricalCrossentropy(from_logits=logits), ["accuracy"],
+            f"sparse categorical cross-entropy (from_logits={logits})")
+
+
+def default_compile(model: keras.Model, learning_rate: float = 1e-3) -> str:
+    """Compiles `model` for classification (a detector: for detection) with clear
+    defaults; returns what it chose."""
+    loss, metrics, words = default_loss(model)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+    return f"Adam(learning_rate={learning_rate:g}), {words}" + (", accuracy" if metrics else "")
 
 
 def copy_model(model: keras.Model) -> keras.Model:
@@ -110,8 +111,9 @@ def check_metric_fits(model: keras.Model, data, metric) -> None:
     pred = model.predict(np.asarray(x, np.float32), verbose=0)
     pred = pred[0] if isinstance(pred, (list, tuple)) else pred
     metric = as_metric(metric)
-    metric.check_fits(y, pred)
-    metric.for_model(model).check_fits(y, pred)
+    metric.check_fits(y, pred)  # shapes first: a classifier given map50 gets that line
+    if metric.detection is not None:  # then its score, decoded against the model's anchors
+        metric.for_model(model).check_fits(y, pred)
 
 
 def accuracy(model: keras.Model, x, y, batch_size: int = 256) -> float:

@@ -82,7 +82,7 @@ class DetectionLoss(keras.losses.Loss):
         target = ops.one_hot(ops.cast(cls, "int32"), classes) * positive[..., None]
         logits = y_pred[..., 4:]
         p = ops.sigmoid(logits)
-        ce = ops.relu(logits) - logits * target + ops.log1p(ops.exp(-ops.abs(logits)))
+        ce = _bce(logits, target)
         p_t = p * target + (1.0 - p) * (1.0 - target)
         alpha_t = self.alpha * target + (1.0 - self.alpha) * (1.0 - target)
         focal = alpha_t * ops.power(1.0 - p_t, self.gamma) * ce
@@ -95,9 +95,7 @@ class DetectionLoss(keras.losses.Loss):
                          SCALES[1] * (xc - anchors[:, 1]) / anchors[:, 3],
                          SCALES[2] * ops.log(h / anchors[:, 2]),
                          SCALES[3] * ops.log(w / anchors[:, 3])], axis=-1)
-        diff = ops.abs(y_pred[..., :4] - enc)
-        huber = ops.where(diff < 1.0, 0.5 * diff * diff, diff - 0.5)
-        box_loss = ops.sum(ops.sum(huber, axis=-1) * positive, axis=-1)
+        box_loss = ops.sum(_huber(y_pred[..., :4], enc) * positive, axis=-1)
 
         batch = ops.cast(ops.shape(y_pred)[0], "float32")
         positives = ops.maximum(ops.sum(positive), 1.0)
@@ -107,6 +105,12 @@ class DetectionLoss(keras.losses.Loss):
         return {**super().get_config(), "anchors": self.anchors.tolist(),
                 "iou_threshold": self.iou_threshold, "ignore_threshold": self.ignore_threshold,
                 "alpha": self.alpha, "gamma": self.gamma, "box_weight": self.box_weight}
+
+
+def _huber(a, b):
+    """The Huber loss (delta 1) between two `(..., 4)` box offsets, summed over the four."""
+    diff = ops.abs(a - b)
+    return ops.sum(ops.where(diff < 1.0, 0.5 * diff * diff, diff - 0.5), axis=-1)
 
 
 def _bce(logits, p):
@@ -129,7 +133,5 @@ def detection_distillation(teacher_outputs, student_outputs, temperature: float 
     confidence = ops.max(ops.sigmoid(t[..., 4:]), axis=-1)  # (N, A)
     norm = ops.maximum(ops.sum(confidence), 1.0)
     cls = ops.sum(kl) * temperature ** 2 / norm
-    diff = ops.abs(s[..., :4] - t[..., :4])
-    huber = ops.where(diff < 1.0, 0.5 * diff * diff, diff - 0.5)
-    box = ops.sum(ops.sum(huber, axis=-1) * confidence) / norm
+    box = ops.sum(_huber(s[..., :4], t[..., :4]) * confidence) / norm
     return cls + box

@@ -65,21 +65,11 @@ def train_quantized(
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     ds = _training.load_for(model, data)
     q = quantize_aware(model, **quantize_kwargs)
+    loss, metrics, words = _training.default_loss(model)
     if _training.has_compile_settings(model):
-        loss = model.loss
-        settings = f"the model's loss, Adam(learning_rate={learning_rate:g})"
-    elif _training.is_detector(model):
-        from tfcompress.detection import DetectionLoss, anchors_of
-
-        loss = DetectionLoss(anchors_of(model))
-        settings = f"detection loss on its anchors, Adam(learning_rate={learning_rate:g})"
-    else:
-        logits = _training.outputs_logits(model)
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
-        settings = (f"sparse categorical cross-entropy (from_logits={logits}), "
-                    f"Adam(learning_rate={learning_rate:g})")
-    q.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
-              metrics=None if _training.is_detector(model) else ["accuracy"])
+        loss, words = model.loss, "the model's loss"
+    settings = f"{words}, Adam(learning_rate={learning_rate:g})"
+    q.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
     with _teacher.following(teacher, q, ds.train) as train:
         _training.fit(q, train, epochs=epochs, batch_size=batch_size,
                       verbose=verbose, callbacks=callbacks)
