@@ -22,6 +22,25 @@ _FLOAT_DTYPES = frozenset({"float16", "float32", "float64"})
 _INT_ACTIVATION_DTYPES = {"int8": ("int8", "uint8"), "int16x8": ("int16",)}
 
 
+def weight_bits(content: bytes) -> dict[int, int]:
+    """How many constant tensors (weights) of each integer width a file holds, e.g.
+    `{8: 4, 4: 6}`: the interpreter reports a packed INT4 tensor as int8, the file does not."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(content, 0)
+    width = {schema.TensorType.INT4: 4, schema.TensorType.INT8: 8}
+    counts: Counter = Counter()
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
+            buffer = model.Buffers(tensor.Buffer())
+            constant = buffer is not None and (buffer.DataLength() > 0 or buffer.Size() > 0)
+            if constant and tensor.Type() in width:
+                counts[width[tensor.Type()]] += 1
+    return dict(counts)
+
+
 def check_target(target: str) -> None:
     """Raises for an unknown target, or one whose runtime package is not installed."""
     spec = _targets.get(target)

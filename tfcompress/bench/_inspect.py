@@ -13,7 +13,8 @@ def inspect_model(path: "str | os.PathLike") -> dict:
 
     Returns:
         A dict with `inputs` and `outputs` (name, shape, dtype, scale, zero point),
-        `op_counts`, `op_dtypes`, `dtype_counts`, `float_ops` and `fully_int8`.
+        `op_counts`, `op_dtypes`, `dtype_counts`, `float_ops`, `fully_int8` and
+        `weight_bits` (weight tensors of each integer width: packed int4 ones count as 4).
 
     Raises:
         ValueError: If the file is missing or not a valid model.
@@ -29,4 +30,6 @@ def inspect_model(path: "str | os.PathLike") -> dict:
         "dtype_counts": summary.dtype_counts(),
         "float_ops": [o.to_dict() for o in summary.float_compute_ops()],
         "fully_int8": summary.is_integer_only("int8"),
+        "weight_bits": {str(k): v for k, v in
+                        _tflite.weight_bits(_tflite.read_model(path)).items()},
     }

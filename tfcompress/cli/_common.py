@@ -37,6 +37,37 @@ class FloatRange(click.FloatRange):
         return number
 
 
+class WeightBitsType(click.ParamType):
+    """A `--weight-bits`: `4` or `8` for every weight layer, or a comma list of
+    `PATTERN=BITS` (fnmatch patterns of layer names) with at most one bare width for the rest:
+    `4,conv1=8` gives every layer 4 bits but `conv1`. Converts to what `quantize_aware`'s
+    `weight_bits` takes."""
+
+    name = "bits"
+
+    def get_metavar(self, param, *args, **kwargs) -> str:
+        return "[4|8|PATTERN=BITS,...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, dict)):
+            return value
+        rest, by_name = None, {}
+        for item in (part.strip() for part in str(value).split(",")):
+            name, _, bits = item.rpartition("=")
+            if bits not in ("4", "8") or (not name and "=" in item):
+                self.fail(f"expected 4, 8 or PATTERN=4/8 items, got {item!r} in {value!r}.",
+                          param, ctx)
+            if name:
+                by_name[name.strip()] = int(bits)
+            elif rest is not None:
+                self.fail(f"one bare width for the other layers, got {value!r}.", param, ctx)
+            else:
+                rest = int(bits)
+        if not by_name:
+            return rest
+        return {**by_name, "*": rest} if rest is not None else by_name
+
+
 class TargetType(click.ParamType):
     """A `--target`: `litert`, `litert-reference`, `tflm`, or an Arm Ethos-U configuration
     that Vela compiles for (`ethos-u55-128`, ...), checked before any work."""

@@ -7,6 +7,7 @@ import click
 from tfcompress._options import EXPORT, QUANTIZATION_MODES
 from tfcompress.cli._common import (
     TargetType,
+    WeightBitsType,
     data_help,
     device_options,
     device_settings,
@@ -44,6 +45,14 @@ from tfcompress.cli._common import (
               help="Post-training int8: keep this layer (name or pattern) in float. "
                    "Repeatable. 'auto': the most sensitive ones, from a quantize sensitivity "
                    "scan on --data, while the int8 model would lose more than 1 point.")
+@click.option("--weight-bits", type=WeightBitsType(), default=None,
+              help="Post-training int8 of a float model: 4 for int4 weights (packed; half the "
+                   "flash) in every convolution and Dense layer, or per layer, e.g. "
+                   "'4,conv1=8' (fnmatch patterns; the bare width is for the rest). "
+                   "Activation ranges come from --data (percentile 99.99). [default: 8]")
+@click.option("--per-tensor-weights", is_flag=True,
+              help="Post-training int8 of a float model: one weight scale per tensor instead "
+                   "of per output channel (for accelerators that require it).")
 @click.option("--detection-postprocess", is_flag=True,
               help="A detector (with its anchors): end the file with "
                    "TFLite_Detection_PostProcess (decoding and non-maximum suppression), which "
@@ -59,12 +68,16 @@ from tfcompress.cli._common import (
 @input_range_option
 @user_errors
 def export_command(model, output, quantization, data, target, integer_io, calibration_samples,
-                   allow_float, float_layers, detection_postprocess, score_threshold,
-                   iou_threshold, max_detections, unsafe, as_json, input_range, **device):
+                   allow_float, float_layers, weight_bits, per_tensor_weights,
+                   detection_postprocess, score_threshold, iou_threshold, max_detections,
+                   unsafe, as_json, input_range, **device):
     """Convert MODEL (.keras file or SavedModel directory) to a verified .tflite file."""
     from tfcompress.export import to_tflite
 
-    chosen = list(float_layers) or None
+    source, chosen = model, list(float_layers) or None
+    if chosen and (per_tensor_weights or weight_bits not in (None, 8)):
+        raise click.UsageError("--weight-bits and --per-tensor-weights do not go with "
+                               "--float-layer.")
     if chosen == ["auto"]:
         if not data:
             raise click.UsageError("--float-layer auto scans the model on --data (labelled).")
@@ -76,7 +89,11 @@ def export_command(model, output, quantization, data, target, integer_io, calibr
     elif chosen and "auto" in chosen:
         raise click.UsageError("--float-layer auto goes alone.")
     post = _postprocess(detection_postprocess, score_threshold, iou_threshold, max_detections)
-    say(f"converting {model} to {quantization} for {target} ...")
+    if per_tensor_weights or weight_bits not in (None, 8):
+        model, data = _calibrated(model, data, output, quantization, target,
+                                  calibration_samples, weight_bits, per_tensor_weights,
+                                  input_range, unsafe)
+    say(f"converting {source} to {quantization} for {target} ...")
     report = to_tflite(model, output, quantization, representative_data=data,
                        preprocessing=input_range,
                        integer_io=integer_io, num_calibration_samples=calibration_samples,
@@ -86,6 +103,34 @@ def export_command(model, output, quantization, data, target, integer_io, calibr
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))
     if report.npu is not None and not as_json:
         click.echo("\n" + report.npu.op_table())
+
+
+def _calibrated(model, data, output, quantization, target, samples, weight_bits, per_tensor,
+                input_range, unsafe):
+    """The float model at `model` as a quantization-aware copy with calibrated activation
+    ranges and the weight widths and scales asked for (post-training), and its data."""
+    from tfcompress import _loading, _training
+    from tfcompress.export._export import check_outputs
+    from tfcompress.quantization import calibrate_ranges, is_quantize_aware, quantize_aware
+
+    what = "--weight-bits" if weight_bits not in (None, 8) else "--per-tensor-weights"
+    if quantization != "int8":
+        raise click.UsageError(f"{what} goes with --quantize int8, got {quantization}.")
+    if not data:
+        raise click.UsageError(f"{what} calibrates activation ranges on --data.")
+    check_outputs(output, target, model, data)
+    keras_model = _loading.load_keras_model(model, safe_mode=not unsafe, compile=False)
+    if is_quantize_aware(keras_model):
+        raise click.UsageError(
+            f"{model} is quantization-aware: its weight widths and scales were fixed when it "
+            f"was built (quantize_aware(weight_bits=..., per_channel_weights=...)); {what} "
+            "applies to a float model.")
+    options = {"weight_bits": 8 if weight_bits is None else weight_bits,
+               "per_channel_weights": not per_tensor}
+    quantize_aware(keras_model, target=target, **options)  # one line before any work
+    ds = _training.load_for(keras_model, data, preprocessing=input_range)
+    say(f"calibrating {model} on {samples} images of {data}")
+    return calibrate_ranges(keras_model, ds, num_samples=samples, **options), ds
 
 
 def _postprocess(asked: bool, score: float | None, iou: float | None, most: int | None):

@@ -7,6 +7,7 @@ import click
 from tfcompress._options import QAT
 from tfcompress.cli._common import (
     TargetType,
+    WeightBitsType,
     data_help,
     say,
     training_command,
@@ -26,6 +27,10 @@ from tfcompress.cli._common import (
               help="Keep this layer (name or pattern) in float, in training and in the file. "
                    "Repeatable. 'auto': the most sensitive ones, from a quantize sensitivity "
                    "scan, while int8 would lose more than 1 point.")
+@click.option("--weight-bits", type=WeightBitsType(), default=None,
+              help="4: int4 weights (packed in the file; half the flash of int8) in every "
+                   "convolution and Dense layer; or per layer, e.g. '4,conv1=8' "
+                   "(fnmatch patterns; the bare width is for the rest). [default: 8]")
 @click.option("--target", type=TargetType(), default="litert", show_default=True,
               help="Where the file runs (as for export). For an Arm Ethos-U target "
                    "(ethos-u55-128, ...), the layers Vela would leave to the CPU are named "
@@ -34,7 +39,8 @@ from tfcompress.cli._common import (
               help="Ethos-U: accept ops Vela leaves to the CPU instead of refusing the file.")
 @training_command()
 def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_output,
-                float_layers, target, allow_cpu_ops, unsafe, as_json, input_range):
+                float_layers, weight_bits, target, allow_cpu_ops, unsafe, as_json,
+                input_range):
     """Fine-tune MODEL (.keras) with simulated int8 and export it as an integer-only .tflite."""
     import os
 
@@ -56,6 +62,11 @@ def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_ou
             raise click.BadParameter(f"expected a .keras file name, got {keras_output!r}.",
                                      param_hint="--keras-output")
     keras_model = _loading.load_keras_model(model, safe_mode=not unsafe)
+    bits = {} if weight_bits is None else {"weight_bits": weight_bits}
+    if bits:
+        from tfcompress.quantization import quantize_aware
+
+        quantize_aware(keras_model, weight_bits=weight_bits, target=target)  # checks, no data
     ds = _training.load_for(keras_model, data, preprocessing=input_range)
     say(f"quantization-aware training of {model} for {epochs} epoch(s) ...")
     chosen = list(float_layers) or None
@@ -69,7 +80,7 @@ def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_ou
         raise click.BadParameter("auto goes alone.", param_hint="--float-layer")
     q, result = train_quantized(keras_model, ds, epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, verbose=0 if as_json else 2,
-                                float_layers=chosen, target=target)
+                                float_layers=chosen, target=target, **bits)
     kept = float_layer_names(q)  # quantize_aware warned of those it kept unasked
     npu = {"allow_cpu_ops": True} if allow_cpu_ops else {}
     report = to_tflite(q, output, "int8", representative_data=ds if kept else None,
@@ -79,6 +90,7 @@ def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_ou
     lite = benchmark(output, ds, runs=20)
     info = {**result.to_dict(), "accuracy_int8_litert": lite.accuracy,
             "integer_only": report.integer_only, "size_bytes": report.size_bytes,
+            "weight_bits": {str(k): v for k, v in report.weight_bits.items()},
             "output": output, "target": target,
             "npu": None if report.npu is None else report.npu.to_dict()}
     if as_json:
@@ -89,5 +101,8 @@ def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_ou
         f"{100 * result.accuracy_qat:.2f}%, int8 LiteRT {100 * lite.accuracy:.2f}%; "
         f"{report.size_bytes:,} bytes, integer-only: {report.integer_only}; saved {output}"
     )
+    if report.weight_bits.get(4):
+        click.echo(f"weights: {report.weight_bits[4]} tensors int4 (packed), "
+                   f"{report.weight_bits.get(8, 0)} int8")
     if report.npu is not None:
         click.echo(str(report.npu))

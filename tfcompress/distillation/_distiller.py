@@ -21,7 +21,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcompress._training import outputs_logits
 from tfcompress.detection._anchors import anchors_of
 from tfcompress.detection._loss import detection_distillation
 
@@ -187,6 +186,9 @@ class Distiller(keras.distillation.Distiller):
         self.feature_weight = float(feature_weight)
         self.precompute_teacher = bool(precompute_teacher)
         self.feature_projection = projection  # tracked, so it trains with the student
+        # imported here: `_training` imports Keras, which registers this module's class
+        from tfcompress._training import outputs_logits
+
         self._teacher_probs = not outputs_logits(teacher)
         self._student_probs = not outputs_logits(student)
         # a detector: its class scores and boxes are distilled anchor by anchor

@@ -162,6 +162,10 @@ def to_tflite(
         quantization, target, integer_io, float_layers, num_calibration_samples,
         device_options)
     model = _open(model, path, spec, safe_mode, representative_data, verify_data)
+    if not isinstance(model, str):
+        from tfcompress.quantization._transform import check_weight_bits
+
+        check_weight_bits(model, quantization, target)
     post = _postprocess_settings(detection_postprocess, model, float_layers)
     if not isinstance(model, str):  # a folder or built-in set is read as the model takes it
         from tfcompress._training import load_for
@@ -203,6 +207,7 @@ def to_tflite(
         calibration_samples=0 if calib is None else len(calib), target=target,
         agreement=agrees, agreement_samples=samples,
         agreement_kind="detections" if anchors is not None else "top-1",
+        weight_bits=_tflite.weight_bits(content),
         **{"npu" if _targets.is_npu(target) else "micro": measured})
 
 
@@ -309,7 +314,15 @@ def _plan(model: Any, quantization: str, data: Any, allow_float: bool, float_lay
                 "export keeps them float through post-training quantization of the trained "
                 "weights, which needs representative_data (on the command line --data).")
         from tfcompress.quantization import strip_fake_quant
+        from tfcompress.quantization._transform import weight_bits
 
+        four = [name for name, bits in weight_bits(model).items() if bits == 4]
+        if four:
+            raise ValueError(
+                f"The quantization-aware model keeps {', '.join(kept_float)} in float, which "
+                "its int8 export does through post-training quantization, and that would "
+                f"lose the 4-bit weights of {four[0]!r}. Give the float layers' neighbours 8 "
+                "bits or keep no layer in float.")
         model, learned, float_layers = strip_fake_quant(model), None, kept_float
     if quantization not in INTEGER_MODES or learned == quantization:
         return model, None, float_layers

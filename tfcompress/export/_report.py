@@ -28,6 +28,8 @@ class ExportReport:
     agreement_kind: str = "top-1"
     micro: "MicroReport | None" = None
     npu: "NpuReport | None" = None
+    # weight tensors (constants) of each integer width: {8: n, 4: m}
+    weight_bits: dict[int, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -47,6 +49,7 @@ class ExportReport:
             "float_ops": [o.to_dict() for o in self.float_ops],
             "integer_only": self.integer_only,
             "calibration_samples": self.calibration_samples,
+            "weight_bits": {str(k): v for k, v in self.weight_bits.items()},
         }
 
     def __str__(self) -> str:
@@ -57,6 +60,9 @@ class ExportReport:
             f"input {self.inputs[0].dtype}{list(self.inputs[0].shape)}, output "
             f"{self.outputs[0].dtype}; ops: {ops}"
         )
+        if self.weight_bits.get(4):
+            text += (f"\nweights: {self.weight_bits[4]} tensors int4 (packed), "
+                     f"{self.weight_bits.get(8, 0)} int8")
         if self.agreement is not None:
             runtime = _targets.runtime(_targets.get(self.target).interpreter)
             if self.agreement_kind == "detections":

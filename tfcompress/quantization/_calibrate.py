@@ -44,6 +44,9 @@ def calibrate_ranges(
     percentile: float = 99.99,
     num_samples: int = 500,
     batch_size: int = 100,
+    *,
+    per_channel_weights: bool = True,
+    weight_bits: Any = 8,
 ) -> keras.Model:
     """A quantization-aware copy of `model` with activation ranges set from calibration data.
 
@@ -59,6 +62,10 @@ def calibrate_ranges(
         percentile: For `"percentile"`, in `(50, 100]`. Defaults to `99.99`.
         num_samples: Calibration images used. Defaults to `500`.
         batch_size: Images per forward pass. Defaults to `100`.
+        per_channel_weights: Per-output-channel weight scales for convolutions; `False`
+            gives per-tensor scales (which some accelerators require). Defaults to `True`.
+        weight_bits: 8, 4 (int4 weights, packed in the file) or a dict per layer, as
+            `quantize_aware` takes it: post-training int4. Defaults to `8`.
 
     Returns:
         A new model with learned (fixed) ranges, ready for int8 export.
@@ -71,8 +78,8 @@ def calibrate_ranges(
         raise ValueError(f"Unknown calibration method {method!r}; expected one of {METHODS}.")
     if not 50.0 < percentile <= 100.0:
         raise ValueError(f"percentile must be in (50, 100], got {percentile}.")
+    q = quantize_aware(model, per_channel_weights=per_channel_weights, weight_bits=weight_bits)
     x, _ = as_arrays(data, split_name="train", limit=num_samples)
-    q = quantize_aware(model)
     quantizers = _quantizers(q)
     seen: dict[int, list[np.ndarray]] = {id(qz): [] for qz in quantizers}
 

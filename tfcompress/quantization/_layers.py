@@ -116,6 +116,10 @@ def _fake_quant_weights(w, axis: int | None, num_bits: int = 8):
 
 
 _FUSABLE = ("linear", "relu", "relu6")
+# Weight widths the layers simulate. With 4 bits the converter stores the kernel as packed
+# INT4 (two values a byte), which LiteRT and TFLite Micro unpack for CONV_2D,
+# DEPTHWISE_CONV_2D and FULLY_CONNECTED.
+WEIGHT_BITS = (4, 8)
 
 
 def _as_tuple(value) -> int | tuple[int, ...]:
@@ -137,10 +141,19 @@ class _QuantWeightLayer(keras.layers.Layer):
     """Shared parts of the quantized conv/dense layers: weights, sparsity mask, output quant."""
 
     def __init__(self, activation: str = "linear", per_channel: bool = True,
-                 keep_zeros: bool = False, activation_bits: int = 8, **kwargs):
+                 keep_zeros: bool = False, activation_bits: int = 8, weight_bits: int = 8,
+                 **kwargs):
         super().__init__(**kwargs)
         if activation not in _FUSABLE:
             raise ValueError(f"fused activation must be one of {_FUSABLE}, got {activation!r}.")
+        if weight_bits not in WEIGHT_BITS:
+            raise ValueError(f"Layer {self.name!r}: weight_bits must be 4 or 8, got "
+                             f"{weight_bits!r}.")
+        if weight_bits == 4 and activation_bits != 8:
+            raise ValueError(f"Layer {self.name!r}: 4-bit weights run with 8-bit activations "
+                             f"only (TFLite has no int16 kernels for int4 weights), got "
+                             f"activation_bits={activation_bits}.")
+        self.weight_bits = int(weight_bits)
         self.activation = activation
         self.per_channel = per_channel
         self.keep_zeros = keep_zeros
@@ -150,7 +163,7 @@ class _QuantWeightLayer(keras.layers.Layer):
         self.simulate = True  # see ActivationQuantizer.simulate; covers the weights
 
     def _quant_weights(self, w, axis):
-        return _fake_quant_weights(w, axis) if self.simulate else w
+        return _fake_quant_weights(w, axis, self.weight_bits) if self.simulate else w
 
     def _make_weights(self, kernel_shape, channels):
         self.kernel = self.add_weight(shape=kernel_shape, initializer="glorot_uniform",
@@ -173,7 +186,7 @@ class _QuantWeightLayer(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "activation": self.activation,
                 "per_channel": self.per_channel, "keep_zeros": self.keep_zeros,
-                "activation_bits": self.activation_bits}
+                "activation_bits": self.activation_bits, "weight_bits": self.weight_bits}
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
@@ -294,6 +307,9 @@ class QuantConvTranspose(_QuantWeightLayer):
     def __init__(self, filters: int, kernel_size, strides=1, padding: str = "valid",
                  output_padding=None, dilation_rate=1, **kwargs):
         kwargs["per_channel"] = False
+        if kwargs.get("weight_bits", 8) != 8:
+            raise ValueError(f"Layer {kwargs.get('name')!r}: TRANSPOSE_CONV has no int4 "
+                             "kernel in LiteRT or TFLite Micro; keep its weights at 8 bits.")
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = tuple(int(v) for v in np.atleast_1d(kernel_size))

@@ -18,14 +18,16 @@ The rewrite walks the functional graph once, in order, and for each node decides
 - Nested functional models are inlined, so a `keras.applications` backbone is covered.
 """
 
+import fnmatch
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-from tfcompress import _graph, _legacy
+from tfcompress import _graph, _legacy, _targets
 from tfcompress._graph import Graph as _Graph
 from tfcompress._graph import clone_layer as _clone
 from tfcompress._graph import matches as _matches
@@ -34,6 +36,7 @@ from tfcompress._inference import augments, run_on_probe
 from tfcompress.detection._anchors import Anchors
 from tfcompress.quantization._layers import (
     QUANT_LAYERS,
+    WEIGHT_BITS,
     ActivationQuantizer,
     QuantConv,
     QuantConvTranspose,
@@ -174,13 +177,72 @@ def float_or_list(value: Any) -> Any:
     return float(arr) if arr.ndim == 0 else arr.tolist()
 
 
+class _WeightBits:
+    """Which weight width each layer gets: one width for all, or `{name pattern: bits}` (the
+    first matching pattern wins; unnamed layers keep 8 bits)."""
+
+    def __init__(self, spec: Any, activation_bits: int):
+        if isinstance(spec, Mapping):
+            self.default, self.by_name = 8, {str(k): v for k, v in spec.items()}
+        else:
+            self.default, self.by_name = spec, {}
+        for where, bits in [("weight_bits", self.default)] + [
+                (f"weight_bits[{k!r}]", v) for k, v in self.by_name.items()]:
+            if isinstance(bits, bool) or bits not in WEIGHT_BITS:
+                raise ValueError(f"{where} must be 4 or 8, got {bits!r}.")
+        if activation_bits != 8 and 4 in (self.default, *self.by_name.values()):
+            raise ValueError(
+                f"4-bit weights run with 8-bit activations only (TFLite has no int16 kernels "
+                f"for int4 weights), got activation_bits={activation_bits}.")
+        self.used: set[str] = set()
+        self.kept_8: list[str] = []
+
+    def explicit(self, name: str) -> int | None:
+        for pattern, bits in self.by_name.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                self.used.add(pattern)
+                return bits
+        return None
+
+    def of(self, name: str) -> int:
+        """The width for the layer `name`, which can take int4 weights."""
+        bits = self.explicit(name)
+        return self.default if bits is None else bits
+
+    def eight_only(self, name: str, why: str) -> int:
+        """8 for a layer that cannot take int4 weights; an error if it was asked by name."""
+        if self.explicit(name) == 4:
+            raise ValueError(f"Layer {name!r}: {why}; it cannot have 4-bit weights. Leave it "
+                             "out of weight_bits.")
+        if self.default == 4:
+            self.kept_8.append(name)
+        return 8
+
+    def check_used(self, model: Any) -> None:
+        unused = [k for k in self.by_name if k not in self.used]
+        if unused:
+            names = [layer.name for layer in _graph.all_layers(model)
+                     if isinstance(layer, _WEIGHTED + (_L.SeparableConv2D,))]
+            raise ValueError(
+                f"weight_bits names {unused[0]!r}, which matches no convolution or Dense layer "
+                f"of {model.name!r}; its weight layers are {', '.join(names[:8])}"
+                + (" ..." if len(names) > 8 else "") + ".")
+        if self.kept_8:
+            warnings.warn(
+                f"quantize_aware keeps 8-bit weights in {', '.join(map(repr, self.kept_8))}: "
+                "LiteRT and TFLite Micro run int4 weights only in CONV_2D, DEPTHWISE_CONV_2D "
+                "and FULLY_CONNECTED.", stacklevel=3)
+
+
 class _Rewriter:
-    def __init__(self, model, float_layers, per_channel, activation_bits, keep_zeros):
+    def __init__(self, model, float_layers, per_channel, activation_bits, keep_zeros,
+                 weight_bits):
         self.graph = _Graph(model)
         self.float_layers = float_layers
         self.per_channel = per_channel
         self.activation_bits = activation_bits
         self.keep_zeros = keep_zeros
+        self.bits = weight_bits
         self.rebuilder = _graph.Rebuilder(self.visit)
 
     def quantizer(self, name: str) -> ActivationQuantizer:
@@ -190,6 +252,8 @@ class _Rewriter:
         op = node.operation
         name = getattr(op, "name", type(op).__name__)
         if self.float_layers and _matches(op, self.float_layers):
+            if isinstance(op, _WEIGHTED + (_L.SeparableConv1D, _L.SeparableConv2D)):
+                self.bits.eight_only(name, "it is kept in float (float_layers)")
             return self.quantizer(name)(_clone(op)(*args, **kwargs))
         if isinstance(op, (_L.SeparableConv1D, _L.SeparableConv2D)):
             return self.separable(op, node, args[0])
@@ -197,6 +261,7 @@ class _Rewriter:
             why = _unsupported_conv(op, args[0])
             if why is None:
                 return self.weighted(op, node, args[0])
+            self.bits.eight_only(name, f"it is kept in float ({why})")
             return self.keep_float(op, args, kwargs, why)
         for cls, kind in _registry.items():
             if isinstance(op, cls):
@@ -328,7 +393,10 @@ class _Rewriter:
         elif own_act in ("relu", "relu6"):
             fused = own_act
         keep = self.keep_zeros and np.mean(kernel == 0) >= 0.01
-        common = dict(activation=fused, keep_zeros=bool(keep),
+        bits = (self.bits.eight_only(layer.name, "TRANSPOSE_CONV has no int4 kernel in LiteRT "
+                                     "or TFLite Micro") if transposed
+                else self.bits.of(layer.name))
+        common = dict(activation=fused, keep_zeros=bool(keep), weight_bits=bits,
                       activation_bits=self.activation_bits, name=f"{layer.name}_quant")
         if depthwise:
             new = QuantDepthwiseConv2D(layer.kernel_size, int(kernel.shape[-1]), layer.strides,
@@ -372,6 +440,7 @@ class _Rewriter:
                                   layer.padding, layer.dilation_rate,
                                   per_channel=self.per_channel,
                                   activation_bits=self.activation_bits,
+                                  weight_bits=self.bits.of(layer.name),
                                   name=f"{layer.name}_dw_quant")
         h = dw(x)
         dw.kernel.assign(dw_kernel)
@@ -392,7 +461,8 @@ class _Rewriter:
         if act_node is not None:
             self.rebuilder.skip(act_node)
         pw = QuantConv(layer.filters, (1, 1), per_channel=self.per_channel, activation=fused,
-                       activation_bits=self.activation_bits, name=f"{layer.name}_pw_quant")
+                       activation_bits=self.activation_bits,
+                       weight_bits=self.bits.of(layer.name), name=f"{layer.name}_pw_quant")
         y = pw(h)
         pw.kernel.assign(pw_kernel.reshape(pw.kernel.shape))
         pw.bias.assign(bias.astype(np.float32))
@@ -413,6 +483,7 @@ def quantize_aware(
     float_budget: float = 0.01,
     max_float_layers: int = 3,
     target: str | None = None,
+    weight_bits: "int | Mapping[str, int]" = 8,
 ) -> keras.Model:
     """Returns a copy of `model` that simulates TFLite int8 inference while it trains.
 
@@ -448,14 +519,23 @@ def quantize_aware(
         target: Where the file will run (as `to_tflite` takes it). For an Arm Ethos-U
             target (`"ethos-u55-128"`, ...), a warning names, before any training, the
             layers whose ops Vela would leave to the CPU, with its reasons (from a quick
-            int8 export of the model's structure). Defaults to `None`: no check.
+            int8 export of the model's structure). With 4-bit weights, the layers the
+            target cannot run with them are named at once. Defaults to `None`: no check.
+        weight_bits: 8, or 4 for int4 weights (symmetric, narrow range: -7..7, per channel
+            as `per_channel_weights` says), which the export stores packed two to a byte and
+            LiteRT and TFLite Micro run in CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED
+            (other weight layers keep 8 bits, with a warning). A dict chooses per layer:
+            `{"conv1": 8, "block_*": 4}` (`fnmatch` patterns of the original layer names;
+            the first match wins; unnamed layers keep 8 bits). Defaults to `8`.
 
     Returns:
         A new, uncompiled `keras.Model`.
 
     Raises:
         TypeError: If `model` is a subclassed model (its graph cannot be read).
-        ValueError: For a bad `float_layers`, `activation_bits` or sensitivity scan.
+        ValueError: For a bad `float_layers`, `activation_bits`, `weight_bits` (a width
+            other than 4 or 8, a name that matches no weight layer, 4 bits for a layer that
+            cannot take them) or sensitivity scan.
 
     A layer whose int8 kernel tfcompress does not know is kept in float, with a warning that
     names it (`float_layer_names` lists it; `register_layer` says how it quantizes).
@@ -470,6 +550,7 @@ def quantize_aware(
     model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
     if activation_bits not in (8, 16):
         raise ValueError(f"activation_bits must be 8 or 16, got {activation_bits}.")
+    bits = _WeightBits(weight_bits, activation_bits)
     _require_functional(model, "quantize_aware")
     if target is not None:
         from tfcompress import _targets, _tflite
@@ -484,12 +565,16 @@ def quantize_aware(
         if not float_layers:
             float_layers = None
     specs = _graph.layer_specs(model, float_layers, "float_layers")
-    rewriter = _Rewriter(model, specs, per_channel_weights, activation_bits, keep_zeros)
+    rewriter = _Rewriter(model, specs, per_channel_weights, activation_bits, keep_zeros, bits)
     inputs = _graph.new_inputs(model)  # a fixed batch (e.g. 1 for a microcontroller) is kept
     quantized_inputs = [ActivationQuantizer(num_bits=activation_bits, name=f"input_quant_{i}")(x)
                         for i, x in enumerate(inputs)]
     outputs = rewriter.rebuilder.run(model, quantized_inputs)
-    return _graph.as_model(inputs, outputs, f"{model.name}_qat")
+    bits.check_used(model)
+    q = _graph.as_model(inputs, outputs, f"{model.name}_qat")
+    if target is not None:
+        check_weight_bits(q, "int8", target)  # before any training
+    return q
 
 
 def _quantizers(model: Any) -> list[ActivationQuantizer]:
@@ -509,6 +594,36 @@ def check_ranges_learned(model: keras.Model) -> None:
             "post-training quantization, build it with "
             "tfcompress.quantization.calibrate_ranges(float_model, data)."
         )
+
+
+def weight_bits(model: Any) -> dict[str, int]:
+    """The weight width of each quantized weight layer of a quantization-aware model."""
+    return {layer.name: layer.weight_bits for layer in _graph.all_layers(model)
+            if isinstance(layer, QUANT_LAYERS) and hasattr(layer, "weight_bits")}
+
+
+def check_weight_bits(model: keras.Model, quantization: str, target: str) -> None:
+    """One line, naming the layer, where a quantization-aware model's 4-bit weights cannot
+    reach the file or run on the target."""
+    four = [name for name, bits in weight_bits(model).items() if bits == 4]
+    if not four:
+        return
+    if quantization != "int8":
+        raise ValueError(f"Layer {four[0]!r} has 4-bit weights, which only an 'int8' export "
+                         f"keeps; got {quantization!r}.")
+    if _targets.is_npu(target):
+        raise ValueError(f"Layer {four[0]!r} has 4-bit weights, which Vela does not compile "
+                         f"for {target}; build the model with weight_bits=8 for an Ethos-U "
+                         "target.")
+    if target == "litert-reference":
+        depthwise = [layer.name for layer in _graph.all_layers(model)
+                     if isinstance(layer, QuantDepthwiseConv2D) and layer.weight_bits == 4]
+        if depthwise:
+            original = depthwise[0].removesuffix("_quant").removesuffix("_dw")
+            raise ValueError(
+                f"Layer {depthwise[0]!r} has 4-bit weights, and LiteRT's reference kernels "
+                "run DEPTHWISE_CONV_2D with 8-bit weights only; give it 8 bits "
+                f"(weight_bits={{{original!r}: 8, ...}}) or export for 'litert' or 'tflm'.")
 
 
 def activation_bits(model: Any) -> int | None:

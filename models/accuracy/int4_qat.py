@@ -1,0 +1,143 @@
+"""int4 against int8 weights through quantization-aware training, in TFLite Micro.
+
+For the reference CNN on the embedded MNIST digits and the MobileNetV2 (alpha 0.35) of the
+card on `shapes` at 96 x 96: the float baseline is trained until its validation accuracy
+stops improving (early stopping on held-out training images, best weights kept); then the
+same quantization-aware fine-tuning (same epochs, learning rate and seed) runs with 8-bit
+weights, with 4-bit weights everywhere, and with 4-bit weights except the first
+convolution. Each is exported for TFLite Micro (`target="tflm"`) and scored there on the
+test images, which no training saw. Model bytes are the flash the file takes.
+
+    python models/accuracy/int4_qat.py            # both networks, about 25 minutes on 2 cores
+    python models/accuracy/int4_qat.py --quick    # the CNN only, shorter training
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from _shared import write_results  # noqa: E402
+
+
+def converged(model, train, val, max_epochs: int, batch_size: int, patience: int = 4):
+    """Fits `model` until its validation accuracy stops improving; returns the epochs run."""
+    import keras
+
+    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience,
+                                         restore_best_weights=True, mode="max")
+    history = model.fit(train.x_train, train.y_train, validation_data=val, epochs=max_epochs,
+                        batch_size=batch_size, callbacks=[stop], verbose=0)
+    return len(history.history["loss"]), max(history.history["val_accuracy"])
+
+
+def qat(model, train, val, weight_bits, epochs: int, learning_rate: float, seed: int):
+    import keras
+
+    import tfcompress as tfc
+
+    keras.utils.set_random_seed(seed)
+    q = tfc.quantization.quantize_aware(model, weight_bits=weight_bits)
+    q.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy",
+              metrics=["accuracy"])
+    q.fit(train.x_train, train.y_train, epochs=epochs, batch_size=32, verbose=0)
+    return q
+
+
+def measure(name: str, build, data, cfg: dict, folder: Path) -> dict:
+    import keras
+    import numpy as np
+
+    import tfcompress as tfc
+    from tfcompress import _graph
+
+    full = data()
+    train, val = full.hold_out(0.15, seed=0)
+    keras.utils.set_random_seed(0)
+    model = build(full)
+    start = time.time()
+    epochs, val_acc = converged(model, train, val, cfg["max_epochs"], cfg["batch_size"])
+    test = (full.x_test, full.y_test)
+    row = {"network": name, "params": int(model.count_params()),
+           "baseline_epochs": epochs, "baseline_val_accuracy": round(100 * val_acc, 2),
+           "float32_test_accuracy": round(100 * float(np.mean(
+               model.predict(full.x_test, verbose=0).argmax(-1) == full.y_test)), 2),
+           "variants": []}
+    first = next(layer.name for layer in _graph.all_layers(model)
+                 if isinstance(layer, keras.layers.Conv2D))
+    for label, bits in (("int8 weights", 8), ("int4 weights", 4),
+                        (f"int4, {first} int8", {first: 8, "*": 4})):
+        q = qat(model, train, val, bits, cfg["qat_epochs"], cfg["qat_lr"], seed=0)
+        path = folder / f"{name}_{label.split(',')[0].replace(' ', '_')}.tflite"
+        report = tfc.export.to_tflite(q, path, "int8", target="tflm", verify_data=test)
+        scored = tfc.bench.benchmark(path, test, target="tflm", runs=2, warmup=1)
+        row["variants"].append({
+            "weights": label, "model_bytes": report.size_bytes,
+            "arena_bytes": report.micro.arena_bytes,
+            "int4_tensors": report.weight_bits.get(4, 0),
+            "tflm_test_accuracy": round(100 * scored.accuracy, 2),
+            "agreement_with_keras": round(100 * report.agreement, 2)})
+    row["minutes"] = round((time.time() - start) / 60, 1)
+    return row
+
+
+def markdown(result: dict) -> str:
+    lines = ["# int4 against int8 weights (QAT), in TFLite Micro", "",
+             "Command: `python models/accuracy/int4_qat.py" +
+             (" --quick" if result["settings"]["quick"] else "") + "`", "",
+             "| network | weights | test accuracy in TFLM | vs int8 | model bytes | "
+             "int8 / this | arena | int4 tensors |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in result["networks"]:
+        base = row["variants"][0]
+        lines.append(f"| {row['network']} | float32 (baseline, {row['baseline_epochs']} "
+                     f"epochs to converge) | {row['float32_test_accuracy']:.2f} % (Keras) | "
+                     "| | | | |")
+        for v in row["variants"]:
+            delta = v["tflm_test_accuracy"] - base["tflm_test_accuracy"]
+            lines.append(
+                f"| {row['network']} | {v['weights']} | {v['tflm_test_accuracy']:.2f} % | "
+                f"{delta:+.2f} | {v['model_bytes']:,} | "
+                f"{base['model_bytes'] / v['model_bytes']:.2f}x | {v['arena_bytes']:,} | "
+                f"{v['int4_tensors']} |")
+    s = result["settings"]
+    lines += ["", f"QAT: {s['qat_epochs']} epochs at Adam({s['qat_lr']}), batch 32, seed 0, the "
+              "same for every variant. Test images: held out from all training; the baseline "
+              "stops when the accuracy on validation images held out of its training part "
+              "stops improving (patience 4, best weights kept).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    import tfcompress as tfc
+
+    cfg = {"quick": args.quick, "qat_epochs": 2 if args.quick else 6, "qat_lr": 2e-4,
+           "max_epochs": 8 if args.quick else 60, "batch_size": 32}
+    networks = [("reference CNN / mnist", lambda: tfc.data.load("mnist"),
+                 lambda d: tfc.reference.compile_for_classification(
+                     tfc.reference.reference_cnn()))]
+    if not args.quick:
+        networks.append((
+            "MobileNetV2 0.35 / shapes 96", lambda: tfc.data.load(
+                "shapes", seed=0, image_size=96, num_samples=2000),
+            lambda d: tfc.reference.compile_for_classification(
+                tfc.reference.reference_mobilenet_v2(d.input_shape, d.num_classes), 3e-3)))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data, build in networks:
+            rows.append(measure(name.split(" /")[0].replace(" ", "_"), build, data, cfg,
+                                Path(tmp)))
+            rows[-1]["network"] = name
+    write_results(HERE, "int4_qat" + ("_quick" if args.quick else ""),
+                  {"settings": cfg, "networks": rows}, markdown)
+
+
+if __name__ == "__main__":
+    main()
