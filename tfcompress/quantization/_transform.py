@@ -522,7 +522,9 @@ def quantize_aware(
             int8 export of the model's structure). With 4-bit weights, the layers the
             target cannot run with them are named at once. Defaults to `None`: no check.
         weight_bits: 8, or 4 for int4 weights (symmetric, narrow range: -7..7, per channel
-            as `per_channel_weights` says), which the export stores packed two to a byte and
+            as `per_channel_weights` says; each channel's range is clipped to the fraction of
+            its largest weight, from 1.0 down to 0.5, that rounds with the least squared
+            error), which the export stores packed two to a byte and
             LiteRT and TFLite Micro run in CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED
             (other weight layers keep 8 bits, with a warning). A dict chooses per layer:
             `{"conv1": 8, "block_*": 4}` (`fnmatch` patterns of the original layer names;
