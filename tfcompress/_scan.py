@@ -88,7 +88,8 @@ class SensitivityScan:
     def __str__(self) -> str:
         what = {"prune": f"only it pruned to {self.amount:.0%} sparsity",
                 "quantize": "only it quantized to int8 (weights and output)",
-                "channels": f"only its channels thinned by {self.amount:.0%}"}[self.technique]
+                "channels": f"only its channels thinned by {self.amount:.0%}",
+                "int4": "every layer int8, only it with 4-bit weights"}[self.technique]
         m = Metric.from_dict(self.metric)
         rows = [("layer", "weights", "accuracy" if m.name == "top1" else m.name,
                  "drop (points)" if m.percent else "worse by")]
@@ -114,7 +115,8 @@ class SensitivityScan:
                       fontsize=7)
         ax.set_ylabel("accuracy drop (points)" if m.name == "top1" else
                       f"{m.name}: worse by{' (points)' if m.percent else ''}")
-        ax.set_title(f"sensitivity: {self.technique} {self.amount:g}")
+        ax.set_title(f"sensitivity: {self.technique}"
+                     + ("" if self.technique in ("quantize", "int4") else f" {self.amount:g}"))
         fig.tight_layout()
         with _io.atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
@@ -184,3 +186,25 @@ class SensitivityScan:
             chosen.append(s)
             gap -= s.drop
         return list(dict.fromkeys(n for s in chosen for n in (s.layer, *s.consumers)))
+
+    def int4_layers(self, budget: float = 0.01) -> dict[str, int]:
+        """For an `int4` scan: the layers to give 4-bit weights, as `quantize_aware` takes them
+        (`weight_bits=scan.int4_layers(0.01)`): the layers whose 4-bit weights cost least
+        for the bytes they save (drop per weight), taken in that order while the sum of their
+        drops stays within `budget` (in the metric's units: for accuracy a fraction, 0.01 is
+        one point, counted from the all-int8 model); a layer that loses nothing costs
+        nothing. Before training: quantization-aware training usually wins some of it back.
+        """
+        if self.technique != "int4":
+            raise ValueError(f"int4 layers come from an 'int4' scan, not a {self.technique!r} "
+                             "one.")
+        if budget < 0:
+            raise ValueError(f"budget must be >= 0, got {budget}.")
+        spent, chosen = 0.0, {}
+        for s in sorted(self.layers, key=lambda s: max(s.drop, 0.0) / max(s.weights, 1)):
+            cost = max(s.drop, 0.0)
+            if spent + cost > budget:
+                continue
+            spent += cost
+            chosen[s.layer] = 4
+        return chosen

@@ -94,3 +94,22 @@ def runner():
 
     return CliRunner()
 
+
+
+def test_int4_scan_picks_layers_within_the_budget(trained_cnn, mnist):
+    from tfcompress.debug import sensitivity
+
+    scan = sensitivity(trained_cnn, mnist, "int4", num_samples=200)
+    assert [s.layer for s in scan.layers] == ["conv1", "dw2", "pw2", "conv4", "fc1", "logits"]
+    assert 0.5 < scan.baseline <= 1.0 and scan.all_changed is not None  # all int8; all int4
+    for budget in (0.0, 0.01, 0.05):
+        chosen = scan.int4_layers(budget)
+        assert sum(max(s.drop, 0.0) for s in scan.layers if s.layer in chosen) <= budget
+        assert all(bits == 4 for bits in chosen.values())
+    # every layer that loses nothing alone is taken even with no budget
+    assert set(scan.int4_layers(0.0)) == {s.layer for s in scan.layers if s.drop <= 0}
+    q = Q.quantize_aware(trained_cnn, weight_bits=scan.int4_layers(0.01))
+    assert {n.removesuffix("_quant") for n, b in weight_bits(q).items() if b == 4} == set(
+        scan.int4_layers(0.01))
+    with pytest.raises(ValueError, match="from an 'int4' scan"):
+        sensitivity(trained_cnn, mnist, "prune", num_samples=50).int4_layers()

@@ -41,15 +41,15 @@ class WeightBitsType(click.ParamType):
     """A `--weight-bits`: `4` or `8` for every weight layer, or a comma list of
     `PATTERN=BITS` (fnmatch patterns of layer names) with at most one bare width for the rest:
     `4,conv1=8` gives every layer 4 bits but `conv1`. Converts to what `quantize_aware`'s
-    `weight_bits` takes."""
+    `weight_bits` takes; `auto` stays `"auto"` (the command scans the model for it)."""
 
     name = "bits"
 
     def get_metavar(self, param, *args, **kwargs) -> str:
-        return "[4|8|PATTERN=BITS,...]"
+        return "[4|8|auto|PATTERN=BITS,...]"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, (int, dict)):
+        if isinstance(value, (int, dict)) or value == "auto":
             return value
         rest, by_name = None, {}
         for item in (part.strip() for part in str(value).split(",")):
@@ -66,6 +66,19 @@ class WeightBitsType(click.ParamType):
         if not by_name:
             return rest
         return {**by_name, "*": rest} if rest is not None else by_name
+
+
+def auto_weight_bits(model, data, bits):
+    """`bits`, or for `auto` the layers an `int4` sensitivity scan of `model` on `data` gives
+    4-bit weights within one point of int8 (said on stderr)."""
+    if bits != "auto":
+        return bits
+    from tfcompress.debug import sensitivity
+
+    say("scanning every layer with 4-bit weights alone (the rest int8) on the held-out images")
+    chosen = sensitivity(model, data, "int4").int4_layers(0.01)
+    say(f"4-bit weights: {', '.join(chosen) or 'none (each costs over 1 point)'}")
+    return chosen
 
 
 class TargetType(click.ParamType):

@@ -8,6 +8,7 @@ from tfcompress._options import EXPORT, QUANTIZATION_MODES
 from tfcompress.cli._common import (
     TargetType,
     WeightBitsType,
+    auto_weight_bits,
     data_help,
     device_options,
     device_settings,
@@ -48,8 +49,10 @@ from tfcompress.cli._common import (
 @click.option("--weight-bits", type=WeightBitsType(), default=None,
               help="Post-training int8 of a float model: 4 for int4 weights (packed; half the "
                    "flash) in every convolution and Dense layer, or per layer, e.g. "
-                   "'4,conv1=8' (fnmatch patterns; the bare width is for the rest). "
-                   "Activation ranges come from --data (percentile 99.99). [default: 8]")
+                   "'4,conv1=8' (fnmatch patterns; the bare width is for the rest); auto: the "
+                   "layers whose 4-bit weights cost least, within 1 point of int8 (a scan on "
+                   "--data). Activation ranges come from --data (percentile 99.99). "
+                   "[default: 8]")
 @click.option("--per-tensor-weights", is_flag=True,
               help="Post-training int8 of a float model: one weight scale per tensor instead "
                    "of per output channel (for accelerators that require it).")
@@ -125,10 +128,13 @@ def _calibrated(model, data, output, quantization, target, samples, weight_bits,
             f"{model} is quantization-aware: its weight widths and scales were fixed when it "
             f"was built (quantize_aware(weight_bits=..., per_channel_weights=...)); {what} "
             "applies to a float model.")
-    options = {"weight_bits": 8 if weight_bits is None else weight_bits,
+    options = {"weight_bits": 8 if weight_bits in (None, "auto") else weight_bits,
                "per_channel_weights": not per_tensor}
     quantize_aware(keras_model, target=target, **options)  # one line before any work
     ds = _training.load_for(keras_model, data, preprocessing=input_range)
+    if weight_bits == "auto":
+        options["weight_bits"] = auto_weight_bits(keras_model, ds, weight_bits) or 8
+        quantize_aware(keras_model, target=target, **options)  # the scan's choice, checked
     say(f"calibrating {model} on {samples} images of {data}")
     return calibrate_ranges(keras_model, ds, num_samples=samples, **options), ds
 

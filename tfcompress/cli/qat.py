@@ -8,6 +8,7 @@ from tfcompress._options import QAT
 from tfcompress.cli._common import (
     TargetType,
     WeightBitsType,
+    auto_weight_bits,
     data_help,
     say,
     training_command,
@@ -30,7 +31,9 @@ from tfcompress.cli._common import (
 @click.option("--weight-bits", type=WeightBitsType(), default=None,
               help="4: int4 weights (packed in the file; half the flash of int8) in every "
                    "convolution and Dense layer; or per layer, e.g. '4,conv1=8' "
-                   "(fnmatch patterns; the bare width is for the rest). [default: 8]")
+                   "(fnmatch patterns; the bare width is for the rest); auto: the layers whose "
+                   "4-bit weights cost least, within 1 point of int8 (a scan on --data). "
+                   "[default: 8]")
 @click.option("--target", type=TargetType(), default="litert", show_default=True,
               help="Where the file runs (as for export). For an Arm Ethos-U target "
                    "(ethos-u55-128, ...), the layers Vela would leave to the CPU are named "
@@ -62,12 +65,13 @@ def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_ou
             raise click.BadParameter(f"expected a .keras file name, got {keras_output!r}.",
                                      param_hint="--keras-output")
     keras_model = _loading.load_keras_model(model, safe_mode=not unsafe)
-    bits = {} if weight_bits is None else {"weight_bits": weight_bits}
-    if bits:
+    if weight_bits not in (None, "auto"):
         from tfcompress.quantization import quantize_aware
 
         quantize_aware(keras_model, weight_bits=weight_bits, target=target)  # checks, no data
     ds = _training.load_for(keras_model, data, preprocessing=input_range)
+    weight_bits = auto_weight_bits(keras_model, ds, weight_bits)
+    bits = {} if weight_bits is None else {"weight_bits": weight_bits}
     say(f"quantization-aware training of {model} for {epochs} epoch(s) ...")
     chosen = list(float_layers) or None
     if chosen == ["auto"]:

@@ -14,7 +14,7 @@ from tfcompress.cli._common import (
     user_errors,
 )
 
-_TECHNIQUES = ("prune", "quantize", "channels")  # tfcompress.debug.TECHNIQUES, without TF
+_TECHNIQUES = ("prune", "quantize", "channels", "int4")  # debug.TECHNIQUES, without TF
 
 
 @click.command("sensitivity")
@@ -22,7 +22,8 @@ _TECHNIQUES = ("prune", "quantize", "channels")  # tfcompress.debug.TECHNIQUES, 
 @click.option("--data", required=True, help=f"Labelled images to score (its test split). "
                                             f"{data_help}")
 @click.option("--technique", type=click.Choice(_TECHNIQUES), default="prune",
-              show_default=True, help="What is done to one layer at a time.")
+              show_default=True, help="What is done to one layer at a time (int4: every layer "
+                                      "int8, one layer's weights at 4 bits).")
 @click.option("--amount", type=FloatRange(0, 1, min_open=True, max_open=True),
               help="Sparsity for prune [0.8], fraction of channels for channels [0.5].")
 @click.option("--samples", default=500, show_default=True, type=click.IntRange(1),
@@ -48,7 +49,7 @@ def sensitivity_command(model, data, technique, amount, samples, target, out, un
     from tfcompress.metrics import Metric
 
     metric = metric_of(metric, metric_direction)
-    if target is not None and technique == "quantize":
+    if target is not None and technique in ("quantize", "int4"):
         raise click.BadParameter("goes with --technique prune or channels.",
                                  param_hint="--target")
     if out is None:
@@ -63,6 +64,12 @@ def sensitivity_command(model, data, technique, amount, samples, target, out, un
     if technique == "quantize":
         shown = Metric.from_dict(scan.metric)
         click.echo(f"\nall layers quantized: {shown.format(scan.all_changed)}")
+    if technique == "int4":
+        shown = Metric.from_dict(scan.metric)
+        chosen = scan.int4_layers()
+        click.echo(f"\nall layers with 4-bit weights: {shown.format(scan.all_changed)}\n"
+                   f"4-bit weights within 1 point of int8: {', '.join(chosen) or 'none'} "
+                   f"(--weight-bits {','.join(f'{k}=4' for k in chosen) or '8'})")
     if target is not None:
         click.echo(f"\nper-layer values for an overall {target:g}: "
                    f"{json.dumps(scan.sparsities(target))}")

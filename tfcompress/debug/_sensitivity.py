@@ -20,8 +20,8 @@ from tfcompress.data import as_arrays
 from tfcompress.data._parts import class_ids
 from tfcompress.metrics import Metric, as_metric
 
-TECHNIQUES = ("prune", "quantize", "channels")
-_DEFAULT_AMOUNT = {"prune": 0.8, "quantize": 1.0, "channels": 0.5}
+TECHNIQUES = ("prune", "quantize", "channels", "int4")
+_DEFAULT_AMOUNT = {"prune": 0.8, "quantize": 1.0, "channels": 0.5, "int4": 1.0}
 
 
 def _scorer(metric: Metric, x: np.ndarray, y: np.ndarray, batch_size: int = 250):
@@ -154,6 +154,41 @@ def _scan_quantize(model: Any, score: Any, base: float, calibration: np.ndarray,
     return out, all_quantized
 
 
+def _scan_int4(model: Any, score: Any, calibration: np.ndarray, metric: Metric
+               ) -> tuple[list[LayerSensitivity], float, float]:
+    """Every layer int8, then one layer's weights at 4 bits at a time: its drop from the
+    all-int8 model. Returns the layers, the all-int8 score and the all-int4 one."""
+    from tfcompress.pruning._selection import all_layers
+    from tfcompress.quantization import QuantConvTranspose, calibrate_ranges
+    from tfcompress.quantization._layers import _QuantWeightLayer
+
+    macs_of = {layer.name: layer_macs(layer) for layer in all_layers(model)}
+    q = calibrate_ranges(model, calibration)
+    weighted = [layer for layer in all_layers(q) if isinstance(layer, _QuantWeightLayer)
+                and not isinstance(layer, QuantConvTranspose)]
+
+    def predict(batch):  # eager: each call reads the layers' widths anew
+        return q(batch, training=False)
+
+    int8 = score(predict)
+    out = []
+    try:
+        for layer in weighted:
+            layer.weight_bits = 4
+            acc = score(predict)
+            layer.weight_bits = 8
+            name = layer.name.removesuffix("_quant")
+            out.append(LayerSensitivity(name, int(np.prod(layer.kernel.shape)), acc,
+                                        metric.drop(acc, int8), (), macs_of.get(name, 0)))
+        for layer in weighted:
+            layer.weight_bits = 4
+        int4 = score(predict)
+    finally:
+        for layer in weighted:
+            layer.weight_bits = 8
+    return out, int8, int4
+
+
 def sensitivity(
     model: Any,
     data: Any,
@@ -175,10 +210,11 @@ def sensitivity(
         model: A trained classifier: a `keras.Model` or a `.keras` path. Not modified.
         data: Labelled images to score on (its test split; for `quantize`, its training split
             calibrates the ranges).
-        technique: `"prune"` (unstructured magnitude pruning of the layer's kernel), `"quantize"`
-            or `"channels"` (the lowest-L1 output channels of one channel group zeroed).
+        technique: `"prune"` (unstructured magnitude pruning of the layer's kernel),
+            `"quantize"`, `"int4"` or `"channels"` (the lowest-L1 output channels of one
+            channel group zeroed).
         amount: The sparsity for `prune` (default 0.8) or the fraction of channels for
-            `channels` (default 0.5); ignored for `quantize`.
+            `channels` (default 0.5); ignored for `quantize` and `int4`.
         num_samples: Images scored per layer. Defaults to `500`.
         cache: A JSON path: if it holds a scan of the same model, technique, amount and
             samples, it is returned; otherwise the scan runs and is saved there. Defaults to
@@ -206,7 +242,7 @@ def sensitivity(
     if technique not in TECHNIQUES:
         raise ValueError(f"Unknown technique {technique!r}; expected one of {TECHNIQUES}.")
     amount = _DEFAULT_AMOUNT[technique] if amount is None else float(amount)
-    if technique != "quantize" and not 0.0 < amount < 1.0:
+    if technique not in ("quantize", "int4") and not 0.0 < amount < 1.0:
         raise ValueError(f"amount must be in (0, 1) for {technique!r}, got {amount}.")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
@@ -239,8 +275,11 @@ def sensitivity(
         layers = _scan_channels(model, score, amount, base, metric)
     else:
         calibration, _ = as_arrays(data, split_name="train", limit=500)
-        layers, all_changed = _scan_quantize(model, score, base,
-                                             np.asarray(calibration, np.float32), metric)
+        calibration = np.asarray(calibration, np.float32)
+        if technique == "quantize":
+            layers, all_changed = _scan_quantize(model, score, base, calibration, metric)
+        else:
+            layers, base, all_changed = _scan_int4(model, score, calibration, metric)
     scan = SensitivityScan(technique, amount, base, len(x), tuple(layers), fingerprint,
                            all_changed, metric.to_dict())
     if cache is not None:
