@@ -56,6 +56,14 @@ from tfcompress.cli._common import (
 @click.option("--per-tensor-weights", is_flag=True,
               help="Post-training int8 of a float model: one weight scale per tensor instead "
                    "of per output channel (for accelerators that require it).")
+@click.option("--equalize", is_flag=True,
+              help="Post-training int8 of a float model: cross-layer equalization (pairs of "
+                   "layers joined by ReLU, pooling or padding get equal weight ranges per "
+                   "channel; the function is unchanged), for per-tensor weights and "
+                   "depthwise layers with unequal channels.")
+@click.option("--bias-correction", is_flag=True,
+              help="Post-training int8 of a float model: take out of each layer's bias the "
+                   "mean shift quantization causes in its output on --data.")
 @click.option("--detection-postprocess", is_flag=True,
               help="A detector (with its anchors): end the file with "
                    "TFLite_Detection_PostProcess (decoding and non-maximum suppression), which "
@@ -71,16 +79,18 @@ from tfcompress.cli._common import (
 @input_range_option
 @user_errors
 def export_command(model, output, quantization, data, target, integer_io, calibration_samples,
-                   allow_float, float_layers, weight_bits, per_tensor_weights,
-                   detection_postprocess, score_threshold, iou_threshold, max_detections,
-                   unsafe, as_json, input_range, **device):
+                   allow_float, float_layers, weight_bits, per_tensor_weights, equalize,
+                   bias_correction, detection_postprocess, score_threshold, iou_threshold,
+                   max_detections, unsafe, as_json, input_range, **device):
     """Convert MODEL (.keras file or SavedModel directory) to a verified .tflite file."""
     from tfcompress.export import to_tflite
 
     source, chosen = model, list(float_layers) or None
-    if chosen and (per_tensor_weights or weight_bits not in (None, 8)):
-        raise click.UsageError("--weight-bits and --per-tensor-weights do not go with "
-                               "--float-layer.")
+    repair = {"equalize": equalize, "bias_correction": bias_correction}
+    calibrated = per_tensor_weights or weight_bits not in (None, 8) or any(repair.values())
+    if chosen and calibrated:
+        raise click.UsageError("--weight-bits, --per-tensor-weights, --equalize and "
+                               "--bias-correction do not go with --float-layer.")
     if chosen == ["auto"]:
         if not data:
             raise click.UsageError("--float-layer auto scans the model on --data (labelled).")
@@ -92,10 +102,10 @@ def export_command(model, output, quantization, data, target, integer_io, calibr
     elif chosen and "auto" in chosen:
         raise click.UsageError("--float-layer auto goes alone.")
     post = _postprocess(detection_postprocess, score_threshold, iou_threshold, max_detections)
-    if per_tensor_weights or weight_bits not in (None, 8):
+    if calibrated:
         model, data = _calibrated(model, data, output, quantization, target,
                                   calibration_samples, weight_bits, per_tensor_weights,
-                                  input_range, unsafe)
+                                  input_range, unsafe, repair)
     say(f"converting {source} to {quantization} for {target} ...")
     report = to_tflite(model, output, quantization, representative_data=data,
                        preprocessing=input_range,
@@ -109,14 +119,15 @@ def export_command(model, output, quantization, data, target, integer_io, calibr
 
 
 def _calibrated(model, data, output, quantization, target, samples, weight_bits, per_tensor,
-                input_range, unsafe):
+                input_range, unsafe, repair):
     """The float model at `model` as a quantization-aware copy with calibrated activation
     ranges and the weight widths and scales asked for (post-training), and its data."""
     from tfcompress import _loading, _training
     from tfcompress.export._export import check_outputs
     from tfcompress.quantization import calibrate_ranges, is_quantize_aware, quantize_aware
 
-    what = "--weight-bits" if weight_bits not in (None, 8) else "--per-tensor-weights"
+    what = ("--weight-bits" if weight_bits not in (None, 8) else "--per-tensor-weights"
+            if per_tensor else "--equalize" if repair["equalize"] else "--bias-correction")
     if quantization != "int8":
         raise click.UsageError(f"{what} goes with --quantize int8, got {quantization}.")
     if not data:
@@ -136,7 +147,7 @@ def _calibrated(model, data, output, quantization, target, samples, weight_bits,
         options["weight_bits"] = auto_weight_bits(keras_model, ds, weight_bits) or 8
         quantize_aware(keras_model, target=target, **options)  # the scan's choice, checked
     say(f"calibrating {model} on {samples} images of {data}")
-    return calibrate_ranges(keras_model, ds, num_samples=samples, **options), ds
+    return calibrate_ranges(keras_model, ds, num_samples=samples, **options, **repair), ds
 
 
 def _postprocess(asked: bool, score: float | None, iou: float | None, most: int | None):

@@ -52,6 +52,8 @@ def to_tflite(
     max_latency_ms: float | None = None,
     max_sram: int | None = None,
     detection_postprocess: Any = False,
+    equalize: bool = False,
+    bias_correction: bool = False,
 ) -> ExportReport:
     """Converts a Keras 3 model to a `.tflite` file and verifies it in the LiteRT interpreter.
 
@@ -136,6 +138,15 @@ def to_tflite(
             batch is 1; everything before the op is integer in an int8 export. The agreement
             is the share of images with the same detections as the Keras model decoded by
             the same settings. Defaults to `False`.
+        equalize: For a post-training `int8` export of a float model: cross-layer
+            equalization first (where a layer's output reaches one next weight layer through
+            ReLU, pooling or padding, the pair's channels are rescaled to equal weight
+            ranges; the function is unchanged), then activation ranges from statistics of
+            `representative_data` (`tfcompress.quantization.calibrate_ranges`, percentile
+            99.99). Defaults to `False`.
+        bias_correction: For a post-training `int8` export of a float model: each layer's
+            bias takes out the mean shift quantization causes in its output on the
+            calibration images (ranges as for `equalize`). Defaults to `False`.
 
     Returns:
         An `ExportReport`.
@@ -174,6 +185,9 @@ def to_tflite(
             load_for(model, d, preprocessing=preprocessing)
             if isinstance(d, (str, os.PathLike)) else d
             for d in (representative_data, verify_data))
+    if equalize or bias_correction:
+        model = _repaired(model, quantization, representative_data, num_calibration_samples,
+                          float_layers, equalize, bias_correction)
     model, calib, float_layers = _plan(model, quantization, representative_data, allow_float,
                                        float_layers, num_calibration_samples)
     workdir = os.path.dirname(os.path.abspath(path))
@@ -209,6 +223,28 @@ def to_tflite(
         agreement_kind="detections" if anchors is not None else "top-1",
         weight_bits=_tflite.weight_bits(content),
         **{"npu" if _targets.is_npu(target) else "micro": measured})
+
+
+def _repaired(model: Any, quantization: str, data: Any, samples: int, float_layers: Any,
+              equalize: bool, bias_correction: bool) -> Any:
+    """The float `model` equalized and/or bias-corrected, as a calibrated quantization-aware
+    model; one line where the export cannot take that route."""
+    from tfcompress.quantization import calibrate_ranges, is_quantize_aware
+
+    asked = "equalize" if equalize else "bias_correction"
+    if quantization != "int8":
+        raise ValueError(f"{asked} applies to an 'int8' export, got {quantization!r}.")
+    if isinstance(model, str) or is_quantize_aware(model):
+        raise ValueError(f"{asked} applies to post-training quantization of a float Keras "
+                         "model; a quantization-aware model's weights are set by its training "
+                         "(and a SavedModel cannot be rewritten).")
+    if float_layers:
+        raise ValueError(f"{asked} does not go with float_layers.")
+    if data is None:
+        raise ValueError(f"{asked} measures the model on representative_data (on the command "
+                         "line --data); pass a few hundred training images.")
+    return calibrate_ranges(model, data, num_samples=samples, equalize=equalize,
+                            bias_correction=bias_correction)
 
 
 def _postprocess_settings(asked: Any, model: Any, float_layers: Any) -> Any:

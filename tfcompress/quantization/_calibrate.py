@@ -13,6 +13,7 @@ import numpy as np
 
 from tfcompress import _legacy
 from tfcompress.data import as_arrays
+from tfcompress.quantization._equalize import correct_biases, equalize_pairs
 from tfcompress.quantization._layers import ActivationQuantizer
 from tfcompress.quantization._transform import _quantizers, quantize_aware
 
@@ -47,6 +48,8 @@ def calibrate_ranges(
     *,
     per_channel_weights: bool = True,
     weight_bits: Any = 8,
+    equalize: bool = False,
+    bias_correction: bool = False,
 ) -> keras.Model:
     """A quantization-aware copy of `model` with activation ranges set from calibration data.
 
@@ -66,12 +69,20 @@ def calibrate_ranges(
             gives per-tensor scales (which some accelerators require). Defaults to `True`.
         weight_bits: 8, 4 (int4 weights, packed in the file) or a dict per layer, as
             `quantize_aware` takes it: post-training int4. Defaults to `8`.
+        equalize: Cross-layer equalization before the ranges are set: where a layer's output
+            reaches one next weight layer through ReLU, pooling or padding, their channels
+            are rescaled to equal weight ranges (the function is unchanged). For per-tensor
+            weights and depthwise layers with unequal channels. Defaults to `False`.
+        bias_correction: After the ranges are set, each layer's bias takes out the mean
+            shift that quantization causes in its output, measured on the calibration images.
+            Defaults to `False`.
 
     Returns:
         A new model with learned (fixed) ranges, ready for int8 export.
 
     Raises:
-        ValueError: For an unknown method or a percentile out of range.
+        ValueError: For an unknown method or a percentile out of range, or `equalize` on a
+            model with no pair of layers to balance (naming a layer and why).
     """
     model = _legacy.keras3(model)  # a Keras 2 (tf_keras) model is carried over
     if method not in METHODS:
@@ -79,6 +90,8 @@ def calibrate_ranges(
     if not 50.0 < percentile <= 100.0:
         raise ValueError(f"percentile must be in (50, 100], got {percentile}.")
     q = quantize_aware(model, per_channel_weights=per_channel_weights, weight_bits=weight_bits)
+    if equalize:
+        equalize_pairs(q)
     x, _ = as_arrays(data, split_name="train", limit=num_samples)
     quantizers = _quantizers(q)
     seen: dict[int, list[np.ndarray]] = {id(qz): [] for qz in quantizers}
@@ -112,4 +125,6 @@ def calibrate_ranges(
         else:
             lo, hi = _mse_range(values, qz.num_bits)
         qz.set_range(lo, hi)
+    if bias_correction:
+        correct_biases(q, x, batch_size)
     return q
