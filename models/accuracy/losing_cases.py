@@ -9,8 +9,10 @@ case; for each, the remedies tfcompress has are tried and scored the same way:
 
 - ranges from activation statistics (`calibrate_ranges`, percentile 99.99 and MSE) instead of
   the converter's min/max;
+- cross-layer equalization and bias correction (`calibrate_ranges(equalize=True,
+  bias_correction=True)`), each alone and both;
 - `float_layers="auto"` (int8 cases): the layers a quantize sensitivity scan picks, in float;
-- int4 cases: the first and last weight layers at 8 bits;
+- int4 cases: depthwise layers at 8 bits; the layers an `int4` scan picks within one point;
 - quantization-aware training in the same setting (2 epochs, Adam 1e-4).
 
     python models/accuracy/losing_cases.py                  # all networks, ~40 min, 2 cores
@@ -53,25 +55,16 @@ def networks():
     }
 
 
-def converged(model, train, val, max_epochs=60, patience=4):
+def converged(model, train, val, max_epochs=60, patience=6):
     import keras
 
+    # (not before epoch 5: BatchNorm's moving statistics lag the first epochs' weights)
     stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience,
-                                         restore_best_weights=True, mode="max")
+                                         restore_best_weights=True, mode="max",
+                                         start_from_epoch=5)
     history = model.fit(train.x_train, train.y_train, validation_data=val, epochs=max_epochs,
                         batch_size=32, callbacks=[stop], verbose=0)
     return len(history.history["loss"])
-
-
-def first_and_last(model) -> list[str]:
-    import keras
-
-    from tfcompress import _graph
-
-    names = [layer.name for layer in _graph.all_layers(model)
-             if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
-                                   keras.layers.Dense))]
-    return [names[0], names[-1]]
 
 
 def run_network(key: str, folder: Path) -> dict:
@@ -79,6 +72,7 @@ def run_network(key: str, folder: Path) -> dict:
     import numpy as np
 
     import tfcompress as tfc
+    from tfcompress import _graph
     from tfcompress.quantization import calibrate_ranges, train_quantized
 
     title, data, build, lr = networks()[key]
@@ -127,7 +121,7 @@ def run_network(key: str, folder: Path) -> dict:
                                {"per_channel_weights": False}),
         "int4 weights": (stats(weight_bits=4), {"weight_bits": 4}),
     }
-    scan = None
+    scan = int4_scan = None
     rows = []
     for name, (make, options) in settings.items():
         acc = score(make, name.split(",")[0].replace(" ", "_"))
@@ -141,10 +135,27 @@ def run_network(key: str, folder: Path) -> dict:
         for method in ("percentile", "mse"):
             row["remedies"][f"{method} ranges"] = score(
                 stats(samples, method, **options), f"{tag}_{method}")
+        for repair in ({"equalize": True}, {"bias_correction": True},
+                       {"equalize": True, "bias_correction": True}):
+            label = " + ".join(k.replace("_", " ") for k in repair)
+            try:
+                row["remedies"][label] = score(stats(samples, "percentile", **options,
+                                                     **repair), f"{tag}_{len(repair)}"
+                                               f"{'e' if 'equalize' in repair else 'b'}")
+            except ValueError as e:  # no pair to equalize
+                row["remedies"][label] = str(e).split(":")[0]
         if "weight_bits" in options:
-            keep = first_and_last(model)
-            row["remedies"][f"int4, {' and '.join(keep)} int8"] = score(
-                stats(samples, weight_bits={**{k: 8 for k in keep}, "*": 4}), f"{tag}_edges")
+            depthwise = [layer.name for layer in _graph.all_layers(model)
+                         if isinstance(layer, keras.layers.DepthwiseConv2D)]
+            if depthwise:
+                row["remedies"]["int4, depthwise int8"] = score(
+                    stats(samples, weight_bits={**{k: 8 for k in depthwise}, "*": 4}),
+                    f"{tag}_dw8")
+            if int4_scan is None:
+                int4_scan = tfc.debug.sensitivity(model, (val[0], val[1]), "int4")
+            chosen = int4_scan.int4_layers(0.01)
+            row["remedies"][f"int4 auto ({len(chosen)} of {len(int4_scan.layers)} layers)"] = (
+                score(stats(samples, weight_bits=chosen or 8), f"{tag}_auto4"))
         if not options:  # int8: the layers a sensitivity scan picks, kept in float
             if scan is None:
                 scan = tfc.debug.sensitivity(model, (val[0], val[1]), "quantize")
@@ -174,6 +185,9 @@ def markdown(result: dict) -> str:
             lines.append(f"| {head} | {row['setting']} | {row['accuracy']:.2f} % | "
                          f"{row['loss']:+.2f} | | | |")
             for remedy, acc in row["remedies"].items():
+                if isinstance(acc, str):  # the remedy does not apply
+                    lines.append(f"| | | | | {remedy} | n/a: {acc} | |")
+                    continue
                 back = (acc - row["accuracy"]) / row["loss"] if row["loss"] > 0 else 0.0
                 lines.append(f"| | | | | {remedy} | {acc:.2f} % | {100 * back:.0f} % |")
             head = ""
