@@ -56,6 +56,12 @@ from tfcompress.cli._common import (
 @click.option("--per-tensor-weights", is_flag=True,
               help="Post-training int8 of a float model: one weight scale per tensor instead "
                    "of per output channel (for accelerators that require it).")
+@click.option("--int16-layer", "int16_layers", multiple=True, metavar="NAME",
+              help="Post-training int8 of a float model: run this layer (name or pattern) "
+                   "with 16-bit activations, int8 elsewhere (LiteRT's quantizer; the mixed "
+                   "extra). Repeatable. 'auto': the layers a quantize sensitivity scan on "
+                   "--data picks while int8 would lose more than 1 point. The file's input "
+                   "and output are int8.")
 @click.option("--equalize", is_flag=True,
               help="Post-training int8 of a float model: cross-layer equalization (pairs of "
                    "layers joined by ReLU, pooling or padding get equal weight ranges per "
@@ -79,13 +85,27 @@ from tfcompress.cli._common import (
 @input_range_option
 @user_errors
 def export_command(model, output, quantization, data, target, integer_io, calibration_samples,
-                   allow_float, float_layers, weight_bits, per_tensor_weights, equalize,
+                   allow_float, float_layers, int16_layers, weight_bits, per_tensor_weights,
+                   equalize,
                    bias_correction, detection_postprocess, score_threshold, iou_threshold,
                    max_detections, unsafe, as_json, input_range, **device):
     """Convert MODEL (.keras file or SavedModel directory) to a verified .tflite file."""
     from tfcompress.export import to_tflite
 
     source, chosen = model, list(float_layers) or None
+    sixteen = list(int16_layers) or None
+    if sixteen and chosen:
+        raise click.UsageError("--int16-layer does not go with --float-layer.")
+    if sixteen and "auto" in sixteen:
+        if sixteen != ["auto"]:
+            raise click.UsageError("--int16-layer auto goes alone.")
+        if not data:
+            raise click.UsageError("--int16-layer auto scans the model on --data (labelled).")
+        from tfcompress.debug import sensitivity
+
+        say(f"scanning {model}: every layer quantized alone, on {data}")
+        sixteen = sensitivity(model, data, "quantize", safe_mode=not unsafe).float_layers()
+        say(f"16-bit activations: {', '.join(sixteen) or 'none (int8 is within 1 point)'}")
     repair = {"equalize": equalize, "bias_correction": bias_correction}
     calibrated = per_tensor_weights or weight_bits not in (None, 8) or any(repair.values())
     if chosen and calibrated:
@@ -112,6 +132,7 @@ def export_command(model, output, quantization, data, target, integer_io, calibr
                        integer_io=integer_io, num_calibration_samples=calibration_samples,
                        safe_mode=not unsafe, target=target, allow_float=allow_float,
                        float_layers=chosen or None, detection_postprocess=post,
+                       int16_layers=sixteen or None,
                        **device_settings(device))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))
     if report.npu is not None and not as_json:

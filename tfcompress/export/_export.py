@@ -54,6 +54,7 @@ def to_tflite(
     detection_postprocess: Any = False,
     equalize: bool = False,
     bias_correction: bool = False,
+    int16_layers: "list[str] | tuple[str, ...] | None" = None,
 ) -> ExportReport:
     """Converts a Keras 3 model to a `.tflite` file and verifies it in the LiteRT interpreter.
 
@@ -147,6 +148,14 @@ def to_tflite(
         bias_correction: For a post-training `int8` export of a float model: each layer's
             bias takes out the mean shift quantization causes in its output on the
             calibration images (ranges as for `equalize`). Defaults to `False`.
+        int16_layers: For a post-training `int8` export of a float model: Keras layer names
+            (`fnmatch` patterns) whose ops run with 16-bit activations and int8 weights
+            (a16w8), everything else int8, through LiteRT's quantizer (the `mixed` extra);
+            QUANTIZE ops convert at the borders. The file's input and output are int8 and
+            its batch is fixed (the model's, else 1); LiteRT, its reference kernels and
+            TFLite Micro run it. Use it for the layers that lose the most to int8, instead
+            of keeping them in float (`tfcompress.debug.sensitivity(model, data,
+            "quantize").float_layers()` picks them). Defaults to `None`.
 
     Returns:
         An `ExportReport`.
@@ -188,13 +197,23 @@ def to_tflite(
     if equalize or bias_correction:
         model = _repaired(model, quantization, representative_data, num_calibration_samples,
                           float_layers, equalize, bias_correction)
-    model, calib, float_layers = _plan(model, quantization, representative_data, allow_float,
-                                       float_layers, num_calibration_samples)
     workdir = os.path.dirname(os.path.abspath(path))
-    os.makedirs(workdir, exist_ok=True)
-    content = convert(model, quantization, calib, integer_io, workdir,
-                      batch=fixed_batch(model, spec), float_layers=float_layers,
-                      postprocess=None if post is None else (post, anchors_of(model)))
+    if int16_layers:
+        calib = _mixed_calibration(model, quantization, representative_data, float_layers,
+                                   post, target, num_calibration_samples, int16_layers)
+        os.makedirs(workdir, exist_ok=True)
+        from tfcompress.export._mixed import quantize_mixed
+
+        content = quantize_mixed(
+            convert(model, "float32", None, False, workdir, batch=fixed_batch(model, spec) or 1),
+            calib, [int16_layers] if isinstance(int16_layers, str) else list(int16_layers))
+    else:
+        model, calib, float_layers = _plan(model, quantization, representative_data,
+                                           allow_float, float_layers, num_calibration_samples)
+        os.makedirs(workdir, exist_ok=True)
+        content = convert(model, quantization, calib, integer_io, workdir,
+                          batch=fixed_batch(model, spec), float_layers=float_layers,
+                          postprocess=None if post is None else (post, anchors_of(model)))
     check = verify_data if verify_data is not None else representative_data
     names = class_names if class_names is not None or not isinstance(check, Dataset) \
         else check.class_names
@@ -222,7 +241,35 @@ def to_tflite(
         agreement=agrees, agreement_samples=samples,
         agreement_kind="detections" if anchors is not None else "top-1",
         weight_bits=_tflite.weight_bits(content),
+        int16_ops=sum(1 for o in summary.ops if o.op not in ("QUANTIZE", "DEQUANTIZE")
+                      and "int16" in o.output_dtypes),
         **{"npu" if _targets.is_npu(target) else "micro": measured})
+
+
+def _mixed_calibration(model: Any, quantization: str, data: Any, float_layers: Any,
+                       post: Any, target: str, samples: int, int16_layers: Any) -> np.ndarray:
+    """The calibration images of an export with 16-bit layers, after one line for anything
+    that does not go with it."""
+    from tfcompress.quantization import is_quantize_aware
+
+    if quantization != "int8":
+        raise ValueError(f"int16_layers applies to an 'int8' export, got {quantization!r}.")
+    if isinstance(model, str) or is_quantize_aware(model):
+        raise ValueError("int16_layers applies to post-training quantization of a float Keras "
+                         "model (a quantization-aware model is built for one width: "
+                         "quantize_aware(activation_bits=...)).")
+    if float_layers or post is not None:
+        raise ValueError("int16_layers does not go with "
+                         f"{'float_layers' if float_layers else 'detection_postprocess'}.")
+    if _targets.is_npu(target):
+        raise ValueError(f"int16_layers runs on litert, litert-reference and tflm; {target} "
+                         "takes one activation width (export int8 or int16x8).")
+    if data is None:
+        raise ValueError("int16_layers calibrates activation ranges on representative_data "
+                         "(on the command line --data).")
+    calib = calibration_arrays(data, samples)
+    warn_if_out_of_range(model, calib)
+    return calib
 
 
 def _repaired(model: Any, quantization: str, data: Any, samples: int, float_layers: Any,

@@ -30,6 +30,8 @@ class ExportReport:
     npu: "NpuReport | None" = None
     # weight tensors (constants) of each integer width: {8: n, 4: m}
     weight_bits: dict[int, int] = field(default_factory=dict)
+    # ops of an int8 file that compute with 16-bit activations (`int16_layers`)
+    int16_ops: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -50,6 +52,7 @@ class ExportReport:
             "integer_only": self.integer_only,
             "calibration_samples": self.calibration_samples,
             "weight_bits": {str(k): v for k, v in self.weight_bits.items()},
+            "int16_ops": self.int16_ops,
         }
 
     def __str__(self) -> str:
@@ -60,6 +63,8 @@ class ExportReport:
             f"input {self.inputs[0].dtype}{list(self.inputs[0].shape)}, output "
             f"{self.outputs[0].dtype}; ops: {ops}"
         )
+        if self.int16_ops and self.quantization == "int8":
+            text += f"\n16-bit activations in {self.int16_ops} ops, int8 elsewhere"
         if self.weight_bits.get(4):
             text += (f"\nweights: {self.weight_bits[4]} tensors int4 (packed), "
                      f"{self.weight_bits.get(8, 0)} int8")
