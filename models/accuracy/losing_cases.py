@@ -12,6 +12,7 @@ case; for each, the remedies tfcompress has are tried and scored the same way:
 - cross-layer equalization and bias correction (`calibrate_ranges(equalize=True,
   bias_correction=True)`), each alone and both;
 - `float_layers="auto"` (int8 cases): the layers a quantize sensitivity scan picks, in float;
+  and the same layers at 16-bit activations instead (`int16_layers=`);
 - int4 cases: depthwise layers at 8 bits; the layers an `int4` scan picks within one point;
 - quantization-aware training in the same setting (2 epochs, Adam 1e-4).
 
@@ -97,11 +98,13 @@ def run_network(key: str, folder: Path) -> dict:
             made = path
         return round(100 * tfc.bench.benchmark(made, test, runs=1, warmup=0).accuracy, 2)
 
-    def ptq(samples, float_layers=None):
+    def ptq(samples, float_layers=None, int16_layers=None):
         def make():
-            path = folder / f"{key}_ptq{samples}{'_auto' if float_layers else ''}.tflite"
+            kind = "_auto" if float_layers else "_auto16" if int16_layers else ""
+            path = folder / f"{key}_ptq{samples}{kind}.tflite"
             tfc.export.to_tflite(model, path, "int8", representative_data=x[:samples],
-                                 num_calibration_samples=samples, float_layers=float_layers)
+                                 num_calibration_samples=samples, float_layers=float_layers,
+                                 int16_layers=int16_layers)
             return path
         return make
 
@@ -162,6 +165,9 @@ def run_network(key: str, folder: Path) -> dict:
             chosen = scan.float_layers()
             row["remedies"][f"float_layers auto ({', '.join(chosen) or 'none'})"] = score(
                 ptq(samples, chosen or None), f"{tag}_auto")
+            if chosen:
+                row["remedies"]["int16_layers auto (the same layers)"] = score(
+                    ptq(samples, int16_layers=chosen), f"{tag}_auto16")
         row["remedies"]["QAT, 2 epochs"] = score(qat(**options), f"{tag}_qat")
     return {"network": title, "key": key, "params": int(model.count_params()),
             "baseline_epochs": epochs, "float32_accuracy": round(float_acc, 2),
