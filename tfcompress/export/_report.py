@@ -64,7 +64,8 @@ class ExportReport:
             f"{self.outputs[0].dtype}; ops: {ops}"
         )
         if self.int16_ops and self.quantization == "int8":
-            text += f"\n16-bit activations in {self.int16_ops} ops, int8 elsewhere"
+            text += (f"\n16-bit activations in {self.int16_ops} op"
+                     f"{'' if self.int16_ops == 1 else 's'}, int8 elsewhere")
         if self.weight_bits.get(4):
             text += (f"\nweights: {self.weight_bits[4]} tensors int4 (packed), "
                      f"{self.weight_bits.get(8, 0)} int8")
