@@ -44,7 +44,8 @@ def qat(model, train, val, weight_bits, epochs: int, learning_rate: float, seed:
 
     keras.utils.set_random_seed(seed)
     q = tfc.quantization.quantize_aware(model, weight_bits=weight_bits)
-    q.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy",
+    q.compile(keras.optimizers.Adam(learning_rate),  # the reference networks output logits
+              keras.losses.SparseCategoricalCrossentropy(from_logits=True),
               metrics=["accuracy"])
     q.fit(train.x_train, train.y_train, epochs=epochs, batch_size=32, verbose=0)
     return q
