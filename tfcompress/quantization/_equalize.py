@@ -10,8 +10,8 @@ channels' weight ranges) gives both the same range, which per-tensor weight scal
 depthwise layers with very unequal channels need.
 
 Bias correction: quantized weights shift each output channel's mean; measured on calibration
-images (the float model's output against the quantized one's, layer by layer in graph order,
-each seeing the corrections before it), the shift is taken out of the bias.
+images (each layer's output with float and with rounded weights, on the inputs it gets in the
+quantized model, layer by layer in graph order), the shift is taken out of the bias.
 """
 
 from typing import Any
@@ -144,34 +144,36 @@ def equalize_pairs(q: keras.Model) -> list[tuple[str, str]]:
 
 def correct_biases(q: keras.Model, x: np.ndarray, batch_size: int = 64) -> list[str]:
     """Empirical bias correction of a calibrated quantization-aware model, in place: for each
-    weight layer in graph order, the mean of its float output (every quantization point off)
-    less its quantized output (every point on) on the images `x`, per channel, before the
-    activation, is added to its bias. Returns the layers corrected."""
+    weight layer in graph order, on the inputs it gets in the quantized model (every
+    quantization point on, the corrections before it made), the mean of its output with float
+    weights less that with its quantized weights, per channel and before the activation, is
+    added to its bias: the mean error its weights' rounding causes is taken out. Returns the
+    layers corrected."""
     weighted = [layer for layer in _graph.all_layers(q) if isinstance(layer, _QuantWeightLayer)]
-    points = [layer for layer in _graph.all_layers(q) if isinstance(layer, ActivationQuantizer)]
-    points += weighted + [layer.output_quantizer for layer in weighted]
     x = np.asarray(x[: max(batch_size, 1) * 4], np.float32)
+    inputs = q.inputs[0] if len(q.inputs) == 1 else q.inputs
 
-    def output(layer: _QuantWeightLayer, simulate: bool) -> np.ndarray:
-        reach = keras.Model(q.inputs[0] if len(q.inputs) == 1 else q.inputs, layer.input)
-        for p in points:
-            p.simulate = simulate
+    def mean_error(layer: _QuantWeightLayer) -> np.ndarray:
+        reach = keras.Model(inputs, layer.input)
         activation, layer.activation = layer.activation, "linear"
         layer.output_quantizer.simulate = False
         try:
             sums, count = 0.0, 0
             for start in range(0, len(x), batch_size):
-                y = ops.convert_to_numpy(layer(reach(x[start:start + batch_size],
-                                                     training=False), training=False))
-                y = y.reshape(-1, y.shape[-1])
-                sums, count = sums + y.sum(axis=0), count + len(y)
+                h = reach(x[start:start + batch_size], training=False)
+                layer.simulate = False
+                exact = ops.convert_to_numpy(layer(h, training=False))
+                layer.simulate = True
+                rounded = ops.convert_to_numpy(layer(h, training=False))
+                error = (exact - rounded).reshape(-1, exact.shape[-1])
+                sums, count = sums + error.sum(axis=0), count + len(error)
             return sums / max(count, 1)
         finally:
             layer.activation = activation
-            for p in points:
-                p.simulate = True
+            layer.simulate = True
+            layer.output_quantizer.simulate = True
 
     for layer in weighted:
-        shift = output(layer, False) - output(layer, True)
+        shift = mean_error(layer)
         layer.bias.assign(ops.convert_to_numpy(layer.bias) + shift.astype(np.float32))
     return [layer.name for layer in weighted]
