@@ -86,41 +86,22 @@ from tfcompress.cli._common import (
 @user_errors
 def export_command(model, output, quantization, data, target, integer_io, calibration_samples,
                    allow_float, float_layers, int16_layers, weight_bits, per_tensor_weights,
-                   equalize,
-                   bias_correction, detection_postprocess, score_threshold, iou_threshold,
-                   max_detections, unsafe, as_json, input_range, **device):
+                   equalize, bias_correction, detection_postprocess, score_threshold,
+                   iou_threshold, max_detections, unsafe, as_json, input_range, **device):
     """Convert MODEL (.keras file or SavedModel directory) to a verified .tflite file."""
     from tfcompress.export import to_tflite
 
-    source, chosen = model, list(float_layers) or None
-    sixteen = list(int16_layers) or None
-    if sixteen and chosen:
+    source = model
+    if float_layers and int16_layers:
         raise click.UsageError("--int16-layer does not go with --float-layer.")
-    if sixteen and "auto" in sixteen:
-        if sixteen != ["auto"]:
-            raise click.UsageError("--int16-layer auto goes alone.")
-        if not data:
-            raise click.UsageError("--int16-layer auto scans the model on --data (labelled).")
-        from tfcompress.debug import sensitivity
-
-        say(f"scanning {model}: every layer quantized alone, on {data}")
-        sixteen = sensitivity(model, data, "quantize", safe_mode=not unsafe).float_layers()
-        say(f"16-bit activations: {', '.join(sixteen) or 'none (int8 is within 1 point)'}")
+    chosen = _layers_or_scan(model, data, unsafe, float_layers, "--float-layer", "kept in float")
+    sixteen = _layers_or_scan(model, data, unsafe, int16_layers, "--int16-layer",
+                              "16-bit activations")
     repair = {"equalize": equalize, "bias_correction": bias_correction}
     calibrated = per_tensor_weights or weight_bits not in (None, 8) or any(repair.values())
     if chosen and calibrated:
         raise click.UsageError("--weight-bits, --per-tensor-weights, --equalize and "
                                "--bias-correction do not go with --float-layer.")
-    if chosen == ["auto"]:
-        if not data:
-            raise click.UsageError("--float-layer auto scans the model on --data (labelled).")
-        from tfcompress.debug import sensitivity
-
-        say(f"scanning {model}: every layer quantized alone, on {data}")
-        chosen = sensitivity(model, data, "quantize", safe_mode=not unsafe).float_layers()
-        say(f"kept in float: {', '.join(chosen) or 'none (int8 is within 1 point)'}")
-    elif chosen and "auto" in chosen:
-        raise click.UsageError("--float-layer auto goes alone.")
     post = _postprocess(detection_postprocess, score_threshold, iou_threshold, max_detections)
     if calibrated:
         model, data = _calibrated(model, data, output, quantization, target,
@@ -137,6 +118,24 @@ def export_command(model, output, quantization, data, target, integer_io, calibr
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))
     if report.npu is not None and not as_json:
         click.echo("\n" + report.npu.op_table())
+
+
+def _layers_or_scan(model, data, unsafe, names, option, what):
+    """The layer names given to `option`, or for `auto` the layers a quantize sensitivity
+    scan of `model` on `data` picks while int8 would lose more than 1 point."""
+    names = list(names) or None
+    if names is None or "auto" not in names:
+        return names
+    if names != ["auto"]:
+        raise click.UsageError(f"{option} auto goes alone.")
+    if not data:
+        raise click.UsageError(f"{option} auto scans the model on --data (labelled).")
+    from tfcompress.debug import sensitivity
+
+    say(f"scanning {model}: every layer quantized alone, on {data}")
+    chosen = sensitivity(model, data, "quantize", safe_mode=not unsafe).float_layers()
+    say(f"{what}: {', '.join(chosen) or 'none (int8 is within 1 point)'}")
+    return chosen
 
 
 def _calibrated(model, data, output, quantization, target, samples, weight_bits, per_tensor,
