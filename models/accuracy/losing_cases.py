@@ -1,8 +1,9 @@
 """Where post-training quantization really loses accuracy, and what wins it back.
 
 Each network (the reference CNN and DS-CNN on the MNIST digits, ResNet-8 on `shapes` at 32 x
-32, MobileNetV2 0.35 and MobileNetV1 0.25 on `shapes` at 96 x 96) is trained until its validation accuracy stops improving (early stopping on
-images held out of its training part, best weights kept), then quantized after training in
+32, MobileNetV2 0.35 and MobileNetV1 0.25 on `shapes` at 96 x 96) is trained until its
+validation accuracy stops improving (early stopping on images held out of its training part,
+best weights kept), then quantized after training in
 the settings users ask for: int8 with per-channel weights calibrated on 200, 8 and 1
 training images; per-tensor weights; int4 weights. Every file is scored in LiteRT on test
 images no step saw. A setting that loses at least 2 points against float32 is a losing
