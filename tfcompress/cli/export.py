@@ -69,7 +69,7 @@ from tfcompress.cli._common import (
                    "depthwise layers with unequal channels.")
 @click.option("--bias-correction", is_flag=True,
               help="Post-training int8 of a float model: take out of each layer's bias the "
-                   "mean shift quantization causes in its output on --data.")
+                   "mean error its rounded weights cause in its output on --data.")
 @click.option("--detection-postprocess", is_flag=True,
               help="A detector (with its anchors): end the file with "
                    "TFLite_Detection_PostProcess (decoding and non-maximum suppression), which "

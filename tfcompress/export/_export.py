@@ -146,7 +146,7 @@ def to_tflite(
             `representative_data` (`tfcompress.quantization.calibrate_ranges`, percentile
             99.99). Defaults to `False`.
         bias_correction: For a post-training `int8` export of a float model: each layer's
-            bias takes out the mean shift quantization causes in its output on the
+            bias takes out the mean error its rounded weights cause in its output on the
             calibration images (ranges as for `equalize`). Defaults to `False`.
         int16_layers: For a post-training `int8` export of a float model: Keras layer names
             (`fnmatch` patterns) whose ops run with 16-bit activations and int8 weights

@@ -73,9 +73,9 @@ def calibrate_ranges(
             reaches one next weight layer through ReLU, pooling or padding, their channels
             are rescaled to equal weight ranges (the function is unchanged). For per-tensor
             weights and depthwise layers with unequal channels. Defaults to `False`.
-        bias_correction: After the ranges are set, each layer's bias takes out the mean
-            shift that quantization causes in its output, measured on the calibration images.
-            Defaults to `False`.
+        bias_correction: After the ranges are set, each layer's bias takes out the mean error
+            its rounded weights cause in its output, measured on the calibration images as
+            they reach it in the quantized model. Defaults to `False`.
 
     Returns:
         A new model with learned (fixed) ranges, ready for int8 export.
