@@ -106,7 +106,6 @@ def qat_command(model, data, output, epochs, batch_size, learning_rate, keras_ou
         f"{report.size_bytes:,} bytes, integer-only: {report.integer_only}; saved {output}"
     )
     if report.weight_bits.get(4):
-        click.echo(f"weights: {report.weight_bits[4]} tensors int4 (packed), "
-                   f"{report.weight_bits.get(8, 0)} int8")
+        click.echo(report.weights_line)
     if report.npu is not None:
         click.echo(str(report.npu))

@@ -200,7 +200,7 @@ def to_tflite(
     workdir = os.path.dirname(os.path.abspath(path))
     if int16_layers:
         calib = _mixed_calibration(model, quantization, representative_data, float_layers,
-                                   post, target, num_calibration_samples, int16_layers)
+                                   post, target, num_calibration_samples)
         os.makedirs(workdir, exist_ok=True)
         from tfcompress.export._mixed import quantize_mixed
 
@@ -246,27 +246,35 @@ def to_tflite(
         **{"npu" if _targets.is_npu(target) else "micro": measured})
 
 
-def _mixed_calibration(model: Any, quantization: str, data: Any, float_layers: Any,
-                       post: Any, target: str, samples: int, int16_layers: Any) -> np.ndarray:
-    """The calibration images of an export with 16-bit layers, after one line for anything
-    that does not go with it."""
+def _post_training_only(asked: str, model: Any, quantization: str, float_layers: Any,
+                        data: Any) -> None:
+    """One line where `asked` (an option of post-training int8 of a float Keras model, on
+    representative data) meets an export it does not go with."""
     from tfcompress.quantization import is_quantize_aware
 
     if quantization != "int8":
-        raise ValueError(f"int16_layers applies to an 'int8' export, got {quantization!r}.")
+        raise ValueError(f"{asked} applies to an 'int8' export, got {quantization!r}.")
     if isinstance(model, str) or is_quantize_aware(model):
-        raise ValueError("int16_layers applies to post-training quantization of a float Keras "
-                         "model (a quantization-aware model is built for one width: "
-                         "quantize_aware(activation_bits=...)).")
-    if float_layers or post is not None:
-        raise ValueError("int16_layers does not go with "
-                         f"{'float_layers' if float_layers else 'detection_postprocess'}.")
+        raise ValueError(f"{asked} applies to post-training quantization of a float Keras "
+                         "model; a quantization-aware model is fixed by its training (and a "
+                         "SavedModel cannot be rewritten).")
+    if float_layers:
+        raise ValueError(f"{asked} does not go with float_layers.")
+    if data is None:
+        raise ValueError(f"{asked} measures the model on representative_data (on the command "
+                         "line --data); pass a few hundred training images.")
+
+
+def _mixed_calibration(model: Any, quantization: str, data: Any, float_layers: Any,
+                       post: Any, target: str, samples: int) -> np.ndarray:
+    """The calibration images of an export with 16-bit layers, after one line for anything
+    that does not go with it."""
+    _post_training_only("int16_layers", model, quantization, float_layers, data)
+    if post is not None:
+        raise ValueError("int16_layers does not go with detection_postprocess.")
     if _targets.is_npu(target):
         raise ValueError(f"int16_layers runs on litert, litert-reference and tflm; {target} "
                          "takes one activation width (export int8 or int16x8).")
-    if data is None:
-        raise ValueError("int16_layers calibrates activation ranges on representative_data "
-                         "(on the command line --data).")
     calib = calibration_arrays(data, samples)
     warn_if_out_of_range(model, calib)
     return calib
@@ -276,20 +284,10 @@ def _repaired(model: Any, quantization: str, data: Any, samples: int, float_laye
               equalize: bool, bias_correction: bool) -> Any:
     """The float `model` equalized and/or bias-corrected, as a calibrated quantization-aware
     model; one line where the export cannot take that route."""
-    from tfcompress.quantization import calibrate_ranges, is_quantize_aware
+    from tfcompress.quantization import calibrate_ranges
 
     asked = "equalize" if equalize else "bias_correction"
-    if quantization != "int8":
-        raise ValueError(f"{asked} applies to an 'int8' export, got {quantization!r}.")
-    if isinstance(model, str) or is_quantize_aware(model):
-        raise ValueError(f"{asked} applies to post-training quantization of a float Keras "
-                         "model; a quantization-aware model's weights are set by its training "
-                         "(and a SavedModel cannot be rewritten).")
-    if float_layers:
-        raise ValueError(f"{asked} does not go with float_layers.")
-    if data is None:
-        raise ValueError(f"{asked} measures the model on representative_data (on the command "
-                         "line --data); pass a few hundred training images.")
+    _post_training_only(asked, model, quantization, float_layers, data)
     return calibrate_ranges(model, data, num_samples=samples, equalize=equalize,
                             bias_correction=bias_correction)
 
@@ -397,9 +395,9 @@ def _plan(model: Any, quantization: str, data: Any, allow_float: bool, float_lay
                 "export keeps them float through post-training quantization of the trained "
                 "weights, which needs representative_data (on the command line --data).")
         from tfcompress.quantization import strip_fake_quant
-        from tfcompress.quantization._transform import weight_bits
+        from tfcompress.quantization._transform import four_bit_layers
 
-        four = [name for name, bits in weight_bits(model).items() if bits == 4]
+        four = four_bit_layers(model)
         if four:
             raise ValueError(
                 f"The quantization-aware model keeps {', '.join(kept_float)} in float, which "

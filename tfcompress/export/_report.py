@@ -55,6 +55,13 @@ class ExportReport:
             "int16_ops": self.int16_ops,
         }
 
+    @property
+    def weights_line(self) -> str:
+        """How many weight tensors are int4 and int8, e.g. `weights: 6 tensors int4 (packed),
+        0 int8`."""
+        return (f"weights: {self.weight_bits.get(4, 0)} tensors int4 (packed), "
+                f"{self.weight_bits.get(8, 0)} int8")
+
     def __str__(self) -> str:
         ops = ", ".join(f"{k} x{v}" for k, v in self.op_counts.items())
         kind = "integer-only" if self.integer_only else "has float compute"
@@ -67,8 +74,7 @@ class ExportReport:
             text += (f"\n16-bit activations in {self.int16_ops} op"
                      f"{'' if self.int16_ops == 1 else 's'}, int8 elsewhere")
         if self.weight_bits.get(4):
-            text += (f"\nweights: {self.weight_bits[4]} tensors int4 (packed), "
-                     f"{self.weight_bits.get(8, 0)} int8")
+            text += "\n" + self.weights_line
         if self.agreement is not None:
             runtime = _targets.runtime(_targets.get(self.target).interpreter)
             if self.agreement_kind == "detections":

@@ -86,8 +86,7 @@ def _next_weight_layer(graph: _graph.Graph, node: Any) -> tuple[Any | None, str]
         if user is None:
             return None, "its output goes to more than one layer or leaves the model"
         op = user.operation
-        if isinstance(op, (QuantConv, QuantDense)) or (
-                isinstance(op, QuantDepthwiseConv2D)):
+        if isinstance(op, (QuantConv, QuantDense, QuantDepthwiseConv2D)):
             return op, ""
         if isinstance(op, _L.ReLU) and op.max_value is None and not op.negative_slope:
             tensor = user.outputs[0]

@@ -555,7 +555,7 @@ def quantize_aware(
     bits = _WeightBits(weight_bits, activation_bits)
     _require_functional(model, "quantize_aware")
     if target is not None:
-        from tfcompress import _targets, _tflite
+        from tfcompress import _tflite
 
         _tflite.check_target(target)
         if _targets.is_npu(target):
@@ -604,10 +604,15 @@ def weight_bits(model: Any) -> dict[str, int]:
             if isinstance(layer, QUANT_LAYERS) and hasattr(layer, "weight_bits")}
 
 
+def four_bit_layers(model: Any) -> list[str]:
+    """The layers of a quantization-aware model with 4-bit weights."""
+    return [name for name, bits in weight_bits(model).items() if bits == 4]
+
+
 def check_weight_bits(model: keras.Model, quantization: str, target: str) -> None:
     """One line, naming the layer, where a quantization-aware model's 4-bit weights cannot
     reach the file or run on the target."""
-    four = [name for name, bits in weight_bits(model).items() if bits == 4]
+    four = four_bit_layers(model)
     if not four:
         return
     if quantization != "int8":
