@@ -50,6 +50,24 @@ def compare_engines(script: str, args: list[str], engine: str, cfg: dict, out: s
     print(markdown(cfg, ours, ref))
 
 
+# Every baseline a script compares against is trained until its validation accuracy stops
+# improving (as make_card.py does): a fixed, short training leaves it undertrained, and the
+# fine-tuning of a compressed copy then "gains" points by finishing that training.
+MAX_EPOCHS, PATIENCE, FIRST_CHECK = 80, 6, 5
+
+
+def fit_converged(model, train: tuple, val: tuple, callbacks_module, *, batch_size: int = 64,
+                  callbacks: tuple = (), max_epochs: int = MAX_EPOCHS) -> int:
+    """Fits `model` on `train` (x, y) until its accuracy on `val` (x, y) has not improved for
+    PATIENCE epochs, keeps its best weights and returns the epochs run. `callbacks_module`
+    is `keras.callbacks` or, in a tfmot process, `tf_keras.callbacks`."""
+    stop = callbacks_module.EarlyStopping(monitor="val_accuracy", mode="max", patience=PATIENCE,
+                                          restore_best_weights=True, start_from_epoch=FIRST_CHECK)
+    history = model.fit(train[0], train[1], validation_data=val, epochs=max_epochs,
+                        batch_size=batch_size, verbose=0, callbacks=[stop, *callbacks])
+    return len(history.history["loss"])
+
+
 def trained_mobilenet_v2(seed: int, epochs: int = 12) -> tuple[Any, Any, Any, Any]:
     """`(full, train, val, model)`: `shapes` at 96 x 96 (2,000 images), its training part with
     validation images held out, and MobileNetV2 (alpha 0.35) trained on it for `epochs`."""

@@ -26,6 +26,8 @@ class Target:
             `None`: the target itself.
         quantizations: The quantization modes the target takes. Defaults to `None`: all.
         device_options: The keyword arguments of `to_tflite` its device module takes.
+        shared_zero_points: The file keeps one copy of each distinct zero-point vector, as
+            every tensor's own copy costs flash (a device's file is read in place).
     """
 
     name: str
@@ -37,6 +39,7 @@ class Target:
     runs_on: str | None = None
     quantizations: tuple[str, ...] | None = None
     device_options: tuple[str, ...] = ()
+    shared_zero_points: bool = False
 
     @property
     def interpreter(self) -> str:
@@ -52,7 +55,8 @@ REGISTRY: dict[str, Target] = {t.name: t for t in (
     Target("litert-reference", "LiteRT reference kernels"),
     # TensorFlow Lite for Microcontrollers (the `micro` extra): C++ sources beside the file
     Target("tflm", "TFLite Micro", fixed_batch=True, integer_io=True, device="_micro",
-           needs=("tflite_micro", "micro"), device_options=("max_flash", "max_ram")),
+           needs=("tflite_micro", "micro"), device_options=("max_flash", "max_ram"),
+           shared_zero_points=True),
 )}
 # Arm Ethos-U NPUs: one target per accelerator configuration Arm's Vela compiles for
 # (`ethos-u55-128`, ...; the `npu` extra), read from Vela itself when a name is checked.

@@ -132,10 +132,11 @@ def markdown(result: dict) -> str:
               "same for every variant. Test images: held out from all training; the baseline "
               "stops when the accuracy on validation images held out of its training part "
               "stops improving (patience 4, best weights kept). Model bytes: the file (flash); "
-              "weight bytes: its int8 and int4 weight tensors alone. The rest is the graph, "
-              "int32 biases and 12 bytes of scale and zero point per output channel, which "
-              "4-bit weights do not shrink. Arena: TFLite Micro unpacks int4 kernels into a "
-              "scratch buffer, so RAM grows by the largest unpacked kernel.", ""]
+              "weight bytes: its int8 and int4 weight tensors alone. The rest, which 4-bit "
+              "weights do not shrink, is the graph, the int32 biases and a float32 scale per "
+              "channel of every weight and bias (the all-zero zero points are one shared "
+              "vector per channel count in a `tflm` file). Arena: TFLite Micro unpacks int4 "
+              "kernels into a scratch buffer, so RAM grows by the largest unpacked kernel.", ""]
     return "\n".join(lines)
 
 

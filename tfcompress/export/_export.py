@@ -23,6 +23,7 @@ from tfcompress.export._convert import (
     fixed_batch,
     warn_if_out_of_range,
 )
+from tfcompress.export._fixups import share_zero_points
 from tfcompress.export._report import ExportReport
 from tfcompress.export._verify import agreement, check_float_ops
 
@@ -223,6 +224,8 @@ def to_tflite(
         content = _metadata.add_anchors(content, anchors)
     content = _metadata.add(content, file_preprocessing(model, preprocessing, check), names,
                             _channels(model), pack_labels=device is None)
+    if spec.shared_zero_points and device is not None:  # no label archive after the model
+        content = share_zero_points(content)
     summary = _tflite.summarize(_tflite.interpreter(content))
     float_ops = check_float_ops(model, summary, quantization, float_layers, allow_float)
     measured = None if device is None else device.measure(content, target, summary,
