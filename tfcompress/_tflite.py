@@ -64,7 +64,9 @@ def interpreter(model: "str | os.PathLike | bytes", num_threads: int = 1,
     """Creates an allocated interpreter for a `.tflite` path or its bytes on `target`: a
     LiteRT interpreter, or for `tflm` an object with the same calls (details, set_tensor,
     invoke, get_tensor) running TFLite Micro. `preserve_all_tensors` keeps every intermediate
-    tensor readable after `invoke` (reference kernels, no delegate: for debugging)."""
+    tensor readable after `invoke` (reference kernels, no delegate: for debugging; LiteRT's
+    optimized builtin kernels, still without a delegate, where the reference kernels lack an
+    op, such as an int4 DEPTHWISE_CONV_2D)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     check_target(target)
@@ -81,21 +83,26 @@ def interpreter(model: "str | os.PathLike | bytes", num_threads: int = 1,
         if not os.path.isfile(path):
             raise ValueError(f"No .tflite file at {path}. Check the path, or export one first.")
         what, kwargs = path, {"model_path": path}
-    try:
-        if preserve_all_tensors:
-            import warnings
+    resolvers = [resolver]
+    if preserve_all_tensors:
+        import warnings
 
-            resolver = OpResolverType.BUILTIN_REF
-            kwargs["experimental_preserve_all_tensors"] = True
-            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
-        interp = Interpreter(num_threads=num_threads, experimental_op_resolver_type=resolver,
-                             **kwargs)
-        interp.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        detail = " ".join(str(e).split())[:300]
-        raise ValueError(f"{what} is not a valid .tflite model that LiteRT can run ({detail})."
-                         ) from None
-    return interp
+        resolvers = [OpResolverType.BUILTIN_REF, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES]
+        kwargs["experimental_preserve_all_tensors"] = True
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+    for i, resolver in enumerate(resolvers):
+        try:
+            interp = Interpreter(num_threads=num_threads, experimental_op_resolver_type=resolver,
+                                 **kwargs)
+            interp.allocate_tensors()
+            return interp
+        except (ValueError, RuntimeError) as e:
+            detail = " ".join(str(e).split())[:300]
+            if i + 1 < len(resolvers) and "Didn't find op" in detail:
+                continue  # an op the reference kernels lack: the builtin kernels have it
+            raise ValueError(f"{what} is not a valid .tflite model that LiteRT can run "
+                             f"({detail}).") from None
+    raise AssertionError("unreachable")  # the last resolver returns or raises
 
 
 def read_model(path: "str | os.PathLike") -> bytes:

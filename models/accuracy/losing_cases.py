@@ -16,6 +16,9 @@ case; for each, the remedies tfcompress has are tried and scored the same way:
 - `float_layers="auto"` (int8 cases): the layers a quantize sensitivity scan picks, in float;
   and the same layers at 16-bit activations instead (`int16_layers=`);
 - int4 cases: depthwise layers at 8 bits; the layers an `int4` scan picks within one point;
+  the layers `tfcompress debug` (`layer_errors` on the plain int4 file against the float
+  model) blames most, as many kept at 8 bits as the scan keeps (`float_layers` and
+  `int16_layers` keep 8-bit weights' activations wider, which is not what int4 loses);
 - quantization-aware training in the same setting (2 epochs, Adam 1e-4).
 
     python models/accuracy/losing_cases.py                  # all networks, ~50 min, 2 cores
@@ -172,6 +175,17 @@ def run_network(key: str, folder: Path) -> dict:
             chosen = int4_scan.int4_layers(0.01)
             row["remedies"][f"int4 auto ({len(chosen)} of {len(int4_scan.layers)} layers)"] = (
                 score(stats(samples, weight_bits=chosen or 8), f"{tag}_auto4"))
+            # The debugger on the plain int4 file: the weighted layers behind the tensors
+            # that add the most error, as many at 8 bits as the scan keeps there.
+            plain = folder / f"{key}_{tag}_plain.tflite"
+            tfc.export.to_tflite(stats(samples, **options)(), plain, "int8")
+            errors = tfc.debug.layer_errors(model, plain, val[0], num_samples=64)
+            worst = errors.culprits(max(1, len(int4_scan.layers) - len(chosen)))
+            row["debug"] = [e.to_dict() for e in errors.worst(5)]
+            row["remedies"][f"debugger's {len(worst)} worst layers at 8 bits "
+                            f"({', '.join(worst[:4])}{', ...' if len(worst) > 4 else ''})"] = (
+                score(stats(samples, weight_bits={**{n: 8 for n in worst}, "*": 4}),
+                      f"{tag}_debug8"))
         if not options:  # int8: the layers a sensitivity scan picks, kept in float
             if scan is None:
                 scan = tfc.debug.sensitivity(model, (val[0], val[1]), "quantize")

@@ -37,6 +37,26 @@ def test_a_post_training_file_matches_every_layer_closely(trained_cnn, mnist, pt
     assert "relu1" in str(errors)
 
 
+def test_a_post_training_int4_file_is_compared_with_the_float_model(trained_cnn, mnist,
+                                                                   ptq_file, tmp_path):
+    # `export --weight-bits 4` of a float model goes through its quantization-aware copy
+    # (layers `<name>_quant`, BatchNorm and ReLU folded in), and int4 depthwise has no
+    # reference kernel: the debugger still matches every layer of the float model.
+    q = tfc.quantization.calibrate_ranges(trained_cnn, mnist.x_train[:64], weight_bits=4)
+    path = tmp_path / "int4.tflite"
+    to_tflite(q, path, "int8")
+    int4 = layer_errors(trained_cnn, path, mnist, num_samples=32)
+    int8 = layer_errors(trained_cnn, ptq_file, mnist, num_samples=32)
+    assert int4.unmatched == () and [e.layer for e in int4.layers][:3] == ["relu1", "pool1",
+                                                                           "relu2"]
+    assert set(int4.layers[0].fused) == {"conv1", "bn1", "relu1"}
+    snr4 = {e.layer: e.snr_db for e in int4.layers}
+    snr8 = {e.layer: e.snr_db for e in int8.layers}
+    assert snr4.keys() == snr8.keys()
+    assert all(snr4[n] < snr8[n] - 6 for n in ("relu1", "relu3", "logits"))  # 4 bits fewer
+    assert set(int4.culprits(2)) <= {"conv1", "dw2", "pw2", "conv4", "fc1", "logits"}
+
+
 def test_the_layer_with_a_bad_range_is_named_first(trained_cnn, mnist, tmp_path):
     # One outlier in fc1's kernel: Dense weights share one int8 scale, so every other
     # weight of fc1 is rounded to a few levels. The debugger must put fc1 on top.

@@ -156,6 +156,7 @@ def _match(interp: Any, calls: list[Any], model: Any) -> dict[str, tuple[int, tu
     """Keras layer name -> (tensor index, fused layer names) for the file's op outputs."""
     layer_calls = [(op, out) for op, out, _ in calls if isinstance(op, keras.layers.Layer)]
     order = {op.name: i for i, (op, _) in enumerate(layer_calls)}
+    wrapped = _quant_names(calls)
     shapes = {op.name: tuple(out.shape[1:]) for op, out in layer_calls}
     details = {d["index"]: d for d in interp.get_tensor_details()}
     graph_outputs = [d["index"] for d in interp.get_output_details()]
@@ -170,8 +171,9 @@ def _match(interp: Any, calls: list[Any], model: Any) -> dict[str, tuple[int, tu
             continue
         for index in op["outputs"]:
             detail = details[index]
-            candidates = [n for n in dict.fromkeys(_tflite.layer_names_in(detail["name"]))
-                          if n in order]
+            candidates = [n for n in dict.fromkeys(
+                m for n in _tflite.layer_names_in(detail["name"]) for m in
+                ([n] if n in order else wrapped.get(n, []))) if n in order]
             output_index = feeds_output.get(index, index)
             if output_index in graph_outputs and len(output_layers) > graph_outputs.index(
                     output_index):
@@ -185,6 +187,29 @@ def _match(interp: Any, calls: list[Any], model: Any) -> dict[str, tuple[int, tu
             if name not in found or integer or not found[name][2]:
                 found[name] = (index, tuple(sorted(candidates, key=order.get)), integer)
     return {k: (v[0], v[1]) for k, v in found.items()}
+
+
+def _quant_names(calls: list[Any]) -> dict[str, list[str]]:
+    """For a file exported from the model's quantization-aware copy (`calibrate_ranges`:
+    post-training int4, per-tensor or equalized files): each wrapper's name in the copy
+    (`<layer>_quant`) -> the model's layers it computes: the layer and the BatchNormalization
+    and activation layers that alone read its output, which the copy folds into it."""
+    kinds = (keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation)
+    layers = {op.name: op for op, _, _ in calls if isinstance(op, keras.layers.Layer)}
+    readers: dict[str, list[str]] = {}
+    for op, _, ins in calls:
+        for name in ins:
+            readers.setdefault(name, []).append(getattr(op, "name", ""))
+    wrapped = {}
+    for name in layers:
+        chain = [name]
+        while len(readers.get(chain[-1], [])) == 1 and isinstance(
+                layers.get(readers[chain[-1]][0]), kinds):
+            chain.append(readers[chain[-1]][0])
+        for suffix in ("_quant", "_dw_quant"):
+            if name + suffix not in layers:
+                wrapped[name + suffix] = chain
+    return wrapped
 
 
 # A kernel whose output channels point the same way in the file (|cosine|, which BatchNorm
