@@ -1,7 +1,8 @@
 """Channel pruning + shrink against unstructured pruning, measured in LiteRT in one run.
 
 For one reference model (the `mnist` CNN, or MobileNetV2(alpha=0.35) on `shapes` at 96x96):
-1. train the dense model;
+1. train the dense model until its accuracy on validation images held out of the training
+   part stops improving (best weights kept);
 2. one-shot channel mask (no training) + shrink: outputs compared with the masked model, and
    accuracy before any fine-tuning;
 3. channel pruning while fine-tuning (`prune(..., granularity="channel", shrink=True)`),
@@ -18,17 +19,19 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SETTINGS = {
-    "cnn": {"data": "mnist", "folder": "mnist_cnn", "epochs": 5, "sparsity": 0.5,
+    "cnn": {"data": "mnist", "folder": "mnist_cnn", "sparsity": 0.5,
             "prune_epochs": 4, "finetune_epochs": 2, "learning_rate": 1e-3, "batch_size": 64,
             "round_to": 8},
-    "mobilenetv2": {"data": "shapes", "folder": "mobilenetv2_shapes", "epochs": 15,
+    "mobilenetv2": {"data": "shapes", "folder": "mobilenetv2_shapes",
                     "sparsity": 0.4, "prune_epochs": 4, "finetune_epochs": 2,
                     "learning_rate": 3e-3, "batch_size": 32, "image_size": 96,
                     "num_samples": 3000, "round_to": 8},
@@ -45,6 +48,7 @@ def main() -> None:
 
     import keras
     import numpy as np
+    from _shared import fit_converged
 
     import tfcompress as tfc
     from tfcompress import _training
@@ -58,18 +62,20 @@ def main() -> None:
     )
 
     extra = {k: cfg[k] for k in ("image_size", "num_samples") if k in cfg}
-    ds = tfc.data.load(cfg["data"], seed=args.seed, **extra)
+    ds, val = tfc.data.load(cfg["data"], seed=args.seed, **extra).hold_out(0.15, args.seed)
     keras.utils.set_random_seed(args.seed)
     build = reference_cnn if args.model == "cnn" else reference_mobilenet_v2
     dense = compile_for_classification(build(ds.input_shape, ds.num_classes),
                                        cfg["learning_rate"])
     bs = cfg["batch_size"]
-    dense.fit(ds.x_train, ds.y_train, epochs=cfg["epochs"], batch_size=bs, verbose=2)
+    dense_epochs = fit_converged(dense, (ds.x_train, ds.y_train), val, keras.callbacks,
+                                 batch_size=bs)
     acc = _training.accuracy
     out: dict = {"model": args.model, "data": str(ds), "settings": cfg,
                  "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                  "versions": {"tensorflow": __import__("tensorflow").__version__,
                               "keras": keras.__version__},
+                 "dense_epochs": dense_epochs,
                  "accuracy_dense": acc(dense, ds.x_test, ds.y_test)}
     print("dense", out["accuracy_dense"], flush=True)
 
@@ -142,7 +148,9 @@ def _markdown(r: dict) -> str:
         f"{r['versions']['keras']}). Data: {r['data']}. LiteRT, 1 thread, all models timed in "
         "the same run.",
         "",
-        f"- Dense: {r['dense_params']:,} parameters, {100 * r['accuracy_dense']:.2f} %.",
+        f"- Dense: {r['dense_params']:,} parameters, {100 * r['accuracy_dense']:.2f} % "
+        f"({r['dense_epochs']} epochs: trained until its accuracy on held-out validation "
+        "images stopped improving).",
         f"- {100 * s['sparsity']:.0f} % of channels, one-shot (no training) then shrink: "
         f"{r['shrink']['params_after']:,} parameters ({r['shrink']['param_ratio']:.2f}x), MACs "
         f"{r['shrink']['mac_ratio']:.2f}x; largest output difference to the masked model "

@@ -2,7 +2,9 @@
 
 1. Distillation: a teacher (reference CNN, width 2) and a student (width 0.5, under 1/4 of the
    teacher's parameters). For each seed the student starts from the same initial weights and
-   trains for the same epochs, once from the labels only and once distilled.
+   trains once from the labels only and once distilled. Every model here (teacher, students,
+   the factorized CNN's base) trains until its accuracy on validation images held out of the
+   training part stops improving (best weights kept).
 2. Teacher outputs computed per batch vs once (`precompute_teacher`): fit time ratio.
 3. Factorization: the reference CNN (width 1) with `rank_ratio`, fine-tuned one epoch; int8
    export checked integer-only; LiteRT latency of the original and the factorized model.
@@ -17,26 +19,26 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # models/, for _shared
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--teacher-epochs", type=int, default=10)
-    parser.add_argument("--student-epochs", type=int, default=10)
-    parser.add_argument("--base-epochs", type=int, default=5)
     parser.add_argument("--rank-ratio", type=float, default=0.25)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
 
     import keras
+    from _shared import fit_converged
 
     import tfcompress as tfc
     from tfcompress import _training
@@ -48,8 +50,11 @@ def main() -> None:
     from tfcompress.quantization import train_quantized
     from tfcompress.reference import compile_for_classification, reference_cnn
 
-    ds = tfc.data.load("mnist")
+    ds, val = tfc.data.load("mnist").hold_out(0.15, seed=0)
     x, y = ds.x_train, ds.y_train
+
+    def converge(model) -> int:
+        return fit_converged(model, (x, y), val, keras.callbacks)
     acc = _training.accuracy
     tmp = Path(tempfile.mkdtemp(prefix="tfc-distill-"))
     results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -60,7 +65,7 @@ def main() -> None:
     # 1. distillation vs scratch --------------------------------------------------------------
     keras.utils.set_random_seed(100)
     teacher = compile_for_classification(reference_cnn(width=2, name="teacher"))
-    teacher.fit(x, y, epochs=args.teacher_epochs, batch_size=64, verbose=0)
+    teacher_epochs = converge(teacher)
     t_acc = acc(teacher, ds.x_test, ds.y_test)
     rows = []
     students = {}
@@ -71,21 +76,22 @@ def main() -> None:
         scratch.set_weights(init)
         compile_for_classification(scratch)
         keras.utils.set_random_seed(seed)
-        scratch.fit(x, y, epochs=args.student_epochs, batch_size=64, verbose=0)
+        scratch_epochs = converge(scratch)
         student = reference_cnn(width=0.5, name="student")
         student.set_weights(init)
         keras.utils.set_random_seed(seed)
         d = Distiller(teacher, student, temperature=4.0, alpha=0.1, precompute_teacher=True)
         d.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"])
-        d.fit(x, y, epochs=args.student_epochs, batch_size=64, verbose=0)
+        distilled_epochs = converge(d)
         rows.append({"seed": seed, "scratch": acc(scratch, ds.x_test, ds.y_test),
-                     "distilled": acc(student, ds.x_test, ds.y_test)})
+                     "distilled": acc(student, ds.x_test, ds.y_test),
+                     "scratch_epochs": scratch_epochs, "distilled_epochs": distilled_epochs})
         students[seed] = student
         print(f"seed {seed}: {rows[-1]}", flush=True)
     results["distillation"] = {
         "teacher_params": teacher.count_params(), "student_params": students[0].count_params(),
         "param_ratio": round(students[0].count_params() / teacher.count_params(), 4),
-        "teacher_accuracy": t_acc, "seeds": rows,
+        "teacher_accuracy": t_acc, "teacher_epochs": teacher_epochs, "seeds": rows,
         "scratch_mean": statistics.mean(r["scratch"] for r in rows),
         "distilled_mean": statistics.mean(r["distilled"] for r in rows),
         "temperature": 4.0, "alpha": 0.1,
@@ -110,7 +116,7 @@ def main() -> None:
     # 3. factorization ------------------------------------------------------------------------
     keras.utils.set_random_seed(0)
     base = compile_for_classification(reference_cnn())
-    base.fit(x, y, epochs=args.base_epochs, batch_size=64, verbose=0)
+    base_epochs = converge(base)
     fac, report = factorize(base, rank_ratio=args.rank_ratio, return_report=True)
     _training.compile_like(fac, base)
     fac_acc0 = acc(fac, ds.x_test, ds.y_test)
@@ -125,6 +131,7 @@ def main() -> None:
              for k, e in exports.items()}
     results["factorization"] = {
         "report": report.to_dict(), "accuracy_base": acc(base, ds.x_test, ds.y_test),
+        "base_epochs": base_epochs,
         "accuracy_factorized_before_finetune": fac_acc0,
         "accuracy_factorized_after_1_epoch": acc(fac, ds.x_test, ds.y_test),
         "int8_integer_only": exports["factorized_int8"].integer_only,
@@ -170,6 +177,8 @@ def _slim(d: dict) -> dict:
 
 
 def _markdown(r: dict) -> str:
+    from _shared import PATIENCE
+
     d, p, f, s = r["distillation"], r["precompute"], r["factorization"], r["student_pipeline"]
     lines = [
         "# Distillation and low-rank factorization on mnist",
@@ -178,16 +187,19 @@ def _markdown(r: dict) -> str:
         f"(TensorFlow {r['versions']['tensorflow']}, Keras {r['versions']['keras']}). "
         "Accuracy is on the 1,000 held-out test images.",
         "",
-        "## Distillation (same initial weights, same epochs)",
+        "## Distillation (same initial weights, each trained to convergence)",
         "",
         f"Teacher: reference CNN width 2, {d['teacher_params']:,} parameters, "
-        f"{100 * d['teacher_accuracy']:.2f} %. Student: width 0.5, {d['student_params']:,} "
-        f"parameters ({d['param_ratio']:.3f}x the teacher). T = {d['temperature']}, "
-        f"alpha = {d['alpha']}, {r['settings']['student_epochs']} epochs.",
+        f"{100 * d['teacher_accuracy']:.2f} % ({d['teacher_epochs']} epochs). Student: width "
+        f"0.5, {d['student_params']:,} parameters ({d['param_ratio']:.3f}x the teacher). "
+        f"T = {d['temperature']}, alpha = {d['alpha']}. Every model trains until its accuracy "
+        "on validation digits held out of the training part has not improved for "
+        f"{PATIENCE} epochs (best weights kept).",
         "",
-        "| seed | scratch | distilled |",
+        "| seed | scratch (epochs) | distilled (epochs) |",
         "|---|---|---|",
-        *[f"| {row['seed']} | {100 * row['scratch']:.2f} % | {100 * row['distilled']:.2f} % |"
+        *[f"| {row['seed']} | {100 * row['scratch']:.2f} % ({row['scratch_epochs']}) | "
+          f"{100 * row['distilled']:.2f} % ({row['distilled_epochs']}) |"
           for row in d["seeds"]],
         f"| **mean** | **{100 * d['scratch_mean']:.2f} %** | "
         f"**{100 * d['distilled_mean']:.2f} %** |",
@@ -198,7 +210,8 @@ def _markdown(r: dict) -> str:
         "",
         "## Low-rank factorization (reference CNN, 1 epoch of fine-tuning)",
         "",
-        f"Parameters {f['report']['params_before']:,} -> {f['report']['params_after']:,} "
+        f"Base trained {f['base_epochs']} epochs. Parameters "
+        f"{f['report']['params_before']:,} -> {f['report']['params_after']:,} "
         f"({f['report']['param_ratio']:.2f}x), MACs {f['report']['mac_ratio']:.2f}x. Accuracy "
         f"{100 * f['accuracy_base']:.2f} % -> {100 * f['accuracy_factorized_before_finetune']:.2f}"
         f" % before fine-tuning -> {100 * f['accuracy_factorized_after_1_epoch']:.2f} % after. "
