@@ -12,7 +12,8 @@ case; for each, the remedies tfcompress has are tried and scored the same way:
 - ranges from activation statistics (`calibrate_ranges`, percentile 99.99 and MSE) instead of
   the converter's min/max;
 - cross-layer equalization and bias correction (`calibrate_ranges(equalize=True,
-  bias_correction=True)`), each alone and both;
+  bias_correction=True)`), each alone and both; AdaRound (`adaround=True`: each weight
+  rounded up or down as its layer's output needs);
 - `float_layers="auto"` (int8 cases): the layers a quantize sensitivity scan picks, in float;
   and the same layers at 16-bit activations instead (`int16_layers=`);
 - int4 cases: depthwise layers at 8 bits; the layers an `int4` scan picks within one point;
@@ -21,7 +22,7 @@ case; for each, the remedies tfcompress has are tried and scored the same way:
   `int16_layers` keep 8-bit weights' activations wider, which is not what int4 loses);
 - quantization-aware training in the same setting (2 epochs, Adam 1e-4).
 
-    python models/accuracy/losing_cases.py                  # all networks, ~50 min, 2 cores
+    python models/accuracy/losing_cases.py                  # all networks, ~60 min, 2 cores
     python models/accuracy/losing_cases.py --only cnn,dscnn
 """
 
@@ -155,12 +156,12 @@ def run_network(key: str, folder: Path) -> dict:
             row["remedies"][f"{method} ranges"] = score(
                 stats(samples, method, **options), f"{tag}_{method}")
         for repair in ({"equalize": True}, {"bias_correction": True},
-                       {"equalize": True, "bias_correction": True}):
+                       {"equalize": True, "bias_correction": True}, {"adaround": True}):
             label = " + ".join(k.replace("_", " ") for k in repair)
             try:
                 row["remedies"][label] = score(stats(samples, "percentile", **options,
-                                                     **repair), f"{tag}_{len(repair)}"
-                                               f"{'e' if 'equalize' in repair else 'b'}")
+                                                     **repair),
+                                               f"{tag}_{''.join(k[0] for k in repair)}")
             except ValueError as e:  # no pair to equalize
                 row["remedies"][label] = str(e).split(":")[0]
         if "weight_bits" in options:

@@ -16,7 +16,7 @@ from tfcompress import _io, _training
 from tfcompress.metrics import near_chance
 from tfcompress.pipeline import _steps
 from tfcompress.pipeline._measure import measure, metric_words
-from tfcompress.pipeline._recipe import SEARCHED, Step
+from tfcompress.pipeline._recipe import REPAIRS, SEARCHED, Step
 from tfcompress.pipeline._records import StepRecord
 from tfcompress.pipeline._search import search
 from tfcompress.pipeline._state import Run
@@ -191,6 +191,7 @@ def _export_settings(run: Run, step: Step, model: keras.Model, info: dict) -> di
     target = step.get("target")
     device = {"target": target, **{k: step.get(k) for k in _targets.get(target).device_options
                                    if step.get(k) not in (None, False)}}
+    device.update({k: True for k in REPAIRS if step.get(k)})
     float_layers = step.get("float_layers")
     if float_layers == "auto":
         float_layers = _auto_float_layers(run, model, info)

@@ -64,8 +64,11 @@ STEP_SETTINGS: dict[str, dict[str, Any]] = {
     "export": {"mode": EXPORT["quantization"], "target": EXPORT["target"], "max_flash": None,
                "max_ram": None, "float_layers": None, "system_config": None,
                "memory_mode": None, "allow_cpu_ops": False, "max_latency_ms": None,
-               "max_sram": None},
+               "max_sram": None, "equalize": False, "bias_correction": False,
+               "adaround": False},
 }
+# Export settings that repair post-training int8 of a float model (no qat step before).
+REPAIRS = ("equalize", "bias_correction", "adaround")
 # The setting a `search` varies, per step kind.
 SEARCHED = {"factorize": "energy", "distill": "channels", "prune": "sparsity"}
 OBJECTIVES = ("size", "latency")
@@ -208,7 +211,8 @@ RULES: dict[str, dict[str, Any]] = {
                "float_layers": _float_layers,
                "system_config": _name, "memory_mode": _name, "allow_cpu_ops": _flag,
                "max_latency_ms": _number(0, low_open=True, optional=True),
-               "max_sram": _number(1, integer=True, optional=True)},
+               "max_sram": _number(1, integer=True, optional=True),
+               "equalize": _flag, "bias_correction": _flag, "adaround": _flag},
 }
 
 # What each setting does, for the documentation (every key of RULES has one; a test checks).
@@ -258,7 +262,12 @@ MEANINGS: dict[str, dict[str, str]] = {
         "memory_mode": "Ethos-U: Vela's memory mode (null: Vela's default).",
         "allow_cpu_ops": "Ethos-U: accept ops Vela leaves to the CPU.",
         "max_latency_ms": "Ethos-U: keep only models Vela estimates at most this fast.",
-        "max_sram": "Ethos-U: keep only models that use at most this much SRAM (bytes)."},
+        "max_sram": "Ethos-U: keep only models that use at most this much SRAM (bytes).",
+        "equalize": "Post-training int8 (no qat step): cross-layer equalization first.",
+        "bias_correction": "Post-training int8 (no qat step): take each layer's mean "
+                           "rounding error out of its bias.",
+        "adaround": "Post-training int8 (no qat step): round each weight as its layer's "
+                    "output needs (AdaRound)."},
 }
 
 BUILTIN: dict[str, dict] = {
@@ -443,6 +452,12 @@ class Recipe:
                     "export float_layers keeps layers float in a post-training int8 export: it "
                     "needs mode int8, and a list of layers needs no qat step (with a qat step, "
                     "give float_layers to the qat step, or use auto).")
+        repairs = [k for k in REPAIRS if export is not None and export.get(k)]
+        if repairs and (export.get("mode") != "int8" or "qat" in kinds):
+            raise ValueError(
+                f"export {repairs[0]} repairs post-training int8 of a float model: it needs "
+                "mode int8 and no qat step (the qat step's model is exported as trained). "
+                f"Drop the qat step or {repairs[0]}.")
         if "qat" in kinds:
             after = kinds[kinds.index("qat") + 1:]
             if any(k != "export" for k in after):

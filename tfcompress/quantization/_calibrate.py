@@ -50,6 +50,7 @@ def calibrate_ranges(
     weight_bits: Any = 8,
     equalize: bool = False,
     bias_correction: bool = False,
+    adaround: bool = False,
 ) -> keras.Model:
     """A quantization-aware copy of `model` with activation ranges set from calibration data.
 
@@ -76,6 +77,12 @@ def calibrate_ranges(
         bias_correction: After the ranges are set, each layer's bias takes out the mean error
             its rounded weights cause in its output, measured on the calibration images as
             they reach it in the quantized model. Defaults to `False`.
+        adaround: After the ranges are set (and before bias correction), each weight is
+            rounded up or down as its layer's output needs rather than to the nearest level
+            (AdaRound, Nagel et al. 2020): layer by layer in graph order, a rounding choice
+            per weight is fitted so that the layer's output on the calibration images, as
+            they reach it in the quantized model, matches the float model's. The ranges
+            stay the same. Defaults to `False`.
 
     Returns:
         A new model with learned (fixed) ranges, ready for int8 export.
@@ -125,6 +132,10 @@ def calibrate_ranges(
         else:
             lo, hi = _mse_range(values, qz.num_bits)
         qz.set_range(lo, hi)
+    if adaround:
+        from tfcompress.quantization._adaround import adaround as learn_rounding
+
+        learn_rounding(q, x)
     if bias_correction:
         correct_biases(q, x, batch_size)
     return q

@@ -190,8 +190,13 @@ class _QuantWeightLayer(keras.layers.Layer):
         self.output_quantizer = ActivationQuantizer(num_bits=activation_bits,
                                                     name="output_quantizer")
         self.simulate = True  # see ActivationQuantizer.simulate; covers the weights
+        # While set, `rounding(w, axis)` replaces the weights' fake-quant (AdaRound learns
+        # each weight's rounding direction through it); never saved.
+        self.rounding = None
 
     def _quant_weights(self, w, axis):
+        if self.rounding is not None:
+            return self.rounding(w, axis)
         return _fake_quant_weights(w, axis, self.weight_bits) if self.simulate else w
 
     def _make_weights(self, kernel_shape, channels):
