@@ -13,7 +13,7 @@ import pytest
 from tfcompress.export import to_tflite
 
 # Trains the reference CNN briefly, then post-training int4 with nearest rounding and with
-# AdaRound (200 steps a layer): prints how far each is from the float model on test images,
+# AdaRound (100 steps a layer): prints how far each is from the float model on test images,
 # the share of weights AdaRound rounded away from the nearest level, and whether every kernel
 # lies on its fake-quant grid.
 _ROUND = """
@@ -24,11 +24,11 @@ import tfcompress as tfc
 from tfcompress.quantization import _adaround, calibrate_ranges
 from tfcompress.quantization._layers import _QuantWeightLayer, _fake_quant_weights
 
-_adaround.STEPS = 200
+_adaround.STEPS = 100
 keras.utils.set_random_seed(0)
 ds = tfc.data.load("mnist")
 model = tfc.reference.compile_for_classification(tfc.reference.reference_cnn())
-model.fit(ds.x_train, ds.y_train, epochs=2, batch_size=64, verbose=0)
+model.fit(ds.x_train, ds.y_train, epochs=1, batch_size=64, verbose=0)
 x, test = ds.x_train[:256], ds.x_test[:300]
 want = model.predict(test, verbose=0)
 error, moved, on_grid = {}, [], True
