@@ -22,7 +22,7 @@ case; for each, the remedies tfcompress has are tried and scored the same way:
   `int16_layers` keep 8-bit weights' activations wider, which is not what int4 loses);
 - quantization-aware training in the same setting (2 epochs, Adam 1e-4).
 
-    python models/accuracy/losing_cases.py                  # all networks, ~60 min, 2 cores
+    python models/accuracy/losing_cases.py                  # all networks, ~35 min, 2 cores
     python models/accuracy/losing_cases.py --only cnn,dscnn
 """
 
