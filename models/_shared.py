@@ -53,6 +53,7 @@ def compare_engines(script: str, args: list[str], engine: str, cfg: dict, out: s
 # Every baseline a script compares against is trained until its validation accuracy stops
 # improving (as make_card.py does): a fixed, short training leaves it undertrained, and the
 # fine-tuning of a compressed copy then "gains" points by finishing that training.
+# No stop before epoch FIRST_CHECK: BatchNorm's moving statistics lag the first epochs' weights.
 MAX_EPOCHS, PATIENCE, FIRST_CHECK = 80, 6, 5
 
 

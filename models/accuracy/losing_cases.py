@@ -36,7 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from _shared import write_results  # noqa: E402
+from _shared import fit_converged, write_results  # noqa: E402
 
 LOSS = 2.0  # points: what makes a losing case
 
@@ -73,18 +73,6 @@ def mobilenet_v1(input_shape, num_classes):
                                         classes=num_classes, classifier_activation=None)
 
 
-def converged(model, train, val, max_epochs=60, patience=6):
-    import keras
-
-    # (not before epoch 5: BatchNorm's moving statistics lag the first epochs' weights)
-    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience,
-                                         restore_best_weights=True, mode="max",
-                                         start_from_epoch=5)
-    history = model.fit(train.x_train, train.y_train, validation_data=val, epochs=max_epochs,
-                        batch_size=32, callbacks=[stop], verbose=0)
-    return len(history.history["loss"])
-
-
 def run_network(key: str, folder: Path) -> dict:
     import keras
     import numpy as np
@@ -99,7 +87,8 @@ def run_network(key: str, folder: Path) -> dict:
     keras.utils.set_random_seed(0)
     model = tfc.reference.compile_for_classification(build(full), lr)
     start = time.time()
-    epochs = converged(model, train, val)
+    epochs = fit_converged(model, (train.x_train, train.y_train), val, keras.callbacks,
+                           batch_size=32, max_epochs=60)
     test = (full.x_test, full.y_test)
     x = train.x_train
     float_acc = 100 * float(np.mean(model.predict(full.x_test, verbose=0).argmax(-1)

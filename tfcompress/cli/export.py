@@ -150,9 +150,9 @@ def _calibrated(model, data, output, quantization, target, samples, weight_bits,
     from tfcompress.export._export import check_outputs
     from tfcompress.quantization import calibrate_ranges, is_quantize_aware, quantize_aware
 
-    what = ("--weight-bits" if weight_bits not in (None, 8) else "--per-tensor-weights"
-            if per_tensor else "--equalize" if repair["equalize"] else "--bias-correction"
-            if repair["bias_correction"] else "--adaround")
+    asked = {"--weight-bits": weight_bits not in (None, 8), "--per-tensor-weights": per_tensor,
+             **{f"--{name.replace('_', '-')}": on for name, on in repair.items()}}
+    what = next(flag for flag, on in asked.items() if on)
     if quantization != "int8":
         raise click.UsageError(f"{what} goes with --quantize int8, got {quantization}.")
     if not data:

@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 
 from tfcompress import _graph
-from tfcompress.quantization._layers import _QuantWeightLayer, _weight_bound
+from tfcompress.quantization._layers import ActivationQuantizer, _QuantWeightLayer, _weight_bound
 
 # The rectified sigmoid's stretch and the regularizer's schedule, from the paper.
 _ZETA, _GAMMA = 1.1, -0.1
@@ -29,11 +29,17 @@ BATCH = 32
 LEARNING_RATE = 1e-2
 
 
+def _rectified(v):
+    """The stretched sigmoid of the rounding variables, clipped to [0, 1]: the share of a
+    level added to the level below."""
+    return ops.clip(ops.sigmoid(v) * (_ZETA - _GAMMA) + _GAMMA, 0.0, 1.0)
+
+
 class _Grid:
     """One layer's weights (as its fake-quant sees them) on their quantization grid."""
 
     def __init__(self, w: np.ndarray, axis: int | None, bits: int):
-        self.shape, self.axis, self.levels = w.shape, axis, 2 ** (bits - 1) - 1
+        self.shape, self.levels = w.shape, 2 ** (bits - 1) - 1
         reduce = None if axis is None else tuple(range(w.ndim - 1))  # channels last
         bound = ops.convert_to_numpy(_weight_bound(ops.convert_to_tensor(w), reduce, bits))
         self.step = (np.asarray(bound, np.float32) / self.levels).astype(np.float32)
@@ -55,11 +61,11 @@ class _Grid:
 
     def soft(self, v):
         """Weights with the rounding `v` chooses, differentiable in `v`."""
-        up = ops.clip(ops.sigmoid(v) * (_ZETA - _GAMMA) + _GAMMA, 0.0, 1.0) * self.nonzero
+        up = _rectified(v) * self.nonzero
         return ops.clip(self.floor + up, -self.levels, self.levels) * self.step
 
     def hard(self, v: np.ndarray) -> np.ndarray:
-        up = (1.0 / (1.0 + np.exp(-v)) * (_ZETA - _GAMMA) + _GAMMA >= 0.5) * self.nonzero
+        up = (ops.convert_to_numpy(_rectified(v)) >= 0.5) * self.nonzero
         k = np.clip(self.floor + up, -self.levels, self.levels)
         k = np.where(self.top, self.nearest, k)
         return (k * self.step).astype(np.float32)
@@ -81,7 +87,7 @@ class _Rounding(keras.layers.Layer):
             y = self.layer(h, training=False)
         finally:
             self.layer.rounding = None
-        up = ops.clip(ops.sigmoid(self.v) * (_ZETA - _GAMMA) + _GAMMA, 0.0, 1.0)
+        up = _rectified(self.v)
         regular = ops.sum(1.0 - ops.power(ops.abs(2.0 * up - 1.0), ops.maximum(self.beta,
                                                                                 1.0)))
         self.add_loss(_LAMBDA * ops.where(self.beta > 0, regular, 0.0))
@@ -126,13 +132,9 @@ def _view(layer: _QuantWeightLayer, h: np.ndarray) -> tuple[np.ndarray, int | No
 
 
 def _set_float(q: keras.Model, on: bool) -> None:
-    """Every quantization point of `q` off (`on`) or back on."""
-    from tfcompress.quantization._transform import _quantizers
-
-    for qz in _quantizers(q):
-        qz.simulate = not on
-    for layer in _graph.all_layers(q):
-        if isinstance(layer, _QuantWeightLayer):
+    """Every quantization point of `q` (activations, weights) off (`on`) or back on."""
+    for layer in _graph.all_layers(q):  # sub-layers too: each layer's output quantizer
+        if isinstance(layer, (ActivationQuantizer, _QuantWeightLayer)):
             layer.simulate = not on
 
 
@@ -146,12 +148,13 @@ def adaround(q: keras.Model, x: np.ndarray, steps: int | None = None,
     inputs = q.inputs[0] if len(q.inputs) == 1 else q.inputs
     x = np.asarray(x, np.float32)
     original = {id(layer): ops.convert_to_numpy(layer.kernel) for layer in weighted}
-    done = []
-    for layer in weighted:
+    for i, layer in enumerate(weighted):
         h = np.asarray(keras.Model(inputs, layer.input).predict(x, batch_size=64, verbose=0))
-        # The float model's output of this layer, on float inputs, from the original weights.
-        rounded = {id(w): ops.convert_to_numpy(w.kernel) for w in _before(weighted, layer)}
-        for w in _before(weighted, layer):
+        # The float model's output of this layer, on float inputs: the layers before it
+        # (already rounded) get their original weights back meanwhile.
+        earlier = weighted[:i]
+        rounded = [ops.convert_to_numpy(w.kernel) for w in earlier]
+        for w in earlier:
             w.kernel.assign(original[id(w)])
         _set_float(q, True)
         try:
@@ -159,8 +162,8 @@ def adaround(q: keras.Model, x: np.ndarray, steps: int | None = None,
                 x, batch_size=64, verbose=0))
         finally:
             _set_float(q, False)
-            for w in _before(weighted, layer):
-                w.kernel.assign(rounded[id(w)])
+            for w, kernel in zip(earlier, rounded, strict=True):
+                w.kernel.assign(kernel)
         w, axis = _view(layer, h)
         grid = _Grid(w, axis, layer.weight_bits)
         rounding = _Rounding(layer, grid)
@@ -179,10 +182,4 @@ def adaround(q: keras.Model, x: np.ndarray, steps: int | None = None,
             layer.output_quantizer.simulate = True
         chosen = grid.hard(ops.convert_to_numpy(rounding.v))
         layer.kernel.assign(chosen.reshape(tuple(layer.kernel.shape)))
-        done.append(layer.name)
-    return done
-
-
-def _before(weighted: list[_QuantWeightLayer], layer: _QuantWeightLayer) -> list:
-    """The weight layers before `layer` in graph order (already rounded)."""
-    return weighted[: weighted.index(layer)]
+    return [layer.name for layer in weighted]
