@@ -26,9 +26,10 @@ def default_loss(model: keras.Model) -> tuple[Any, list | None, str]:
     detection loss on its anchors for a detector, else sparse categorical cross-entropy
     (logits detected from the last layer) with accuracy."""
     if is_detector(model):
-        from tfcompress.detection import DetectionLoss, anchors_of
+        from tfcompress.detection import DetectionLoss, anchors_of, matching_of
 
-        return DetectionLoss(anchors_of(model)), None, "detection loss on its anchors"
+        return (DetectionLoss(anchors_of(model), matching=matching_of(model)), None,
+                "detection loss on its anchors")
     logits = outputs_logits(model)
     return (keras.losses.SparseCategoricalCrossentropy(from_logits=logits), ["accuracy"],
             f"sparse categorical cross-entropy (from_logits={logits})")

@@ -301,9 +301,16 @@ def reference_detector(
     scales: tuple[tuple[float, ...], ...] = ((0.12, 0.17), (0.24, 0.34), (0.48, 0.66)),
     aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5),
     name: str = "detector",
+    head: str = "ssd",
 ) -> keras.Model:
     """Builds a small SSD-lite object detector: a MobileNetV2-style backbone and depthwise-
     separable heads on its feature maps at strides 8, 16 and 32.
+
+    With `head="anchor_free"` the heads predict one box per cell instead (as YOLO-style and
+    FCOS heads do): each cell's prior is a square two cells wide that only sets the scale of
+    its box offsets, and the training loss assigns objects to cells by centre and size
+    (`Anchors(matching="centre")`), so no anchor shapes are tuned and the file decodes and
+    suppresses 6 times fewer boxes.
 
     The output is `(batch, A, 4 + num_classes)`, the contract of every tfcompress detector
     (`tfcompress.detection`): per anchor, box offsets `[ty, tx, th, tw]` then class logits
@@ -320,6 +327,8 @@ def reference_detector(
             side. Defaults to `((0.12, 0.17), (0.24, 0.34), (0.48, 0.66))`.
         aspect_ratios: Width over height of the anchors. Defaults to `(1.0, 2.0, 0.5)`.
         name: Model name. Defaults to `"detector"`.
+        head: `"ssd"` (anchor boxes from `scales` and `aspect_ratios`) or `"anchor_free"`
+            (one point per cell; `scales` and `aspect_ratios` unused). Defaults to `"ssd"`.
 
     Returns:
         An uncompiled functional `keras.Model`.
@@ -331,6 +340,8 @@ def reference_detector(
     """
     from tfcompress.detection import Anchors
 
+    if head not in ("ssd", "anchor_free"):
+        raise ValueError(f"head must be 'ssd' or 'anchor_free', got {head!r}.")
     if len(scales) != 3:
         raise ValueError(f"scales must give the anchor sizes of 3 feature maps, got {scales}.")
     layers = keras.layers
@@ -350,8 +361,8 @@ def reference_detector(
     x = _inverted_residual(f8, width(64), 2, 4, "block6")
     f16 = _inverted_residual(x, width(64), 1, 4, "block7")
     f32 = _inverted_residual(f16, width(96), 2, 4, "block8")
-    per_cell = len(scales[0]) * len(aspect_ratios)
-    if any(len(s) * len(aspect_ratios) != per_cell for s in scales):
+    per_cell = 1 if head == "anchor_free" else len(scales[0]) * len(aspect_ratios)
+    if head == "ssd" and any(len(s) * len(aspect_ratios) != per_cell for s in scales):
         raise ValueError("Give every feature map the same number of scales.")
     heads, sizes = [], []
     for i, f in enumerate((f8, f16, f32)):
@@ -362,8 +373,12 @@ def reference_detector(
         h = layers.Conv2D(per_cell * (4 + num_classes), 1, name=f"head{i}")(h)
         heads.append(layers.Reshape((-1, 4 + num_classes), name=f"head{i}_flat")(h))
     out = layers.Concatenate(axis=1, name="predictions")(heads)
-    out = Anchors(feature_sizes=sizes, scales=[list(s) for s in scales],
-                  aspect_ratios=aspect_ratios, name="anchors")(out)
+    if head == "anchor_free":  # one square prior per cell, two cells wide
+        out = Anchors(feature_sizes=sizes, scales=[[2.0 / max(hw)] for hw in sizes],
+                      aspect_ratios=(1.0,), matching="centre", name="anchors")(out)
+    else:
+        out = Anchors(feature_sizes=sizes, scales=[list(s) for s in scales],
+                      aspect_ratios=aspect_ratios, name="anchors")(out)
     model = keras.Model(inputs, out, name=name)
     prior = float(np.log(0.01 / 0.99))  # class scores start near 1 %: focal loss's start
     for i in range(3):
@@ -383,8 +398,9 @@ def compile_for_detection(model: keras.Model, learning_rate: float = 2e-3,
         >>> compile_for_detection(reference_detector()).loss.name
         'detection_loss'
     """
-    from tfcompress.detection import DetectionLoss, check_detector
+    from tfcompress.detection import DetectionLoss, check_detector, matching_of
 
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=DetectionLoss(check_detector(model, anchors)))
+                  loss=DetectionLoss(check_detector(model, anchors),
+                                     matching="iou" if anchors is not None else matching_of(model)))
     return model

@@ -16,9 +16,11 @@ from tfcompress.detection import (
     check_detector,
     decode,
     grid_anchors,
+    matching_of,
     mean_average_precision,
 )
 from tfcompress.detection._boxes import SCALES, corners
+from tfcompress.reference import compile_for_detection, reference_detector
 
 
 def _encode(boxes, anchors):
@@ -151,7 +153,8 @@ from tfcompress import _training
 
 keras.utils.set_random_seed(0)
 ds = tfc.data.load("shapes-detect", num_samples=SAMPLES, image_size=SIZE)
-model = compile_for_detection(reference_detector((SIZE, SIZE, 3), alpha=0.5), 3e-3)
+model = compile_for_detection(reference_detector((SIZE, SIZE, 3), alpha=0.5, head="HEAD"),
+                              3e-3)
 before = _training.evaluate(model, ds.test)
 history = model.fit(ds.x_train, ds.y_train, epochs=EPOCHS, batch_size=32, verbose=0)
 print(json.dumps({"backend": keras.backend.backend(), "losses": history.history["loss"],
@@ -161,14 +164,55 @@ print(json.dumps({"backend": keras.backend.backend(), "losses": history.history[
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_the_reference_detector_learns_shapes_detect_on_every_backend(backend):
-    # JAX's CPU convolutions are slow: a shorter run there shows the same loss learns
-    full = backend == "tensorflow"
+@pytest.mark.parametrize("head", ["ssd", "anchor_free"])
+def test_the_reference_detector_learns_shapes_detect_on_every_backend(backend, head):
+    # JAX's CPU convolutions are slow: a shorter run there (and for the second head on
+    # TensorFlow) shows the same loss learns
+    full = backend == "tensorflow" and head == "ssd"
     code = (_TRAIN.replace("SAMPLES", "800" if full else "400")
-            .replace("SIZE", "96" if full else "64").replace("EPOCHS", "10" if full else "9"))
+            .replace("SIZE", "96" if full else "64").replace("EPOCHS", "10" if full else "9")
+            .replace("HEAD", head))
     r = json.loads(_run(code, backend))
     assert r["backend"] == backend
-    assert r["losses"][-1] < 0.5 * r["losses"][0]
+    # the centre-matched loss falls more slowly in 9 epochs (measured 0.48 of its start on
+    # TensorFlow, 0.52 on JAX); the anchor-box loss falls below half of it
+    assert r["losses"][-1] < (0.5 if head == "ssd" else 0.6) * r["losses"][0]
     assert r["before"] < 0.02 and r["after"] > r["before"]  # mAP@0.5, scored by pycocotools
     if full:
         assert r["after"] > 0.05
+
+
+def test_centre_matching_puts_each_object_on_points_inside_it_at_its_own_scale(tmp_path):
+    model = reference_detector((64, 64, 3), 3, alpha=0.25, head="anchor_free")
+    model.save(tmp_path / "anchor_free.keras")
+    loaded = keras.saving.load_model(tmp_path / "anchor_free.keras")
+    assert matching_of(loaded) == "centre" and matching_of(reference_detector()) == "iou"
+    assert compile_for_detection(loaded).loss.matching == "centre"
+    anchors = anchors_of(loaded)  # one 2-cell prior per cell of the 8x8, 4x4 and 2x2 maps
+    level = np.repeat([0, 1, 2], [64, 16, 4])
+    np.testing.assert_allclose(anchors[:, 2], np.array([0.25, 0.5, 1.0])[level])
+    y = np.full((1, 6, 5), -1.0, np.float32)  # the last row pads
+    y[0, :5] = [[0, 0.05, 0.05, 0.25, 0.25],   # small: the 8x8 map (prior 0.25)
+                [1, 0.1, 0.1, 0.9, 0.9],       # large: the 2x2 map (prior 1.0)
+                [2, 0.60, 0.10, 0.63, 0.13],   # tiny, no cell centre inside it
+                [0, 0.55, 0.55, 0.85, 0.85],   # over the large one, on the 8x8 map
+                [1, 0.60, 0.60, 0.80, 0.80]]   # inside the last, smaller: wins shared points
+    pick, positive, counted = (keras.ops.convert_to_numpy(t)[0] for t in
+                               DetectionLoss(anchors, matching="centre").assign(y))
+    owner = pick.argmax(-1)
+    assert counted.all()  # no ignored zone: every other point is background
+    for obj, map_ in ((0, 0), (1, 2), (2, 0), (3, 0), (4, 0)):
+        mine = (positive > 0) & (owner == obj)
+        assert mine.any() and set(level[mine]) == {map_}, (obj, level[mine])
+        top, left, bottom, right = y[0, obj, 1:]
+        if obj != 2:  # the tiny one keeps the point nearest its centre, outside it
+            assert np.all((anchors[mine, 0] > top) & (anchors[mine, 0] < bottom)
+                          & (anchors[mine, 1] > left) & (anchors[mine, 1] < right))
+    assert not np.any((positive > 0) & (owner == 5))  # padding is nobody's object
+    shared = (np.abs(anchors[:, :2] - 0.7).max(1) <= 0.75 * anchors[:, 2]) & (level == 0) & \
+        np.all((anchors[:, :2] > 0.6) & (anchors[:, :2] < 0.8), axis=1)
+    assert shared.any() and np.all(owner[shared] == 4) and np.all(positive[shared] > 0)
+    with pytest.raises(ValueError, match="matching must be one of"):
+        DetectionLoss(anchors, matching="nearest")
+    with pytest.raises(ValueError, match="head must be 'ssd' or 'anchor_free'"):
+        reference_detector(head="yolo")

@@ -12,7 +12,13 @@ the `A` anchor boxes. Its targets are `(batch, B, 5)` rows `[class, ymin, xmin, 
 # which import this package's modules; they must not find it half made.
 import keras  # noqa: F401
 
-from tfcompress.detection._anchors import Anchors, anchors_of, check_detector, grid_anchors
+from tfcompress.detection._anchors import (
+    Anchors,
+    anchors_of,
+    check_detector,
+    grid_anchors,
+    matching_of,
+)
 from tfcompress.detection._boxes import (
     Detections,
     Postprocess,
@@ -29,4 +35,4 @@ from tfcompress.detection._postprocess import file_detections, has_postprocess
 __all__ = ["Anchors", "DetectionLoss", "Detections", "Postprocess", "anchors_of",
            "check_detector", "decode", "detection_agreement", "detection_distillation",
            "file_detections", "grid_anchors", "has_postprocess", "iou_matrix",
-           "mean_average_precision", "nms", "objects", "same_detections"]
+           "matching_of", "mean_average_precision", "nms", "objects", "same_detections"]

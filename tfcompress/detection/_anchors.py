@@ -13,6 +13,10 @@ from typing import Any
 import keras
 import numpy as np
 
+# How a detector's training loss matches its anchors to objects (`DetectionLoss`): by overlap
+# (anchor boxes, SSD) or by centre (an anchor-free head: one point per cell).
+MATCHINGS = ("iou", "centre")
+
 
 def grid_anchors(feature_sizes: Sequence[Sequence[int]], scales: Sequence[Sequence[float]],
                  aspect_ratios: Sequence[float] = (1.0, 2.0, 0.5)) -> np.ndarray:
@@ -70,11 +74,17 @@ class Anchors(keras.layers.Layer):
     column). Give the anchors as an `(A, 4)` array of `[y_center, x_center, height, width]`
     (normalized) or as the arguments of `grid_anchors`.
 
+    An anchor-free head (one point per cell) gives one anchor per cell, whose size is only the
+    reference its box offsets are encoded against, and `matching="centre"`: its training loss
+    then assigns objects to points by centre and size instead of by overlap.
+
     Args:
         anchors: `(A, 4)` anchors. Defaults to `None`: made by `grid_anchors`.
         feature_sizes: As for `grid_anchors`. Defaults to `None`.
         scales: As for `grid_anchors`. Defaults to `None`.
         aspect_ratios: As for `grid_anchors`. Defaults to `(1.0, 2.0, 0.5)`.
+        matching: How the training loss matches anchors to objects, `"iou"` (anchor boxes)
+            or `"centre"` (anchor-free points). Defaults to `"iou"`.
         **kwargs: Keras layer arguments (`name`...).
 
     Raises:
@@ -82,8 +92,12 @@ class Anchors(keras.layers.Layer):
     """
 
     def __init__(self, anchors: Any = None, feature_sizes: Any = None, scales: Any = None,
-                 aspect_ratios: Sequence[float] = (1.0, 2.0, 0.5), **kwargs: Any):
+                 aspect_ratios: Sequence[float] = (1.0, 2.0, 0.5), matching: str = "iou",
+                 **kwargs: Any):
         super().__init__(**kwargs)
+        if matching not in MATCHINGS:
+            raise ValueError(f"matching must be one of {MATCHINGS}, got {matching!r}.")
+        self.matching = matching
         self.feature_sizes = None if feature_sizes is None else [
             [int(v) for v in s] for s in feature_sizes]
         self.scales = None if scales is None else [[float(v) for v in s] for s in scales]
@@ -116,18 +130,31 @@ class Anchors(keras.layers.Layer):
         else:
             config.update(feature_sizes=self.feature_sizes, scales=self.scales)
         config["aspect_ratios"] = self.aspect_ratios
+        config["matching"] = self.matching
         return config
+
+
+def _anchors_layer(model: Any) -> "Anchors | None":
+    from tfcompress import _graph
+
+    for layer in _graph.all_layers(model):
+        if isinstance(layer, Anchors):
+            return layer
+    return None
 
 
 def anchors_of(model: Any) -> np.ndarray | None:
     """The anchors a detector carries (its `Anchors` layer, nested models included), or
     `None` for a model without one."""
-    from tfcompress import _graph
+    layer = _anchors_layer(model)
+    return None if layer is None else layer.boxes
 
-    for layer in _graph.all_layers(model):
-        if isinstance(layer, Anchors):
-            return layer.boxes
-    return None
+
+def matching_of(model: Any) -> str:
+    """How `model`'s training loss matches its anchors to objects: its `Anchors` layer's
+    `matching` (`"iou"` or `"centre"`), `"iou"` for anchors given from outside."""
+    layer = _anchors_layer(model)
+    return "iou" if layer is None else layer.matching
 
 
 def check_detector(model: Any, anchors: Any = None, what: str = "The model") -> np.ndarray:

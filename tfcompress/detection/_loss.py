@@ -1,7 +1,7 @@
-"""The training loss of an anchor-based detector, written with `keras.ops` (any backend):
-each anchor is matched to the object it overlaps most, class scores learn by focal loss
-(Lin et al., 2017: no hard-negative mining needed) and matched anchors learn their box
-offsets by a Huber loss."""
+"""The training loss of a detector, written with `keras.ops` (any backend): each anchor is
+matched to an object (the one it overlaps most, or for an anchor-free head the smallest one
+whose centre region holds it), class scores learn by focal loss (Lin et al., 2017: no
+hard-negative mining needed) and matched anchors learn their box offsets by a Huber loss."""
 
 from typing import Any
 
@@ -9,7 +9,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfcompress.detection._anchors import MATCHINGS
 from tfcompress.detection._boxes import SCALES, corners
+
+# An anchor-free point is positive for an object whose centre lies within this share of the
+# point's prior size (both axes; 0.75 of a 2-cell prior is 1.5 cells, as in centre sampling).
+CENTRE_RADIUS = 0.75
 
 
 def _iou(anchors, boxes):
@@ -32,9 +37,18 @@ class DetectionLoss(keras.losses.Loss):
     4 + K)` against targets `(batch, B, 5)`: rows `[class, ymin, xmin, ymax, xmax]`
     (normalized; class `-1` pads an image's rows).
 
-    An anchor is matched to the object it overlaps most: positive from `iou_threshold`,
-    background below `ignore_threshold`, left out in between; every object also takes the
-    anchor that overlaps it most. The sum is divided by the number of positive anchors.
+    With `matching="iou"` (anchor boxes, SSD) an anchor is matched to the object it overlaps
+    most: positive from `iou_threshold`, background below `ignore_threshold`, left out in
+    between; every object also takes the anchor that overlaps it most.
+
+    With `matching="centre"` (an anchor-free head: one point per cell, its prior only a
+    reference size) an object is assigned to the feature map whose prior size is nearest its
+    own (geometric mean of its sides), and every point of that map that lies inside the
+    object and within `CENTRE_RADIUS` priors of its centre is positive for it (the smallest
+    such object when several qualify); an object too small to hold any point takes the point
+    of its map nearest its centre, and every other point is background.
+
+    The sum is divided by the number of positive anchors.
 
     Args:
         anchors: The detector's `(A, 4)` anchors (`tfcompress.detection.anchors_of(model)`).
@@ -43,12 +57,14 @@ class DetectionLoss(keras.losses.Loss):
         alpha: Focal loss weight of positives. Defaults to `0.25`.
         gamma: Focal loss focusing exponent. Defaults to `2.0`.
         box_weight: Weight of the box loss. Defaults to `1.0`.
+        matching: `"iou"` or `"centre"`, as above; a detector's own is
+            `tfcompress.detection.matching_of(model)`. Defaults to `"iou"`.
         **kwargs: `keras.losses.Loss` arguments (`name`...).
     """
 
     def __init__(self, anchors: Any, iou_threshold: float = 0.5, ignore_threshold: float = 0.4,
                  alpha: float = 0.25, gamma: float = 2.0, box_weight: float = 1.0,
-                 **kwargs: Any):
+                 matching: str = "iou", **kwargs: Any):
         kwargs.setdefault("name", "detection_loss")
         super().__init__(**kwargs)
         self.anchors = np.asarray(anchors, np.float32)
@@ -59,23 +75,17 @@ class DetectionLoss(keras.losses.Loss):
                              f"{ignore_threshold} and {iou_threshold}.")
         self.iou_threshold, self.ignore_threshold = float(iou_threshold), float(ignore_threshold)
         self.alpha, self.gamma, self.box_weight = float(alpha), float(gamma), float(box_weight)
+        if matching not in MATCHINGS:
+            raise ValueError(f"matching must be one of {MATCHINGS}, got {matching!r}.")
+        self.matching = matching
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "float32")
         y_pred = ops.cast(y_pred, "float32")
         anchors = ops.convert_to_tensor(self.anchors)
-        count = self.anchors.shape[0]
         classes = ops.shape(y_pred)[-1] - 4
         label, gt = y_true[..., 0], y_true[..., 1:5]
-        valid = ops.cast(label >= 0, "float32")  # (N, B)
-        iou = _iou(corners(anchors), gt) * valid[:, None, :] - (1.0 - valid[:, None, :])
-        # every object keeps the anchor that overlaps it most
-        forced = ops.transpose(ops.one_hot(ops.argmax(iou, axis=1), count), (0, 2, 1))
-        iou = ops.where(forced * valid[:, None, :] > 0, 2.0, iou)
-        pick = ops.one_hot(ops.argmax(iou, axis=2), ops.shape(gt)[1])  # (N, A, B)
-        best = ops.max(iou, axis=2)
-        positive = ops.cast(best >= self.iou_threshold, "float32")
-        counted = ops.maximum(positive, ops.cast(best < self.ignore_threshold, "float32"))
+        pick, positive, counted = self.assign(y_true)
         box = ops.matmul(pick, gt)  # (N, A, 4) corners of each anchor's object
         cls = ops.sum(pick * ops.maximum(label, 0.0)[:, None, :], axis=2)
 
@@ -101,10 +111,64 @@ class DetectionLoss(keras.losses.Loss):
         positives = ops.maximum(ops.sum(positive), 1.0)
         return (cls_loss + self.box_weight * box_loss) * batch / positives
 
+    def assign(self, y_true):
+        """`(pick, positive, counted)` for targets `(N, B, 5)`: `pick` `(N, A, B)` one-hot, the
+        object each anchor is matched to; `positive` `(N, A)` 1 where an anchor learns its
+        object; `counted` `(N, A)` 1 where its class scores count in the loss."""
+        y_true = ops.cast(y_true, "float32")
+        anchors = ops.convert_to_tensor(self.anchors)
+        count = self.anchors.shape[0]
+        label, gt = y_true[..., 0], y_true[..., 1:5]
+        valid = ops.cast(label >= 0, "float32")  # (N, B)
+        if self.matching == "iou":
+            score = _iou(corners(anchors), gt) * valid[:, None, :] - (1.0 - valid[:, None, :])
+            # every object keeps the anchor that overlaps it most
+            forced = ops.transpose(ops.one_hot(ops.argmax(score, axis=1), count), (0, 2, 1))
+            forced = forced * valid[:, None, :]
+        else:
+            score, near = _centre_scores(anchors, gt, valid)
+            # an object on no point of its map keeps the one nearest its centre
+            alone = valid * ops.cast(ops.max(score, axis=1) <= 0.0, "float32")  # (N, B)
+            forced = ops.transpose(ops.one_hot(ops.argmax(near, axis=1), count), (0, 2, 1))
+            forced = forced * alone[:, None, :]
+        score = ops.where(forced > 0, 3.0, score)
+        pick = ops.one_hot(ops.argmax(score, axis=2), ops.shape(gt)[1])  # (N, A, B)
+        best = ops.max(score, axis=2)
+        if self.matching == "iou":
+            positive = ops.cast(best >= self.iou_threshold, "float32")
+            counted = ops.maximum(positive, ops.cast(best < self.ignore_threshold, "float32"))
+        else:
+            positive = ops.cast(best > 0.0, "float32")
+            counted = ops.ones_like(positive)
+        return pick, positive, counted
+
     def get_config(self) -> dict:
         return {**super().get_config(), "anchors": self.anchors.tolist(),
                 "iou_threshold": self.iou_threshold, "ignore_threshold": self.ignore_threshold,
-                "alpha": self.alpha, "gamma": self.gamma, "box_weight": self.box_weight}
+                "alpha": self.alpha, "gamma": self.gamma, "box_weight": self.box_weight,
+                "matching": self.matching}
+
+
+def _centre_scores(anchors, gt, valid):
+    """`(score, near)`, both `(N, A, B)`, for centre matching of `(A, 4)` points (prior sizes
+    included) to `(N, B, 4)` object corners: `score` is above 0 where a point may take an
+    object, higher for smaller objects (1 to 2), and -1 elsewhere; `near` is highest at the
+    point of the object's feature map nearest its centre (for the object's forced point)."""
+    ay, ax = anchors[None, :, None, 0], anchors[None, :, None, 1]
+    prior = ops.sqrt(anchors[:, 2] * anchors[:, 3])[None, :, None]
+    top, left, bottom, right = (gt[:, None, :, i] for i in range(4))
+    h, w = ops.maximum(bottom - top, 1e-6), ops.maximum(right - left, 1e-6)
+    size = ops.sqrt(h * w)
+    scale_gap = ops.abs(ops.log(size / prior))  # (N, A, B)
+    level = ops.cast(scale_gap <= ops.min(scale_gap, axis=1, keepdims=True) + 1e-3, "float32")
+    dy, dx = ay - (top + bottom) / 2, ax - (left + right) / 2
+    near_centre = ops.cast(ops.maximum(ops.abs(dy), ops.abs(dx)) <= CENTRE_RADIUS * prior,
+                           "float32")
+    inside = ops.cast((ay > top) & (ay < bottom) & (ax > left) & (ax < right), "float32")
+    ok = level * near_centre * inside * valid[:, None, :]
+    score = ok * (2.0 - h * w) - (1.0 - ok)
+    near = level * valid[:, None, :] * (2.0 - dy * dy - dx * dx) - 1.0
+    return score, near
 
 
 def _huber(a, b):

@@ -275,9 +275,9 @@ class Distiller(keras.distillation.Distiller):
         is refused, because it would train silently on the wrong quantity.
         """
         if loss is None and self._anchors is not None:
-            from tfcompress.detection import DetectionLoss
+            from tfcompress.detection import DetectionLoss, matching_of
 
-            loss = DetectionLoss(self._anchors)
+            loss = DetectionLoss(self._anchors, matching=matching_of(self.student))
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not self._student_probs)
         from_logits = getattr(loss, "from_logits", None)
