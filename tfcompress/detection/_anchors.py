@@ -130,7 +130,8 @@ class Anchors(keras.layers.Layer):
         else:
             config.update(feature_sizes=self.feature_sizes, scales=self.scales)
         config["aspect_ratios"] = self.aspect_ratios
-        config["matching"] = self.matching
+        if self.matching != "iou":  # anchor boxes keep the config (and run fingerprints) of old
+            config["matching"] = self.matching
         return config
 
 
