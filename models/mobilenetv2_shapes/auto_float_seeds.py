@@ -1,11 +1,11 @@
 """QAT of every layer against QAT with `float_layers="auto"` on MobileNetV2, over 3 seeds.
 
 Per seed: MobileNetV2 (alpha 0.35) on `shapes` at 96 x 96, 2,000 images (10 % of the training
-part held out), trained 12 epochs; a quantize sensitivity scan on the held-out images; then one
-epoch of QAT from the trained model, either of every layer or with the layers the scan picks
-within a 1-point budget kept in float; both exported to int8 (the second through
-post-training int8 of its trained weights, its float layers left out) and scored in LiteRT on
-the 400 test images.
+part held out), trained until its validation accuracy stops improving; a quantize
+sensitivity scan on the held-out images; then one epoch of QAT from the trained model, either
+of every layer or with the layers the scan picks within a 1-point budget kept in float; both
+exported to int8 (the second through post-training int8 of its trained weights, its float
+layers left out) and scored in LiteRT on the 400 test images.
 
     python models/mobilenetv2_shapes/auto_float_seeds.py   # -> auto_float_seeds.{json,md}
 """
@@ -35,9 +35,10 @@ def main(seeds: int = 3) -> dict:
     work = Path(tempfile.mkdtemp(prefix="tfc-autofloat-"))
     rows = []
     for seed in range(seeds):
-        full, train, val, model = _shared.trained_mobilenet_v2(seed)
+        full, train, val, model, epochs = _shared.trained_mobilenet_v2(seed)
         scan = sensitivity(model, val, "quantize", num_samples=len(val[0]))
-        row = {"seed": seed, "float": tfc._training.accuracy(model, full.x_test, full.y_test),
+        row = {"seed": seed, "epochs": epochs,
+               "float": tfc._training.accuracy(model, full.x_test, full.y_test),
                "all_quantized_scan": scan.all_changed, "baseline_scan": scan.baseline,
                "float_layers": scan.float_layers()}
         for name, kwargs in (("every_layer", {}),
@@ -63,8 +64,9 @@ def markdown(out: dict) -> str:
         "# MobileNetV2: QAT of every layer vs `float_layers=\"auto\"` (3 seeds)",
         "",
         "Produced by `python models/mobilenetv2_shapes/auto_float_seeds.py` (MobileNetV2 "
-        "alpha 0.35, `shapes` 96 x 96, 12 epochs, one QAT epoch; int8 in LiteRT on 400 test "
-        f"images; means over {len(out['seeds'])} seeds).",
+        "alpha 0.35, `shapes` 96 x 96, trained until its held-out accuracy stopped improving: "
+        f"{', '.join(str(r['epochs']) for r in out['seeds'])} epochs; one QAT epoch; int8 in "
+        f"LiteRT on 400 test images; means over {len(out['seeds'])} seeds).",
         "",
         "| | test accuracy |",
         "|---|---|",
