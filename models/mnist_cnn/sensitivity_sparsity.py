@@ -1,9 +1,10 @@
 """Sensitivity-driven per-layer sparsity against one sparsity for all, and QAT with the
 layers a quantize scan picks kept in float against QAT of every layer, on the reference CNN.
 
-For each seed: train the CNN (3 epochs on 3,600 digits), scan every prunable kernel on 400
-held-out digits (`tfcompress.debug.sensitivity(..., "prune")`), then prune a copy of it to an
-overall 80 % in two ways with the same 2-epoch schedule (`tfcompress.pruning.prune`):
+For each seed: train the CNN on 3,600 digits until its accuracy on 400 held-out digits stops
+improving (`_shared.fit_converged`), scan every prunable kernel on those held-out digits
+(`tfcompress.debug.sensitivity(..., "prune")`), then prune a copy of it to an overall 80 % in
+two ways with the same 2-epoch schedule (`tfcompress.pruning.prune`):
 - uniform: the default selection (depthwise and kernels under 1,024 weights dense), 80 % each;
 - sensitivity: every kernel, at the sparsities `scan.sparsities(0.8)` gives (80 % overall).
 Then QAT for one epoch from the trained model, either of every layer or with
@@ -39,11 +40,12 @@ def main(seeds: int = 3) -> dict:
     for seed in range(seeds):
         keras.utils.set_random_seed(seed)
         model = tfc.reference.compile_for_classification(tfc.reference.reference_cnn())
-        model.fit(train.x_train, train.y_train, epochs=3, batch_size=64, verbose=0)
+        epochs = _shared.fit_converged(model, (train.x_train, train.y_train), (x_val, y_val),
+                                       keras.callbacks)
         dense = tfc._training.accuracy(model, full.x_test, full.y_test)
         scan = sensitivity(model, (x_val, y_val), "prune", 0.8, num_samples=400)
         layer_sparsity = scan.sparsities(0.8)
-        result = {"seed": seed, "dense": dense, "layer_sparsity": layer_sparsity,
+        result = {"seed": seed, "epochs": epochs, "dense": dense, "layer_sparsity": layer_sparsity,
                   "scan": scan.to_dict()}
         for name, kwargs in (("uniform", {}), ("sensitivity", {"layer_sparsity": layer_sparsity})):
             keras.utils.set_random_seed(seed)
@@ -87,7 +89,9 @@ def markdown(out: dict) -> str:
         "# Sensitivity-driven sparsity vs one sparsity for all (reference CNN, mnist)",
         "",
         "Produced by `python models/mnist_cnn/sensitivity_sparsity.py`. Per seed: the CNN "
-        "trained for 3 epochs on 3,600 digits; a prune scan at 80 % on 400 held-out digits; "
+        "trained on 3,600 digits until its accuracy on 400 held-out digits stopped improving ("
+        f"{', '.join(str(r['epochs']) for r in out['seeds'])} epochs); a prune scan at 80 % "
+        "on those held-out digits; "
         "then `prune(..., sparsity=0.8, epochs=2)` from the same trained model, either with "
         "the default selection or with `layer_sparsity=scan.sparsities(0.8)`. Test accuracy on "
         f"1,000 unseen digits, mean over {len(out['seeds'])} seeds.",
