@@ -197,8 +197,10 @@ def test_centre_matching_puts_each_object_on_points_inside_it_at_its_own_scale(t
                 [2, 0.60, 0.10, 0.63, 0.13],   # tiny, no cell centre inside it
                 [0, 0.55, 0.55, 0.85, 0.85],   # over the large one, on the 8x8 map
                 [1, 0.60, 0.60, 0.80, 0.80]]   # inside the last, smaller: wins shared points
-    pick, positive, counted = (keras.ops.convert_to_numpy(t)[0] for t in
-                               DetectionLoss(anchors, matching="centre").assign(y))
+    loss = DetectionLoss(anchors, matching="centre")
+    assert DetectionLoss.from_config(loss.get_config()).matching == "centre"
+    assert "matching" not in DetectionLoss(anchors).get_config()  # anchor boxes: as before
+    pick, positive, counted = (keras.ops.convert_to_numpy(t)[0] for t in loss.assign(y))
     owner = pick.argmax(-1)
     assert counted.all()  # no ignored zone: every other point is background
     for obj, map_ in ((0, 0), (1, 2), (2, 0), (3, 0), (4, 0)):

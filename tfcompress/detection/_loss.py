@@ -143,10 +143,12 @@ class DetectionLoss(keras.losses.Loss):
         return pick, positive, counted
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "anchors": self.anchors.tolist(),
-                "iou_threshold": self.iou_threshold, "ignore_threshold": self.ignore_threshold,
-                "alpha": self.alpha, "gamma": self.gamma, "box_weight": self.box_weight,
-                "matching": self.matching}
+        config = {**super().get_config(), "anchors": self.anchors.tolist(),
+                  "iou_threshold": self.iou_threshold, "ignore_threshold": self.ignore_threshold,
+                  "alpha": self.alpha, "gamma": self.gamma, "box_weight": self.box_weight}
+        if self.matching != "iou":  # as Anchors: anchor boxes keep their config of old
+            config["matching"] = self.matching
+        return config
 
 
 def _centre_scores(anchors, gt, valid):
