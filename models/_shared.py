@@ -58,12 +58,16 @@ MAX_EPOCHS, PATIENCE, FIRST_CHECK = 80, 6, 5
 
 
 def fit_converged(model, train: tuple, val: tuple, callbacks_module, *, batch_size: int = 64,
-                  callbacks: tuple = (), max_epochs: int = MAX_EPOCHS) -> int:
-    """Fits `model` on `train` (x, y) until its accuracy on `val` (x, y) has not improved for
-    PATIENCE epochs, keeps its best weights and returns the epochs run. `callbacks_module`
-    is `keras.callbacks` or, in a tfmot process, `tf_keras.callbacks`."""
-    stop = callbacks_module.EarlyStopping(monitor="val_accuracy", mode="max", patience=PATIENCE,
-                                          restore_best_weights=True, start_from_epoch=FIRST_CHECK)
+                  callbacks: tuple = (), max_epochs: int = MAX_EPOCHS,
+                  monitor: str = "val_accuracy") -> int:
+    """Fits `model` on `train` (x, y) until its `monitor` on `val` (x, y) has not improved for
+    PATIENCE epochs (accuracy up; a loss, e.g. a detector's `"val_loss"`, down), keeps its
+    best weights and returns the epochs run. `callbacks_module` is `keras.callbacks` or, in a
+    tfmot process, `tf_keras.callbacks`."""
+    stop = callbacks_module.EarlyStopping(monitor=monitor,
+                                          mode="min" if "loss" in monitor else "max",
+                                          patience=PATIENCE, restore_best_weights=True,
+                                          start_from_epoch=FIRST_CHECK)
     history = model.fit(train[0], train[1], validation_data=val, epochs=max_epochs,
                         batch_size=batch_size, verbose=0, callbacks=[stop, *callbacks])
     return len(history.history["loss"])
@@ -85,3 +89,12 @@ def trained_mobilenet_v2(seed: int) -> tuple[Any, Any, Any, Any, int]:
     epochs = fit_converged(model, (train.x_train, train.y_train), val, keras.callbacks,
                            batch_size=32)
     return full, train, val, model, epochs
+
+
+def detection_data(seed: int, num_samples: int = 3000) -> tuple[Any, tuple]:
+    """`(train, val)`: the detection card's `shapes-detect` at 96 x 96 (`num_samples` images)
+    with its validation images held out of the training part."""
+    import tfcompress as tfc
+
+    return tfc.data.load("shapes-detect", seed=seed, image_size=96,
+                         num_samples=num_samples).hold_out(seed=seed)

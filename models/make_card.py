@@ -95,7 +95,7 @@ def main() -> None:
     detector = args.model == "detector"
     (card / "report.md").write_text(
         (work / "report.md").read_text()
-        + (_detection_section(result, ds) if detector else _micro_section(result, ds))
+        + (_detection_section(result, model, ds) if detector else _micro_section(result, ds))
         + _npu_section(result, model, ds) + _tfmot_section(folder))
     (card / "machine.txt").write_text(
         f"{platform.machine()}, {os.cpu_count()} cores, {_vector_units()}; TensorFlow "
@@ -140,7 +140,7 @@ def _micro_section(result, ds) -> str:
         f"model {m.model_flash_bytes:,} bytes of flash; ops {', '.join(m.ops)}.", ""])
 
 
-def _detection_section(result, ds) -> str:
+def _detection_section(result, baseline, ds) -> str:
     """The final detector exported with its post-processing in the file: mAP of the file's own
     detections on LiteRT and its reference kernels, and TFLite Micro's arena and flash, with
     the share of test images where TFLite Micro finds what the reference kernels find."""
@@ -172,8 +172,7 @@ def _detection_section(result, ds) -> str:
     base = Path(result.baseline.tflite_path)
     # the baseline with the same post-processing in its file: both files then end in detections
     base_post = folder / "baseline_float32.tflite"
-    to_tflite(keras.saving.load_model(result.baseline.model_path), base_post, "float32",
-              detection_postprocess=True)
+    to_tflite(baseline, base_post, "float32", detection_postprocess=True)
     times = time_side_by_side([base, base_post, path], (ds.x_test, ds.y_test), runs=200)
     p50 = [float(np.percentile(t, 50)) for t in times]
     sizes = [f.stat().st_size for f in (base, base_post, path)]

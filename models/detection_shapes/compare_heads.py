@@ -39,23 +39,18 @@ def train(head: str, ds, val, seed: int):
     keras.utils.set_random_seed(seed)
     model = compile_for_detection(
         reference_detector(ds.input_shape, ds.num_classes, head=head), 2e-3)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=_shared.PATIENCE,
-                                         restore_best_weights=True,
-                                         start_from_epoch=_shared.FIRST_CHECK)
-    history = model.fit(ds.x_train, ds.y_train, validation_data=val, epochs=_shared.MAX_EPOCHS,
-                        batch_size=32, callbacks=[stop], verbose=0)
-    return model, len(history.history["loss"])
+    epochs = _shared.fit_converged(model, (ds.x_train, ds.y_train), val, keras.callbacks,
+                                   batch_size=32, monitor="val_loss")
+    return model, epochs
 
 
 def measure(seed: int, runs: int) -> dict:
     import numpy as np
 
-    import tfcompress as tfc
     from tfcompress.bench import benchmark, time_side_by_side
     from tfcompress.export import to_tflite
 
-    ds, val = tfc.data.load("shapes-detect", seed=seed, image_size=96,
-                            num_samples=3000).hold_out(seed=seed)
+    ds, val = _shared.detection_data(seed)
     test = (ds.x_test, ds.y_test)
     out, files = {}, []
     with tempfile.TemporaryDirectory() as work:
@@ -120,13 +115,11 @@ def markdown(r: dict) -> str:
 
 def radius_variant(radius: float, seed: int) -> dict:
     """The anchor-free head trained with centre-sampling radius `radius`: its test mAP."""
-    import tfcompress as tfc
     from tfcompress import _training
     from tfcompress.detection import _loss
 
     _loss.CENTRE_RADIUS = radius
-    ds, val = tfc.data.load("shapes-detect", seed=seed, image_size=96,
-                            num_samples=3000).hold_out(seed=seed)
+    ds, val = _shared.detection_data(seed)
     model, epochs = train("anchor_free", ds, val, seed)
     test = (ds.x_test, ds.y_test)
     return {"centre_radius": radius, "epochs": epochs,

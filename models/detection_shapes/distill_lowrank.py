@@ -61,14 +61,12 @@ def _best_map_callback(val):
 def measure(seed: int, num_samples: int = 3000) -> dict:
     import keras
 
-    import tfcompress as tfc
     from tfcompress import _training
     from tfcompress.distillation import distill, make_student
     from tfcompress.lowrank import factorize
     from tfcompress.reference import compile_for_detection, reference_detector
 
-    ds, val = tfc.data.load("shapes-detect", seed=seed, image_size=96,
-                            num_samples=num_samples).hold_out(seed=seed)
+    ds, val = _shared.detection_data(seed, num_samples)
     test = (ds.x_test, ds.y_test)
 
     def scores(model, epochs=None, seconds=None):
